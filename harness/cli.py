@@ -1,0 +1,188 @@
+"""Command line: `python -m harness {validate,plan,build} EXPERIMENT`.
+
+Errors the user can fix print one message each and exit 2 (bad input) or 1 (a failure
+along the pipeline); nothing half-built is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness import paths
+from harness.errors import HarnessError, InputError
+from harness.kernel.build import KernelBuilder, KernelRequest
+from harness.kernel.cache import BuildCache
+from harness.spec import load_experiment
+from harness.spec.loader import LoadedExperiment
+
+DEFAULT_EXPERIMENT = paths.EXPERIMENTS_DIR / "dvfs_ramp.yaml"
+
+
+def kernel_requests(le: LoadedExperiment, arch: str | None = None, variant: str | None = None) -> list[KernelRequest]:
+    """The distinct kernels an experiment's cells need, in cell order, optionally filtered."""
+    base_dir = le.path.resolve().parent
+    seen: dict[KernelRequest, None] = {}
+    for cell in le.cells:
+        req = KernelRequest.from_spec(cell.spec.kernel, cell.spec.arch, base_dir)
+        if (arch is None or req.arch == arch) and (variant is None or req.variant == variant):
+            seen.setdefault(req)
+    return list(seen)
+
+
+def cmd_validate(args, out: Console) -> int:
+    le = load_experiment(args.experiment)
+    out.print(f"{args.experiment}: ok, {len(le.cells)} cells")
+    return 0
+
+
+def cmd_plan(args, out: Console) -> int:
+    le = load_experiment(args.experiment)
+    builder = KernelBuilder(BuildCache(args.cache_dir))
+    status: dict[KernelRequest, tuple[str, bool]] = {}
+    for req in kernel_requests(le):
+        key, _, _ = builder.request_key(req)
+        status[req] = (key, builder.cache.lookup(key) is not None)
+    exp = le.experiment
+    table = Table(title=f"{exp.name}: {len(le.cells)} cells x {exp.repeats} repeats")
+    for col in ("cell", "arch", "variant", "kernel", "kernel key", "built"):
+        table.add_column(col)
+    base_dir = le.path.resolve().parent
+    for cell in le.cells:
+        req = KernelRequest.from_spec(cell.spec.kernel, cell.spec.arch, base_dir)
+        key, built = status[req]
+        table.add_row(cell.id, cell.spec.arch, cell.variant, req.variant, key[:12], "yes" if built else "no")
+    out.print(table)
+    done = sum(b for _, b in status.values())
+    out.print(f"kernels needed: {len(status)} ({done} built, {len(status) - done} to build); "
+              f"cache: {builder.cache.root}")
+    return 0
+
+
+def cmd_build(args, out: Console) -> int:
+    le = load_experiment(args.experiment)
+    reqs = kernel_requests(le, args.arch, args.config)
+    if not reqs:
+        raise InputError(f"{args.experiment}: no cell needs a kernel with arch={args.arch or 'any'} "
+                         f"config={args.config or 'any'} (configs: agent-off, agent-on, +debug)")
+    builder = KernelBuilder(BuildCache(args.cache_dir), jobs=args.jobs, console=Console(stderr=True))
+    failures = 0
+    for req in reqs:
+        t0 = time.monotonic()
+        try:
+            res = builder.build(req)
+        except InputError:
+            raise
+        except HarnessError as e:
+            failures += 1
+            out.print(f"[red]FAILED[/] {req.label}: {e}")
+            continue
+        state = "cached" if res.cached else "built"
+        out.print(f"{state} {req.label} in {time.monotonic() - t0:.2f}s: {res.image}  (key {res.key})")
+    return 1 if failures else 0
+
+
+def cmd_kernel_tree(args, out: Console) -> int:
+    from harness.kernel.devtree import make_dev_tree
+
+    le = load_experiment(args.experiment)
+    names = list(le.experiment.kernel.series)
+    edit = args.series or (names[-1] if names else None)
+    if edit is None:
+        raise InputError(f"{args.experiment} applies no patch series: nothing to edit")
+    tree = make_dev_tree(args.dest.resolve(), names, edit, le.experiment.kernel.source, BuildCache(args.cache_dir))
+    out.print(f"editable tree for series '{edit}': {tree}\n"
+              f"  commits since tag series-base are the series; edit, commit, then: nox -s export-patches -- {tree}")
+    return 0
+
+
+def cmd_export_patches(args, out: Console) -> int:
+    from harness.kernel.devtree import export_patches
+
+    res = export_patches(args.tree, args.series)
+    for f in res.files:
+        out.print(f"wrote {f.relative_to(paths.REPO_ROOT) if f.is_relative_to(paths.REPO_ROOT) else f}")
+    out.print(res.checkpatch, markup=False)
+    if not res.clean:
+        out.print("[red]checkpatch.pl reported problems[/]")
+        return 1
+    return 0
+
+
+def cmd_checkpatch(args, out: Console) -> int:
+    from harness.kernel import series as series_mod
+    from harness.kernel import source
+    from harness.kernel.devtree import checkpatch
+
+    cache = BuildCache(args.cache_dir)
+    tree = source.pristine_repo(source.resolve("debian", cache), cache)
+    names = args.series or sorted(p.name for p in paths.PATCHES_DIR.iterdir() if p.is_dir())
+    files = [p.path for p in series_mod.load_series(names)]
+    report, clean = checkpatch(tree, files)
+    out.print(report, markup=False)
+    return 0 if clean else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def experiment_arg(sp, optional=False):
+        if optional:
+            sp.add_argument("experiment", nargs="?", type=Path, default=DEFAULT_EXPERIMENT,
+                            help=f"experiment YAML (default: {DEFAULT_EXPERIMENT.relative_to(paths.REPO_ROOT)})")
+        else:
+            sp.add_argument("experiment", type=Path, help="experiment YAML")
+        sp.add_argument("--cache-dir", type=Path, default=None, help="build cache (default: $HARNESS_CACHE_DIR "
+                        "or $XDG_CACHE_HOME/agent-latency)")
+
+    sp = sub.add_parser("validate", help="check an experiment file")
+    experiment_arg(sp)
+    sp.set_defaults(func=cmd_validate)
+    sp = sub.add_parser("plan", help="print the experiment's cells and which kernels they need")
+    experiment_arg(sp)
+    sp.set_defaults(func=cmd_plan)
+    sp = sub.add_parser("build", help="build (or reuse) the kernels an experiment needs")
+    experiment_arg(sp, optional=True)
+    sp.add_argument("--arch", choices=("x86_64", "arm64"))
+    sp.add_argument("--config", choices=("agent-off", "agent-on", "agent-off+debug", "agent-on+debug"),
+                    help="kernel variant to build")
+    sp.add_argument("--jobs", "-j", type=int, default=None)
+    sp.set_defaults(func=cmd_build)
+
+    sp = sub.add_parser("kernel-tree", help="turn the patch series into an editable git tree")
+    sp.add_argument("dest", type=Path, help="where to create the tree")
+    sp.add_argument("--series", help="series to edit (default: the experiment's last)")
+    experiment_arg(sp, optional=True)
+    sp.set_defaults(func=cmd_kernel_tree)
+    sp = sub.add_parser("export-patches", help="write a kernel-tree's commits back as the series")
+    sp.add_argument("tree", type=Path)
+    sp.add_argument("--series", help="series to write (default: the one the tree was made for)")
+    sp.set_defaults(func=cmd_export_patches)
+    sp = sub.add_parser("checkpatch", help="run scripts/checkpatch.pl on the patch series")
+    sp.add_argument("series", nargs="*", help="series names (default: all)")
+    sp.add_argument("--cache-dir", type=Path, default=None)
+    sp.set_defaults(func=cmd_checkpatch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Console(soft_wrap=True)
+    try:
+        return args.func(args, out)
+    except HarnessError as e:  # InputError (exit 2) included: plain text, never wrapped
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

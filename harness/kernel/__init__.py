@@ -1,0 +1,1 @@
+"""Kernel stage: source -> patched tree -> verified .config -> cached build."""

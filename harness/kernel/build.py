@@ -1,0 +1,284 @@
+"""Build a kernel for one request, or return the cached build at once.
+
+A request (source, patch series, config fragments, arch) first maps to a *request key*
+computed without touching the tree; a hit in the index returns in well under a second.
+On a miss: pristine source -> patched worktree (`git am`) -> allnoconfig + fragments
+(merge_config.sh) + olddefconfig -> every requested symbol checked -> *build key* from the
+final .config -> make with ccache in a reused O= directory -> artifacts + metadata.json.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import paths
+from harness.errors import HarnessError, InputError
+from harness.kernel import arch as archmod
+from harness.kernel import kconfig, series, source, toolchain
+from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
+from harness.kernel.progress import BuildProgress
+from harness.spec.model import KernelSpec
+
+RECIPE_VERSION = 1   # bump when the build recipe (make flags, base config) changes
+MIN_FREE_GIB = float(os.environ.get("HARNESS_MIN_FREE_GIB", "12"))
+
+
+class ConfigError(InputError):
+    """A config fragment asked for something Kconfig did not keep."""
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """Everything that decides which kernel gets built."""
+
+    arch: str
+    source: str = "debian"
+    series: tuple[str, ...] = ("agent-latency",)
+    fragments: tuple[str, ...] = ("base", "tracing", "platform")
+    agent_latency: bool = False
+    debug: bool = False
+    extra: tuple[tuple[str, str], ...] = ()
+    base_dir: Path | None = field(default=None, compare=False)  # for relative source paths
+
+    @classmethod
+    def from_spec(cls, spec: KernelSpec, arch: str, base_dir: Path | None = None) -> KernelRequest:
+        return cls(arch=arch, source=spec.source, series=tuple(spec.series), fragments=tuple(spec.fragments),
+                   agent_latency=spec.agent_latency, debug=spec.debug,
+                   extra=tuple(sorted(spec.config.items())), base_dir=base_dir)
+
+    @property
+    def variant(self) -> str:
+        return ("agent-on" if self.agent_latency else "agent-off") + ("+debug" if self.debug else "")
+
+    @property
+    def label(self) -> str:
+        return f"{self.arch}/{self.variant}"
+
+    def fragment_files(self) -> list[Path]:
+        """Fragments in merge order: experiment's, arch, agent-latency on/off, debug."""
+        names = [*self.fragments, archmod.get(self.arch).fragment,
+                 "agent-latency-on" if self.agent_latency else "agent-latency-off"]
+        if self.debug:
+            names.append("debug")
+        files = [paths.CONFIGS_DIR / f"{n}.config" for n in names]
+        for f in files:
+            if not f.is_file():
+                raise InputError(f"config fragment {f} does not exist")
+        return files
+
+    def requests(self) -> list[kconfig.Request]:
+        reqs = []
+        for f in self.fragment_files():
+            reqs += kconfig.parse_fragment(f.read_text(), f"kernel/configs/{f.name}")
+        for sym, val in self.extra:
+            reqs.append(kconfig.Request(sym.removeprefix("CONFIG_"), val, "experiment kernel.config"))
+        return reqs
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    request: KernelRequest
+    key: str
+    dir: Path
+    cached: bool
+    seconds: float
+    metadata: dict
+
+    @property
+    def image(self) -> Path:
+        return self.dir / self.metadata["artifacts"]["image"]
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.dir / self.metadata["artifacts"]["vmlinux"]
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config"
+
+
+class KernelBuilder:
+    def __init__(self, cache: BuildCache | None = None, jobs: int | None = None, console=None):
+        self.cache = cache or BuildCache()
+        self.jobs = jobs or os.cpu_count() or 1
+        self.console = console
+
+    # -- keys ------------------------------------------------------------------------------
+    def request_key(self, req: KernelRequest) -> tuple[str, source.KernelSource, list[series.Patch]]:
+        src = source.resolve(req.source, self.cache, req.base_dir)
+        patches = series.load_series(list(req.series))
+        arch = archmod.get(req.arch)
+        key = sha256_json({
+            "recipe": RECIPE_VERSION, "source": src.identity, "arch": req.arch,
+            "patches": [[p.name, p.sha256] for p in patches],
+            "fragments": [[f.name, sha256_bytes(f.read_bytes())] for f in req.fragment_files()],
+            "extra": list(req.extra), "toolchain": toolchain.identity(arch),
+        })[:24]
+        return key, src, patches
+
+    def lookup(self, req: KernelRequest) -> BuildResult | None:
+        """The cached build for `req`, without touching any tree; None on a miss."""
+        t0 = time.monotonic()
+        key, _, _ = self.request_key(req)
+        if (d := self.cache.lookup(key)) is None:
+            return None
+        meta = json.loads((d / "metadata.json").read_text())
+        return BuildResult(req, meta["key"], d, True, time.monotonic() - t0, meta)
+
+    # -- the build ---------------------------------------------------------------------------
+    def build(self, req: KernelRequest) -> BuildResult:
+        t0 = time.monotonic()
+        req_key, src, patches = self.request_key(req)
+        if (d := self.cache.lookup(req_key)) is not None:
+            meta = json.loads((d / "metadata.json").read_text())
+            return BuildResult(req, meta["key"], d, True, time.monotonic() - t0, meta)
+
+        arch = archmod.get(req.arch)
+        cc = arch.compiler()
+        free = self.cache.disk_free_gib()
+        if free < MIN_FREE_GIB:
+            raise HarnessError(f"only {free:.1f} GiB free under {self.cache.root}: a kernel build needs about "
+                               f"{MIN_FREE_GIB:.0f} GiB (source tree, objects, debug info). Free some space, point "
+                               "HARNESS_CACHE_DIR at a larger disk, or lower HARNESS_MIN_FREE_GIB.")
+        started = dt.datetime.now(dt.UTC)
+        pristine = source.pristine_repo(src, self.cache)
+        tree = series.patched_tree(src, pristine, patches, self.cache)
+        objdir = self.cache.dir("objs") / f"{series.tree_key(src, patches)}-{req.arch}"
+
+        with self.cache.lock(f"obj-{objdir.name}"):
+            config = self.configure(req, tree, objdir)
+            toolchain_id = toolchain.identity(arch)
+            build_key = sha256_json({
+                "recipe": RECIPE_VERSION, "source": src.identity, "arch": req.arch,
+                "patches": [p.sha256 for p in patches], "config": sha256_bytes(_config_body(config).encode()),
+                "toolchain": toolchain_id,
+            })[:24]
+            out = self.cache.root / "builds" / build_key
+            if not (out / "metadata.json").is_file():
+                self._make(req, arch, cc, tree, objdir, out, build_key, {
+                    "request_key": req_key, "source": {"kind": src.kind, "identity": src.identity,
+                                                       "description": src.description},
+                    "patches": [{"name": p.name, "sha256": p.sha256} for p in patches],
+                    "fragments": [f"kernel/configs/{f.name}" for f in req.fragment_files()],
+                    "extra_config": dict(req.extra), "toolchain": toolchain_id, "started": started.isoformat(),
+                }, t0)
+        self.cache.record(req_key, build_key)
+        meta = json.loads((out / "metadata.json").read_text())
+        return BuildResult(req, build_key, out, False, time.monotonic() - t0, meta)
+
+    def make_args(self, req: KernelRequest, arch: archmod.KernelArch, cc: str, tree: Path, objdir: Path) -> list[str]:
+        args = ["make", "-C", str(tree), f"O={objdir}", f"ARCH={arch.kbuild_arch}"]
+        if arch.compile_prefix:
+            args.append(f"CROSS_COMPILE={arch.compile_prefix}")
+        if shutil.which("ccache"):
+            args += [f"CC=ccache {cc}", "HOSTCC=ccache gcc"]
+        return args
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "CCACHE_DIR": str(self.cache.dir("ccache")), "CCACHE_BASEDIR": str(self.cache.root),
+                "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "15G"),
+                "KBUILD_BUILD_TIMESTAMP": "Sun Nov 17 00:00:00 UTC 2024", "KBUILD_BUILD_USER": "harness",
+                "KBUILD_BUILD_HOST": "agent-latency", "LC_ALL": "C"}
+
+    def configure(self, req: KernelRequest, tree: Path, objdir: Path) -> Path:
+        """allnoconfig + fragments + olddefconfig in `objdir`, then check every requested symbol."""
+        arch = archmod.get(req.arch)
+        make = self.make_args(req, arch, arch.compiler(), tree, objdir)
+        objdir.mkdir(parents=True, exist_ok=True)
+        self._run(make + ["allnoconfig"], "make allnoconfig")
+        files = req.fragment_files()
+        if req.extra:
+            extra = objdir / "harness-extra.config"
+            extra.write_text("".join(kconfig.Request(s.removeprefix("CONFIG_"), v, "").line() + "\n"
+                                     for s, v in req.extra))
+            files.append(extra)
+        self._run([str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(objdir),
+                   str(objdir / ".config"), *map(str, files)], "merge_config.sh", cwd=tree)
+        self._run(make + ["olddefconfig"], "make olddefconfig")
+        config = objdir / ".config"
+        final = kconfig.read_config(config)
+        if bad := kconfig.unmet(req.requests(), final):
+            defs = kconfig.scan_kconfig(tree, arch.kbuild_arch)
+            lines = "\n".join("  " + kconfig.explain(r, final, defs) for r in bad)
+            raise ConfigError(f"{req.label}: Kconfig dropped {len(bad)} requested symbol(s):\n{lines}")
+        return config
+
+    def _run(self, cmd: list[str], what: str, cwd: Path | None = None) -> str:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=self._env(), cwd=cwd)
+        if proc.returncode != 0:
+            raise HarnessError(f"{what} failed:\n{(proc.stdout + proc.stderr).strip()[-4000:]}")
+        return proc.stdout
+
+    def _make(self, req, arch, cc, tree, objdir, out, build_key, meta, t0) -> None:
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log_path = tmp / "build.log"
+        cmd = self.make_args(req, arch, cc, tree, objdir) + [f"-j{self.jobs}", arch.image_target]
+        with open(log_path, "w") as log, BuildProgress(req.label, _expected_objects(self.cache, req.arch),
+                                                       console=self.console) as progress:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            progress.set_stage("compile")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=self._env(), bufsize=1)
+            try:
+                for line in proc.stdout:
+                    log.write(line)
+                    progress.feed(line)
+                rc = proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            objects = progress.objects
+        if rc != 0:
+            failed = self.cache.dir("logs") / f"{req.arch}-{req.variant}-{build_key}.log"
+            shutil.move(log_path, failed)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = "\n".join(failed.read_text(errors="replace").splitlines()[-25:])
+            raise HarnessError(f"kernel build {req.label} failed (make exit {rc}); full log: {failed}\n{tail}")
+        release = self._run(self.make_args(req, arch, cc, tree, objdir) + ["-s", "kernelrelease"],
+                            "make kernelrelease").strip()
+        shutil.copy2(objdir / arch.image_path, tmp / arch.image_name)
+        shutil.copy2(objdir / "vmlinux", tmp / "vmlinux")
+        shutil.copy2(objdir / "System.map", tmp / "System.map")
+        shutil.copy2(objdir / ".config", tmp / "config")
+        finished = dt.datetime.now(dt.UTC)
+        meta.update({
+            "key": build_key, "arch": req.arch, "variant": req.variant, "kernel_release": release,
+            "finished": finished.isoformat(), "duration_s": round(time.monotonic() - t0, 1),
+            "objects": objects, "host": {"machine": platform.machine(), "kernel": platform.release(),
+                                         "cpus": os.cpu_count()},
+            "artifacts": {"image": arch.image_name, "vmlinux": "vmlinux", "system_map": "System.map",
+                          "config": "config", "log": "build.log"},
+        })
+        atomic_write_text(tmp / "metadata.json", json.dumps(meta, indent=2) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+
+
+def _config_body(config: Path) -> str:
+    """The .config without its comment header (which names the tree path and date)."""
+    return "\n".join(ln for ln in config.read_text().splitlines() if not ln.startswith("# ") or " is not set" in ln)
+
+
+def _expected_objects(cache: BuildCache, arch: str) -> int | None:
+    """Steps a previous build of this arch took, to show progress as n/total."""
+    best = None
+    for meta in (cache.root / "builds").glob("*/metadata.json") if (cache.root / "builds").is_dir() else []:
+        try:
+            m = json.loads(meta.read_text())
+        except json.JSONDecodeError:
+            continue
+        if m.get("arch") == arch and m.get("objects", 0) > 100:
+            best = max(best or 0, m["objects"])
+    return best

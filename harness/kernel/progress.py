@@ -1,0 +1,75 @@
+"""A live view of a kernel build: stage, objects compiled, elapsed time.
+
+make's terse output (`  CC      kernel/fork.o`) is parsed line by line. On a terminal a rich
+status line is redrawn; elsewhere (CI, logs) one line is printed every `interval` seconds,
+so a 20-minute build is never a silent wait.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+
+from rich.console import Console
+from rich.markup import escape
+
+_COMPILE = {"CC", "AS", "CPP", "HOSTCC", "HOSTLD", "AR", "LDS", "CC [M]", "UPD", "GEN", "SYSHDR", "SYSTBL",
+            "WRAP", "CHKSHA1", "MKELF", "POLICY", "VDSO", "VDSO2C", "OBJCOPY"}
+_STAGES = (("LD      vmlinux", "link"), ("BTF", "BTF"), ("KSYMS", "kallsyms"),
+           ("SORTTAB", "link"), ("SYSMAP", "link"), ("ZOFFSET", "image"), ("GZIP", "image"),
+           ("Kernel:", "done"))
+
+
+class BuildProgress(AbstractContextManager):
+    def __init__(self, label: str, expected_objects: int | None = None, console: Console | None = None,
+                 interval: float = 60.0):
+        self.label = label
+        self.expected = expected_objects
+        self.console = console or Console(stderr=True)
+        self.interval = interval
+        self.stage = "configure"
+        self.objects = 0
+        self.start = time.monotonic()
+        self._last_print = self.start
+        self._status = None
+
+    def __enter__(self) -> BuildProgress:
+        if self.console.is_terminal:
+            self._status = self.console.status(escape(self._text()))
+            self._status.__enter__()
+        else:
+            self.console.print(f"[build {self.label}] started", markup=False, highlight=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def set_stage(self, stage: str) -> None:
+        self.stage = stage
+        self._refresh(force=not self.console.is_terminal)
+
+    def feed(self, line: str) -> None:
+        """One line of make output."""
+        tag = line[:10].strip()
+        if tag in _COMPILE or line.startswith("  CC"):
+            self.objects += 1
+            if self.stage == "configure":
+                self.stage = "compile"
+        for marker, stage in _STAGES:
+            if marker in line:
+                self.stage = stage
+        self._refresh()
+
+    def _text(self) -> str:
+        mins, secs = divmod(int(time.monotonic() - self.start), 60)
+        count = f"{self.objects}" + (f"/~{self.expected}" if self.expected else "")
+        return f"[build {self.label}] {self.stage}: {count} steps, {mins}m{secs:02d}s"
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._status is not None:
+            self._status.update(escape(self._text()))
+        elif force or now - self._last_print >= self.interval:
+            self.console.print(self._text(), markup=False, highlight=False)
+            self._last_print = now

@@ -1,0 +1,54 @@
+"""Developer and CI entry points. Every session runs in the environment `scripts/setup.sh`
+prepared (no per-session virtualenv: the kernel toolchain and QEMU are system packages anyway).
+
+    nox -s tests                  the test suite (what .ci/run runs)
+    nox -s build-kernel           build the kernels of experiments/dvfs_ramp.yaml
+    nox -s build-kernel -- --arch arm64 --config agent-on
+    nox -s kernel-tree -- ~/src/agent-latency      series -> editable git tree
+    nox -s export-patches -- ~/src/agent-latency   git tree -> series (+ checkpatch)
+    nox -s checkpatch             checkpatch.pl on every series
+    nox -s lint                   ruff + workflow schema check
+    nox -s bench-build            cold/warm kernel build times
+"""
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["tests"]
+
+
+@nox.session
+def tests(session):
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(name="build-kernel")
+def build_kernel(session):
+    session.run("python", "-m", "harness", "build", *session.posargs)
+
+
+@nox.session(name="kernel-tree")
+def kernel_tree(session):
+    session.run("python", "-m", "harness", "kernel-tree", *session.posargs)
+
+
+@nox.session(name="export-patches")
+def export_patches(session):
+    session.run("python", "-m", "harness", "export-patches", *session.posargs)
+
+
+@nox.session
+def checkpatch(session):
+    session.run("python", "-m", "harness", "checkpatch", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows",
+                ".github/workflows/kernel-matrix.yml")
+
+
+@nox.session(name="bench-build")
+def bench_build(session):
+    session.run("python", "benchmarks/build_cache.py", *session.posargs)

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-shot, idempotent machine setup: Debian packages (never recommends) and the
+# harness Python package with its dependencies. Safe to re-run.
+#
+#   bash scripts/setup.sh            # everything
+#   bash scripts/setup.sh --no-apt   # Python side only (no root needed)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+APT_PACKAGES=(
+  # kernel source and build toolchain (x86_64 native, arm64 cross)
+  linux-source-6.12 build-essential bc bison flex libelf-dev libssl-dev dwarves
+  cpio kmod rsync xz-utils zstd ccache git gcc-aarch64-linux-gnu
+  # guests: QEMU (x86_64 + arm64 system emulation), udev for virtme-ng's virtio-serial
+  qemu-system-x86 qemu-system-arm qemu-utils udev busybox-static
+  # probes in the x86_64 guest run the host's bpftrace over the 9p root
+  bpftrace
+  # Python with pip for the harness itself (a pyenv or venv python works as well)
+  python3 python3-pip
+  # arm64 root filesystem
+  mmdebstrap qemu-user-static binfmt-support
+)
+
+want_apt=1
+[[ ${1:-} == --no-apt ]] && want_apt=0
+
+if (( want_apt )); then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if (( ${#missing[@]} )); then
+    sudo=""; (( EUID == 0 )) || sudo="sudo"
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "setup: Debian packages already installed"
+  fi
+fi
+
+py=${PYTHON:-python3}
+pip_flags=()
+# Debian's system python refuses pip installs (PEP 668); a pyenv/venv python does not.
+if "$py" -c 'import sys,sysconfig,os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"),"EXTERNALLY-MANAGED")) else 1)'; then
+  pip_flags+=(--break-system-packages)
+fi
+echo "setup: installing the harness package ($("$py" --version))"
+"$py" -m pip install -q "${pip_flags[@]}" -e "$here[dev]"
+echo "setup: done"

@@ -1,0 +1,122 @@
+"""The real kernel pipeline on Debian's linux-source-6.12: one x86_64 build (cached after the
+first run), config checks on both arches, and the patch-series round trip. Marked `kernel`:
+slow on a cold cache (tens of minutes), seconds on a warm one."""
+
+import time
+
+import pytest
+
+from harness import paths
+from harness.cli import kernel_requests, main
+from harness.kernel import kconfig, series, source
+from harness.kernel.build import ConfigError, KernelBuilder, KernelRequest, _config_body
+from harness.kernel.cache import BuildCache
+from harness.kernel.devtree import export_patches, make_dev_tree
+from harness.spec import load_experiment
+
+pytestmark = pytest.mark.kernel
+EXAMPLE = paths.EXPERIMENTS_DIR / "dvfs_ramp.yaml"
+
+
+@pytest.fixture(scope="module")
+def builder():
+    return KernelBuilder(BuildCache())
+
+
+@pytest.fixture(scope="module")
+def tree(builder):
+    src = source.resolve("debian", builder.cache)
+    patches = series.load_series(["agent-latency"])
+    return series.patched_tree(src, source.pristine_repo(src, builder.cache), patches, builder.cache)
+
+
+def x86_request(**kw):
+    (req,) = kernel_requests(load_experiment(EXAMPLE), "x86_64", "agent-off")
+    return KernelRequest(**{**req.__dict__, **kw})
+
+
+def test_x86_64_build_then_cache_hit(builder):
+    req = x86_request()
+    first = builder.build(req)
+    meta = first.metadata
+    assert first.image.name == "bzImage" and first.image.stat().st_size > 1_000_000
+    assert first.vmlinux.stat().st_size > first.image.stat().st_size
+    assert meta["arch"] == "x86_64" and meta["variant"] == "agent-off"
+    assert meta["kernel_release"].startswith("6.12.")
+    assert meta["toolchain"]["gcc"].startswith("gcc")
+    assert [p["name"] for p in meta["patches"]] == [f"agent-latency/{p.path.name}"
+                                                    for p in series.load_series(["agent-latency"])]
+    final = kconfig.read_config(first.config)
+    assert kconfig.unmet(req.requests(), final) == []
+    assert final["DEBUG_INFO_BTF"] == "y" and final["CPU_FREQ_GOV_SCHEDUTIL"] == "y"
+    assert "AGENT_LATENCY" not in final
+
+    t0 = time.monotonic()
+    again = builder.build(req)
+    hit_seconds = time.monotonic() - t0
+    assert again.cached and again.key == first.key and again.dir == first.dir
+    print(f"cache hit in {hit_seconds:.3f}s")
+    assert (first.dir / "metadata.json").stat().st_mtime == (again.dir / "metadata.json").stat().st_mtime
+
+
+def test_plan_marks_the_built_kernel(builder, capsys):
+    builder.build(x86_request())
+    assert main(["plan", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if "x86_64-stock" in ln)
+    assert "yes" in row
+    assert "kernels needed: 4" in out
+
+
+def test_agent_on_and_off_differ_only_in_the_symbol(builder, tree, tmp_path):
+    off = builder.configure(x86_request(), tree, tmp_path / "off")
+    on = builder.configure(x86_request(agent_latency=True), tree, tmp_path / "on")
+    a, b = set(_config_body(off).splitlines()), set(_config_body(on).splitlines())
+    assert a - b == {"# CONFIG_AGENT_LATENCY is not set"}
+    assert b - a == {"CONFIG_AGENT_LATENCY=y"}
+    assert builder.request_key(x86_request())[0] != builder.request_key(x86_request(agent_latency=True))[0]
+
+
+def test_dropped_symbol_names_it_and_its_unmet_dependency(builder, tree, tmp_path):
+    """The arm64 case from vng --kconfig: DEBUG_INFO_REDUCED silently drops DEBUG_INFO_BTF."""
+    req = KernelRequest(arch="arm64", extra=(("CONFIG_DEBUG_INFO_REDUCED", "y"),))
+    with pytest.raises(ConfigError) as exc:
+        builder.configure(req, tree, tmp_path / "obj")
+    msg = str(exc.value)
+    assert "CONFIG_DEBUG_INFO_BTF: kernel/configs/tracing.config:" in msg
+    assert "`depends on !DEBUG_INFO_SPLIT && !DEBUG_INFO_REDUCED` (DEBUG_INFO_REDUCED=y" in msg
+    assert exc.value.exit_code == 2
+
+
+def test_symbol_the_stock_tree_lacks_is_an_error(builder, tmp_path):
+    src = source.resolve("debian", builder.cache)
+    stock = series.patched_tree(src, source.pristine_repo(src, builder.cache), [], builder.cache)
+    req = KernelRequest(arch="x86_64", series=(), agent_latency=True)
+    with pytest.raises(ConfigError, match="CONFIG_AGENT_LATENCY: .* no Kconfig in this tree defines it"):
+        builder.configure(req, stock, tmp_path / "obj")
+
+
+def test_series_round_trips_through_an_editable_tree(tmp_path):
+    dev = make_dev_tree(tmp_path / "linux", ["agent-latency"], "agent-latency")
+    out = tmp_path / "patches"
+    res = export_patches(dev, patches_dir=out)
+    assert res.clean, res.checkpatch
+    committed = sorted((paths.PATCHES_DIR / "agent-latency").glob("*.patch"))
+    assert [f.name for f in res.files] == [f.name for f in committed]
+    for new, old in zip(res.files, committed, strict=True):
+        assert new.read_bytes() == old.read_bytes(), f"{new.name} does not round-trip"
+
+
+def test_export_runs_checkpatch_and_flags_problems(tmp_path):
+    import subprocess
+
+    dev = make_dev_tree(tmp_path / "linux", ["agent-latency"], "agent-latency")
+    (dev / "kernel" / "Kconfig.agent_latency").write_text(
+        (dev / "kernel" / "Kconfig.agent_latency").read_text() + "\n# trailing space \n")
+    subprocess.run(["git", "-C", str(dev), "commit", "-qam", "bad: no sign-off"], check=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+    res = export_patches(dev, patches_dir=tmp_path / "out")
+    assert len(res.files) == 2 and res.files[1].name.startswith("0001-bad")
+    assert not res.clean
+    assert "trailing whitespace" in res.checkpatch and "Signed-off-by" in res.checkpatch

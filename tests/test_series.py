@@ -1,0 +1,112 @@
+"""Patch series on a small synthetic git source: git am in a cached worktree, a failing
+patch named with its hunk, an empty series as a stock tree."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InputError
+from harness.kernel import series, source
+from harness.kernel.cache import BuildCache
+
+
+def sh(cwd, *cmd):
+    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True,
+                          env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                               "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}).stdout
+
+
+@pytest.fixture
+def fake_kernel(tmp_path):
+    """A git 'kernel' with Makefile, Kconfig and a text file, plus a series made with format-patch."""
+    src = tmp_path / "linux"
+    src.mkdir()
+    (src / "Makefile").write_text("all:\n")
+    (src / "Kconfig").write_text("")
+    (src / "a.txt").write_text("".join(f"line {i}\n" for i in range(1, 21)))
+    sh(src, "git", "init", "-q")
+    sh(src, "git", "add", "-A")
+    sh(src, "git", "commit", "-qm", "base")
+    base = sh(src, "git", "rev-parse", "HEAD").strip()
+    (src / "a.txt").write_text((src / "a.txt").read_text().replace("line 10\n", "line 10 changed\n"))
+    sh(src, "git", "commit", "-qam", "change line 10")
+    (src / "b.txt").write_text("new\n")
+    sh(src, "git", "add", "b.txt")
+    sh(src, "git", "commit", "-qm", "add b")
+    pdir = tmp_path / "patches"
+    sh(src, "git", "format-patch", "-q", "-o", str(pdir / "good"), f"{base}..HEAD")
+    sh(src, "git", "reset", "-q", "--hard", base)
+    return src, pdir
+
+
+def test_series_applies_in_cached_worktree(fake_kernel, tmp_path):
+    src_dir, pdir = fake_kernel
+    cache = BuildCache(tmp_path / "cache")
+    src = source.resolve(str(src_dir), cache)
+    assert src.kind == "git"
+    patches = series.load_series(["good"], pdir)
+    assert [p.path.name[:4] for p in patches] == ["0001", "0002"]
+    pristine = source.pristine_repo(src, cache)
+    tree = series.patched_tree(src, pristine, patches, cache)
+    assert "line 10 changed" in (tree / "a.txt").read_text()
+    assert (tree / "b.txt").read_text() == "new\n"
+    log = sh(tree, "git", "log", "--format=%s", "base..HEAD").split("\n")
+    assert log[:2] == ["add b", "change line 10"]
+    # a second request reuses the worktree as is
+    (tree / "marker").write_text("x")
+    assert series.patched_tree(src, pristine, patches, cache) == tree
+    assert (tree / "marker").exists()
+
+
+def test_empty_series_is_the_stock_tree(fake_kernel, tmp_path):
+    src_dir, _ = fake_kernel
+    cache = BuildCache(tmp_path / "cache")
+    src = source.resolve(str(src_dir), cache)
+    tree = series.patched_tree(src, source.pristine_repo(src, cache), [], cache)
+    assert (tree / "a.txt").read_text() == (src_dir / "a.txt").read_text()
+
+
+def test_failing_patch_names_patch_and_hunk(fake_kernel, tmp_path):
+    src_dir, pdir = fake_kernel
+    # The source moves on: line 10 is different, so the first patch's hunk cannot apply.
+    (src_dir / "a.txt").write_text((src_dir / "a.txt").read_text().replace("line 10\n", "line ten\n"))
+    sh(src_dir, "git", "commit", "-qam", "diverge")
+    cache = BuildCache(tmp_path / "cache")
+    src = source.resolve(str(src_dir), cache)
+    with pytest.raises(series.PatchError) as exc:
+        series.patched_tree(src, source.pristine_repo(src, cache), series.load_series(["good"], pdir), cache)
+    msg = str(exc.value)
+    assert "patch good/0001-change-line-10.patch does not apply" in msg
+    assert "failing hunk in a.txt at line 7" in msg
+    assert "-line 10\n+line 10 changed" in msg
+    # nothing half-applied is kept as a finished tree
+    assert not list((tmp_path / "cache" / "trees").glob("*.complete"))
+
+
+def test_not_a_format_patch_file(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "0001-x.patch").write_text("--- a/x\n+++ b/x\n")
+    with pytest.raises(InputError, match="not a git format-patch file"):
+        series.load_series(["s"], tmp_path)
+
+
+def test_dirty_git_source_is_refused(fake_kernel, tmp_path):
+    src_dir, _ = fake_kernel
+    (src_dir / "a.txt").write_text("dirty\n")
+    with pytest.raises(InputError, match="uncommitted changes"):
+        source.resolve(str(src_dir), BuildCache(tmp_path / "cache"))
+
+
+def test_tarball_source_identity_is_content(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    t = tmp_path / "k.tar"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("1")
+    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    a = source.resolve(str(t), cache)
+    assert a.kind == "tarball" and a.identity.startswith("tar:")
+    assert source.resolve(str(t), cache).identity == a.identity
+    Path(tmp_path / "d" / "f").write_text("2")
+    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    assert source.resolve(str(t), cache).identity != a.identity

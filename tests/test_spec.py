@@ -1,0 +1,109 @@
+"""Experiment files: the example loads into the expected matrix; every kind of bad input gives
+one located error per problem, exit code 2, and builds nothing."""
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.spec import load_experiment
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "experiments" / "dvfs_ramp.yaml"
+
+
+def test_example_expands_to_both_arches_and_both_agent_settings():
+    le = load_experiment(EXAMPLE)
+    pairs = {(c.spec.arch, c.spec.kernel.agent_latency) for c in le.cells}
+    assert pairs == {("x86_64", False), ("x86_64", True), ("arm64", False), ("arm64", True)}
+    floor = next(c for c in le.cells if c.id == "arm64-floor")
+    assert floor.spec.platform.governor == "performance" and floor.spec.platform.idle_poll
+    agent = next(c for c in le.cells if c.id == "x86_64-agent")
+    assert agent.spec.workload.mark_agent and agent.spec.kernel.variant == "agent-on"
+
+
+def test_matrix_axes_cross_variants(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text(textwrap.dedent("""\
+        name: m
+        arch: [x86_64, arm64]
+        matrix:
+          platform.governor: [schedutil, performance]
+          workload.wait.us: [100, 1000, 10000]
+        variants:
+          - {name: a, set: {kernel.agent_latency: true}}
+          - {name: b}
+    """))
+    cells = load_experiment(f).cells
+    assert len(cells) == 2 * 2 * 2 * 3
+    assert len({c.id for c in cells}) == len(cells)
+    c = next(c for c in cells if c.id == "arm64-a-governor=performance-us=10000")
+    assert c.spec.kernel.agent_latency and c.spec.workload.wait.us == 10000
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+BAD = {
+    "unknown_key": ("name: x\nplatform:\n  governer: schedutil\n",
+                    r":3:3: platform\.governer: unknown key"),
+    "wrong_type": ("name: x\nmachine:\n  cpus: two\n",
+                   r":3:3: machine\.cpus: Input should be a valid integer"),
+    "bad_arch": ("name: x\narch: [x86_64, riscv]\n",
+                 r":2:16: arch\[1\]: Input should be 'x86_64' or 'arm64' \(got 'riscv'\)"),
+    "yaml_syntax": ("name: x\nworkload:\n  steps: [1, 2\n  warmup: 3\n",
+                    r":4:\d+: YAML syntax error"),
+    "duplicate_key": ("name: x\nrepeats: 2\nrepeats: 3\n",
+                      r":3:1: repeats: duplicate key \(first defined at line 2\)"),
+    "missing_name": ("arch: [x86_64]\n", r":1:1: name: required field is missing"),
+    "bad_variant_value": ("name: x\nvariants:\n  - name: v\n    set:\n      platform.governor: turbo\n",
+                          r":5:7: platform\.governor: Input should be 'schedutil'"),
+    "bad_matrix_path": ("name: x\nmatrix:\n  platfrm.governor: [performance]\n",
+                        r":3:3: matrix\.platfrm\.governor: 'platfrm' is not a cell field"),
+    "missing_fragment": ("name: x\nkernel:\n  fragments: [base, nope]\n",
+                         r":3:21: kernel\.fragments\[1\]: no config fragment kernel/configs/nope\.config"),
+    "semantic": ("name: x\nplatform:\n  governor: userspace\n",
+                 r":2:1: platform: governor 'userspace' needs userspace_khz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("command", ["validate", "plan", "build"])
+def test_bad_experiment_is_one_located_error_and_exit_2(case, command, tmp_path, capsys, empty_cache):
+    text, pattern = BAD[case]
+    f = tmp_path / f"{case}.yaml"
+    f.write_text(text)
+    code, err = run_cli(capsys, command, str(f))
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {f}:"), err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not empty_cache.exists() or not any((empty_cache / d).exists() for d in ("sources", "trees", "builds"))
+
+
+def test_missing_file(capsys, tmp_path):
+    code, err = run_cli(capsys, "plan", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert "nope.yaml" in err and "no such file" in err
+
+
+def test_each_problem_reported_once_even_across_cells(tmp_path, capsys):
+    f = tmp_path / "x.yaml"
+    f.write_text("name: x\narch: [x86_64, arm64]\nmatrix:\n  workload.steps: [10, -1]\n"
+                 "  platform.idle_governor: [menu, fast]\n")
+    code, err = run_cli(capsys, "validate", str(f))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert ":4:24: workload.steps: Input should be greater than or equal to 1 (got -1)" in lines[0]
+    assert ":5:34: platform.idle_governor:" in lines[1]
+
+
+def test_validate_ok(capsys):
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "10 cells" in capsys.readouterr().out
