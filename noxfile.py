@@ -4,6 +4,7 @@ prepared (no per-session virtualenv: the kernel toolchain and QEMU are system pa
     nox -s tests                  the test suite (what .ci/run runs)
     nox -s build-kernel           build the kernels of experiments/dvfs_ramp.yaml
     nox -s build-kernel -- --arch arm64 --config agent-on
+    nox -s smoke                  build, boot and run experiments/smoke.yaml
     nox -s kernel-tree -- ~/src/agent-latency      series -> editable git tree
     nox -s export-patches -- ~/src/agent-latency   git tree -> series (+ checkpatch)
     nox -s checkpatch             checkpatch.pl on every series
@@ -25,6 +26,12 @@ def tests(session):
 @nox.session(name="build-kernel")
 def build_kernel(session):
     session.run("python", "-m", "harness", "build", *session.posargs)
+
+
+@nox.session
+def smoke(session):
+    """Build, boot and run the small smoke experiment."""
+    session.run("python", "-m", "harness", "run", "experiments/smoke.yaml", *session.posargs)
 
 
 @nox.session(name="kernel-tree")

@@ -128,6 +128,18 @@ def cmd_checkpatch(args, out: Console) -> int:
     return 0 if clean else 1
 
 
+def cmd_run(args, out: Console) -> int:
+    from harness.runner import Runner
+
+    le = load_experiment(args.experiment)
+    results = args.results_dir or paths.results_dir()
+    runner = Runner(le, results, run_id=args.run_id, redo=args.redo, cache=BuildCache(args.cache_dir),
+                    console=out, only=args.cell)
+    outcomes = runner.run()
+    failed = [o for o in outcomes if o.status == "failed"]
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -154,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="kernel variant to build")
     sp.add_argument("--jobs", "-j", type=int, default=None)
     sp.set_defaults(func=cmd_build)
+
+    sp = sub.add_parser("run", help="build, boot and run every cell; summary table and latency plot")
+    experiment_arg(sp)
+    sp.add_argument("--results-dir", type=Path, default=None,
+                    help="where runs go (default: $HARNESS_RESULTS_DIR or results/)")
+    sp.add_argument("--run-id", help="name of the run directory (default: <experiment>-<content hash>)")
+    sp.add_argument("--redo", action="store_true", help="run cells again even if their results exist")
+    sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
+    sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("kernel-tree", help="turn the patch series into an editable git tree")
     sp.add_argument("dest", type=Path, help="where to create the tree")

@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 APT_PACKAGES=(
   # kernel source and build toolchain (x86_64 native, arm64 cross)
   linux-source-6.12 build-essential bc bison flex libelf-dev libssl-dev dwarves
-  cpio kmod rsync xz-utils zstd ccache git gcc-aarch64-linux-gnu
+  cpio kmod rsync xz-utils zstd ccache git gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   # guests: QEMU (x86_64 + arm64 system emulation), udev for virtme-ng's virtio-serial
   qemu-system-x86 qemu-system-arm qemu-utils udev busybox-static
   # probes in the x86_64 guest run the host's bpftrace over the 9p root
@@ -18,7 +18,7 @@ APT_PACKAGES=(
   # Python with pip for the harness itself (a pyenv or venv python works as well)
   python3 python3-pip
   # arm64 root filesystem
-  mmdebstrap qemu-user-static binfmt-support
+  mmdebstrap arch-test qemu-user-static binfmt-support
 )
 
 want_apt=1

@@ -74,3 +74,19 @@ def test_explain_names_the_unmet_dependency_and_its_value(tree):
 def test_explain_unknown_symbol(tree):
     msg = kconfig.explain(Request("AGENT_LATENCY", "y", "x:1"), {}, kconfig.scan_kconfig(tree, "x86"))
     assert "no Kconfig in this tree defines it" in msg
+
+
+def test_build_progress_follows_make_stages():
+    from rich.console import Console
+
+    from harness.kernel.progress import BuildProgress
+
+    p = BuildProgress("t", console=Console(file=open("/dev/null", "w")), interval=1e9)
+    seen = []
+    for line in ["  CC      kernel/fork.o", "  GZIP    kernel/config_data.gz", "  LD      vmlinux.o",
+                 "  BTF     .btf.vmlinux.bin.o", "  LD      vmlinux", "  AS      arch/x86/boot/header.o",
+                 "Kernel: arch/x86/boot/bzImage is ready  (#1)"]:
+        p.feed(line + "\n")
+        seen.append(p.stage)
+    assert seen == ["compile", "compile", "link", "BTF", "link", "image", "done"]
+    assert p.objects == 2   # CC and AS count as steps; GZIP, LD and BTF do not

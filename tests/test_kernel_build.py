@@ -27,7 +27,7 @@ def builder():
 def tree(builder):
     src = source.resolve("debian", builder.cache)
     patches = series.load_series(["agent-latency"])
-    return series.patched_tree(src, source.pristine_repo(src, builder.cache), patches, builder.cache)
+    return series.checkout_series(src, source.pristine_repo(src, builder.cache), patches, builder.cache)
 
 
 def x86_request(**kw):
@@ -90,10 +90,14 @@ def test_dropped_symbol_names_it_and_its_unmet_dependency(builder, tree, tmp_pat
 
 def test_symbol_the_stock_tree_lacks_is_an_error(builder, tmp_path):
     src = source.resolve("debian", builder.cache)
-    stock = series.patched_tree(src, source.pristine_repo(src, builder.cache), [], builder.cache)
-    req = KernelRequest(arch="x86_64", series=(), agent_latency=True)
-    with pytest.raises(ConfigError, match="CONFIG_AGENT_LATENCY: .* no Kconfig in this tree defines it"):
-        builder.configure(req, stock, tmp_path / "obj")
+    pristine = source.pristine_repo(src, builder.cache)
+    stock = series.checkout_series(src, pristine, [], builder.cache)
+    try:
+        req = KernelRequest(arch="x86_64", series=(), agent_latency=True)
+        with pytest.raises(ConfigError, match="CONFIG_AGENT_LATENCY: .* no Kconfig in this tree defines it"):
+            builder.configure(req, stock, tmp_path / "obj")
+    finally:   # leave the shared tree with the series applied, as the other tests expect
+        series.checkout_series(src, pristine, series.load_series(["agent-latency"]), builder.cache)
 
 
 def test_series_round_trips_through_an_editable_tree(tmp_path):

@@ -48,22 +48,39 @@ def test_series_applies_in_cached_worktree(fake_kernel, tmp_path):
     patches = series.load_series(["good"], pdir)
     assert [p.path.name[:4] for p in patches] == ["0001", "0002"]
     pristine = source.pristine_repo(src, cache)
-    tree = series.patched_tree(src, pristine, patches, cache)
+    tree = series.checkout_series(src, pristine, patches, cache)
     assert "line 10 changed" in (tree / "a.txt").read_text()
     assert (tree / "b.txt").read_text() == "new\n"
     log = sh(tree, "git", "log", "--format=%s", "base..HEAD").split("\n")
     assert log[:2] == ["add b", "change line 10"]
-    # a second request reuses the worktree as is
-    (tree / "marker").write_text("x")
-    assert series.patched_tree(src, pristine, patches, cache) == tree
-    assert (tree / "marker").exists()
+    # the same series again: nothing is touched
+    mtime = (tree / "a.txt").stat().st_mtime_ns
+    assert series.checkout_series(src, pristine, patches, cache) == tree
+    assert (tree / "a.txt").stat().st_mtime_ns == mtime
+
+
+def test_switching_series_reuses_one_tree_and_touches_only_what_differs(fake_kernel, tmp_path):
+    src_dir, pdir = fake_kernel
+    cache = BuildCache(tmp_path / "cache")
+    src = source.resolve(str(src_dir), cache)
+    pristine = source.pristine_repo(src, cache)
+    patches = series.load_series(["good"], pdir)
+    tree = series.checkout_series(src, pristine, patches, cache)
+    untouched = (tree / "Makefile").stat().st_mtime_ns
+    stock = series.checkout_series(src, pristine, [], cache)
+    assert stock == tree
+    assert (tree / "a.txt").read_text() == (src_dir / "a.txt").read_text()
+    assert not (tree / "b.txt").exists()                        # files the series added are gone
+    assert (tree / "Makefile").stat().st_mtime_ns == untouched  # an incremental build stays incremental
+    assert series.checkout_series(src, pristine, patches, cache) == tree
+    assert (tree / "b.txt").exists()
 
 
 def test_empty_series_is_the_stock_tree(fake_kernel, tmp_path):
     src_dir, _ = fake_kernel
     cache = BuildCache(tmp_path / "cache")
     src = source.resolve(str(src_dir), cache)
-    tree = series.patched_tree(src, source.pristine_repo(src, cache), [], cache)
+    tree = series.checkout_series(src, source.pristine_repo(src, cache), [], cache)
     assert (tree / "a.txt").read_text() == (src_dir / "a.txt").read_text()
 
 
@@ -75,13 +92,13 @@ def test_failing_patch_names_patch_and_hunk(fake_kernel, tmp_path):
     cache = BuildCache(tmp_path / "cache")
     src = source.resolve(str(src_dir), cache)
     with pytest.raises(series.PatchError) as exc:
-        series.patched_tree(src, source.pristine_repo(src, cache), series.load_series(["good"], pdir), cache)
+        series.checkout_series(src, source.pristine_repo(src, cache), series.load_series(["good"], pdir), cache)
     msg = str(exc.value)
     assert "patch good/0001-change-line-10.patch does not apply" in msg
     assert "failing hunk in a.txt at line 7" in msg
     assert "-line 10\n+line 10 changed" in msg
-    # nothing half-applied is kept as a finished tree
-    assert not list((tmp_path / "cache" / "trees").glob("*.complete"))
+    # nothing half-applied is taken for a finished tree
+    assert not list((tmp_path / "cache" / "trees").glob("*.applied"))
 
 
 def test_not_a_format_patch_file(tmp_path):

@@ -150,10 +150,10 @@ class KernelBuilder:
                                "HARNESS_CACHE_DIR at a larger disk, or lower HARNESS_MIN_FREE_GIB.")
         started = dt.datetime.now(dt.UTC)
         pristine = source.pristine_repo(src, self.cache)
-        tree = series.patched_tree(src, pristine, patches, self.cache)
-        objdir = self.cache.dir("objs") / f"{series.tree_key(src, patches)}-{req.arch}"
+        objdir = self.cache.dir("objs") / f"{src.short_id}-{req.arch}"
 
-        with self.cache.lock(f"obj-{objdir.name}"):
+        with self.cache.lock(f"tree-{src.short_id}"):
+            tree = series.checkout_series(src, pristine, patches, self.cache)
             config = self.configure(req, tree, objdir)
             toolchain_id = toolchain.identity(arch)
             build_key = sha256_json({

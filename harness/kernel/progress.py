@@ -15,9 +15,10 @@ from rich.markup import escape
 
 _COMPILE = {"CC", "AS", "CPP", "HOSTCC", "HOSTLD", "AR", "LDS", "CC [M]", "UPD", "GEN", "SYSHDR", "SYSTBL",
             "WRAP", "CHKSHA1", "MKELF", "POLICY", "VDSO", "VDSO2C", "OBJCOPY"}
-_STAGES = (("LD      vmlinux", "link"), ("BTF", "BTF"), ("KSYMS", "kallsyms"),
-           ("SORTTAB", "link"), ("SYSMAP", "link"), ("ZOFFSET", "image"), ("GZIP", "image"),
-           ("Kernel:", "done"))
+# (tag, target prefix) -> stage; the first match wins. Targets are paths relative to O=.
+_STAGES = ((("LD", "vmlinux"), "link"), (("BTF", ""), "BTF"), (("KSYMS", ""), "kallsyms"),
+           (("SORTTAB", ""), "link"), (("SYSMAP", ""), "link"), (("", "arch/x86/boot/"), "image"),
+           (("", "arch/arm64/boot/"), "image"))
 
 
 class BuildProgress(AbstractContextManager):
@@ -51,14 +52,18 @@ class BuildProgress(AbstractContextManager):
 
     def feed(self, line: str) -> None:
         """One line of make output."""
-        tag = line[:10].strip()
-        if tag in _COMPILE or line.startswith("  CC"):
+        parts = line.split(None, 1)
+        tag, target = (parts[0], parts[1].strip()) if len(parts) == 2 and line.startswith("  ") else ("", "")
+        if tag in _COMPILE:
             self.objects += 1
             if self.stage == "configure":
                 self.stage = "compile"
-        for marker, stage in _STAGES:
-            if marker in line:
+        for (want_tag, prefix), stage in _STAGES:
+            if (not want_tag or tag == want_tag) and tag and target.startswith(prefix):
                 self.stage = stage
+                break
+        if line.startswith("Kernel: "):
+            self.stage = "done"
         self._refresh()
 
     def _text(self) -> str:

@@ -45,23 +45,33 @@ def load_series(names: list[str], patches_dir: Path | None = None) -> list[Patch
 
 
 def tree_key(src: KernelSource, patches: list[Patch]) -> str:
+    """Identity of a source with a series applied."""
     return sha256_json({"source": src.identity, "patches": [p.sha256 for p in patches]})[:16]
 
 
-def patched_tree(src: KernelSource, pristine: Path, patches: list[Patch], cache: BuildCache) -> Path:
-    """A worktree of `pristine` with `patches` applied by `git am`, made once per (source, series)."""
+def checkout_series(src: KernelSource, pristine: Path, patches: list[Patch], cache: BuildCache) -> Path:
+    """The source's one build worktree, with exactly `patches` applied on `base`.
+
+    One tree per source, as a kernel developer keeps one tree: switching series rewrites only
+    the files that differ, so the O= directory rebuilds only what changed and ccache sees the
+    same paths every time. The caller holds the `tree-<source>` lock while it builds.
+    """
     key = tree_key(src, patches)
-    tree = cache.dir("trees") / key
-    with cache.lock(f"tree-{key}"):
-        marker = cache.root / "trees" / f"{key}.complete"
-        if (tree / ".git").exists() and marker.is_file():
-            return tree
-        marker.unlink(missing_ok=True)
+    tree = cache.dir("trees") / src.short_id
+    marker = cache.root / "trees" / f"{src.short_id}.applied"
+    if (tree / ".git").exists() and marker.is_file() and marker.read_text().split("\n", 1)[0] == key:
+        return tree
+    marker.unlink(missing_ok=True)
+    if not (tree / ".git").exists():
         _remove_worktree(pristine, tree)
         git(pristine, "worktree", "add", "--quiet", "--detach", str(tree), "base")
-        if patches:
-            apply_patches(tree, patches)
-        marker.write_text("\n".join(p.name for p in patches) + "\n")
+    else:
+        git(tree, "am", "--abort", check=False)
+        git(tree, "checkout", "--quiet", "--force", "--detach", "base")
+        git(tree, "clean", "-fdq")
+    if patches:
+        apply_patches(tree, patches)
+    marker.write_text(key + "\n" + "\n".join(p.name for p in patches) + "\n")
     return tree
 
 

@@ -164,6 +164,8 @@ class WorkloadSpec(Strict):
     seed: int = 1
     mark_agent: bool = Field(False, description="mark the agent threads for the agent latency window")
     window_us: int = Field(0, ge=0, description="implicit window length on wakeup (0 = kernel default)")
+    inject_delay_us: int = Field(0, ge=0, description="sanity check: the world sleeps this long between "
+                                 "recording its signal and sending it")
 
 
 Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window"]

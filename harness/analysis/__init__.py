@@ -1,0 +1,1 @@
+"""Analysis stage: per-step records -> per-cell statistics -> comparisons, tables and plots."""

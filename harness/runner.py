@@ -1,0 +1,217 @@
+"""`python -m harness run`: every cell of an experiment, built, booted, run and parsed.
+
+Each cell is isolated: a build failure, a kernel panic, a hang or a crashing workload marks
+that cell failed (with its reason and console log) and the next cell runs. A guest that dies
+before the workload starts is retried (`INFRA_RETRIES`) and every retry is counted as an
+infrastructure failure in the cell's result. A cell whose result.json says "ok" is skipped
+when the same run is started again, unless `redo` is set.
+
+Layout: <results>/<run-id>/{experiment.yaml, run.json, summary.txt, latency_cdf.png,
+<cell-id>/{result.json, steps.csv, steps-r*.csv, console.log, guest.sh, ...}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.analysis import report
+from harness.analysis.steps import StepsFormatError, cell_stats, load_steps
+from harness.errors import HarnessError, InputError
+from harness.guest import accel as accelmod
+from harness.guest.rootfs import ensure_rootfs
+from harness.guest.vm import GuestConfig, run_guest
+from harness.kernel.build import KernelBuilder, KernelRequest
+from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes
+from harness.spec.loader import Cell, LoadedExperiment
+from harness.workload import guest_script
+from harness.workload.build import workload_dir
+
+INFRA_RETRIES = 2
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str                  # ok | failed | skipped (already done)
+    reason: str = ""
+    dir: Path | None = None
+    stats: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def run_id_for(le: LoadedExperiment) -> str:
+    """Stable per experiment content: running the same file again resumes the same run."""
+    return f"{le.experiment.name}-{sha256_bytes(le.path.read_bytes())[:8]}"
+
+
+class Runner:
+    def __init__(self, le: LoadedExperiment, results_root: Path, run_id: str | None = None, redo: bool = False,
+                 cache: BuildCache | None = None, console: Console | None = None, only: list[str] | None = None):
+        self.le = le
+        self.cache = cache or BuildCache()
+        self.builder = KernelBuilder(self.cache, console=Console(stderr=True))
+        self.run_dir = results_root / (run_id or run_id_for(le))
+        self.redo = redo
+        self.console = console or Console()
+        self.only = only
+
+    def cells(self) -> list[Cell]:
+        if not self.only:
+            return self.le.cells
+        picked = [c for c in self.le.cells if any(pat in c.id for pat in self.only)]
+        if not picked:
+            raise InputError(f"no cell id contains any of {self.only}")
+        return picked
+
+    def run(self) -> list[CellOutcome]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.le.path, self.run_dir / "experiment.yaml")
+        started = dt.datetime.now(dt.UTC)
+        t0 = time.monotonic()
+        cells = self.cells()
+        outcomes = []
+        for i, cell in enumerate(cells, 1):
+            self.console.print(f"[bold][{i}/{len(cells)}][/] {cell.id}", highlight=False)
+            try:
+                out = self.run_cell(cell)
+            except InputError:
+                raise
+            except HarnessError as e:
+                out = self._fail(cell, self.run_dir / cell.id, f"{e}")
+            outcomes.append(out)
+            color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
+            self.console.print(f"    [{color}]{out.status}[/]: {out.reason}", highlight=False)
+        self.report(outcomes)
+        atomic_write_text(self.run_dir / "run.json", json.dumps({
+            "experiment": self.le.experiment.name, "run_id": self.run_dir.name, "started": started.isoformat(),
+            "finished": dt.datetime.now(dt.UTC).isoformat(), "wall_s": round(time.monotonic() - t0, 1),
+            "cells": {o.cell.id: o.status for o in outcomes},
+        }, indent=2) + "\n")
+        return outcomes
+
+    def report(self, outcomes: list[CellOutcome]) -> None:
+        rows, series = [], {}
+        for o in outcomes:
+            rows.append({"cell": o.cell.id, "status": o.status if o.status != "skipped" else "ok",
+                         "reason": o.reason, "accel": o.meta.get("accel", "-"), "timing": o.meta.get("timing", "-"),
+                         "stats": o.stats})
+            if o.dir is not None and (o.dir / "steps.csv").is_file():
+                series[o.cell.id] = _read_parsed(o.dir / "steps.csv")
+        title = f"{self.le.experiment.name} ({self.run_dir.name})"
+        self.console.print(report.summary_table(rows, title))
+        atomic_write_text(self.run_dir / "summary.txt", report.summary_text(rows))
+        if series:
+            png = report.latency_cdf(series, self.run_dir / "latency_cdf.png", title)
+            self.console.print(f"plot: {png}")
+        self.console.print(f"results: {self.run_dir}")
+
+    # -- one cell ------------------------------------------------------------------------------
+    def run_cell(self, cell: Cell) -> CellOutcome:
+        d = self.run_dir / cell.id
+        done = d / "result.json"
+        if done.is_file() and not self.redo:
+            prev = json.loads(done.read_text())
+            if prev.get("status") == "ok":
+                return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d,
+                                   prev.get("stats", {}), prev)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        spec = cell.spec
+        t_cell = time.monotonic()
+
+        self.console.print("    kernel ...", highlight=False)
+        req = KernelRequest.from_spec(spec.kernel, spec.arch, self.le.path.resolve().parent)
+        try:
+            build = self.builder.build(req)
+        except HarnessError as e:
+            return self._fail(cell, d, f"kernel build failed: {e}")
+        tools = workload_dir(self.cache, spec.arch)
+        root = ensure_rootfs(self.cache, spec.arch) if spec.arch == "arm64" else None
+        choice = accelmod.resolve(spec.machine.accel, spec.arch, build.image, self.cache)
+        timing = spec.machine.timing
+        if timing == "auto":
+            timing = "virtual" if choice.accel == "tcg" else "realtime"
+        if timing == "virtual" and choice.accel == "kvm":
+            raise InputError(f"{cell.id}: timing 'virtual' needs TCG but the guest runs under KVM")
+        cmdline = list(spec.machine.cmdline)
+        if spec.platform.idle_poll:
+            cmdline.append("idle=poll" if spec.arch == "x86_64" else "nohlt")
+        cfg = GuestConfig(arch=spec.arch, image=build.image, cpus=spec.machine.cpus, memory=spec.machine.memory,
+                          accel=choice.accel, timing=timing, icount_shift=spec.machine.icount_shift,
+                          arm64_cpu=spec.machine.arm64_cpu, cmdline=tuple(cmdline), root=root, tools_dir=tools)
+        script = guest_script.render(spec.workload, self.le.experiment.repeats)
+        (d / "guest.sh").write_text(script)
+
+        attempts, infra = [], 0
+        for attempt in range(INFRA_RETRIES + 1):
+            mode = f"{choice.accel}, {'virtual time' if timing == 'virtual' else 'real time'}"
+            self.console.print(f"    boot + run ({mode}), attempt {attempt + 1} ...", highlight=False)
+            res = run_guest(cfg, d, f"sh {guest_script.GUEST_RESULTS}/guest.sh", spec.machine.run_timeout_s,
+                            console_name=f"console-{attempt}.log" if attempt else "console.log")
+            attempts.append({"outcome": res.outcome, "reason": res.reason, "console": res.console_log.name,
+                             "wall_s": round(res.wall_s, 1)})
+            if not res.infrastructure:
+                break
+            infra += 1
+        meta = {
+            "cell": cell.id, "variant": cell.variant, "axes": cell.axes, "spec": spec.model_dump(mode="json"),
+            "experiment": self.le.experiment.name, "repeats": self.le.experiment.repeats,
+            "kernel": {"key": build.key, "request": req.label, "release": build.metadata.get("kernel_release"),
+                       "image": str(build.image)},
+            "accel": choice.accel, "accel_reason": choice.reason, "timing": timing,
+            "timing_label": "QEMU virtual time (-icount): guest time counts instructions" if timing == "virtual"
+            else ("TCG real time: guest compute dilated ~30x vs wall-clock delays" if choice.accel == "tcg"
+                  else "KVM real time"),
+            "host": accelmod.host_facts(spec.arch), "workload_dir": str(tools), "rootfs": str(root) if root else None,
+            "attempts": attempts, "infra_failures": infra,
+            "boot_to_workload_s": res.guest_uptime_at_start_s, "guest_status": res.status,
+            "cell_wall_s": round(time.monotonic() - t_cell, 1),
+            "finished": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        if not res.ok:
+            return self._fail(cell, d, f"{res.outcome}: {res.reason} (console log: {res.console_log})", meta)
+        try:
+            steps = load_steps([d / f"steps-r{r}.csv" for r in range(self.le.experiment.repeats)])
+        except (OSError, StepsFormatError) as e:
+            return self._fail(cell, d, f"workload output unreadable: {e}", meta)
+        _write_steps(d / "steps.csv", steps)
+        stats = cell_stats(steps).as_dict()
+        meta.update({"status": "ok", "reason": "", "stats": stats})
+        atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
+        boot = f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest time" \
+            if res.guest_uptime_at_start_s is not None else ""
+        return CellOutcome(cell, "ok", f"{stats['steps']} steps, wake p50 {stats['wake_p50_us']:.0f}us, "
+                           f"step p50 {stats['step_p50_us']:.0f}us ({meta['cell_wall_s']:.0f}s wall{boot})",
+                           d, stats, meta)
+
+    def _fail(self, cell: Cell, d: Path, reason: str, meta: dict | None = None) -> CellOutcome:
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {**(meta or {"cell": cell.id, "variant": cell.variant}), "status": "failed", "reason": reason}
+        atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
+        return CellOutcome(cell, "failed", reason, d, {}, meta)
+
+
+def _read_parsed(path: Path) -> dict[str, list[float]]:
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: [float(r[k]) for r in rows] for k in ("step_us", "wake_us")}
+
+
+def _write_steps(path: Path, s) -> None:
+    """The parsed per-step data of a cell, one row per measured step, in microseconds."""
+    lines = ["repeat,agent,step,wait_us,wake_us,step_us,compute_us,phases_us,cpu"]
+    for row in zip(s.repeat, s.agent, s.step, s.wait_ns, s.wake_ns, s.step_ns, s.compute_ns, s.phases_ns, s.cpu,
+                   strict=True):
+        r, a, st, w, wk, sp, c, ph, cpu = (int(x) for x in row)
+        lines.append(f"{r},{a},{st},{w / 1e3:.3f},{wk / 1e3:.3f},{sp / 1e3:.3f},{c / 1e3:.3f},{ph / 1e3:.3f},{cpu}")
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,626 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * agentloop: a synthetic agent loop, wait -> wake -> compute -> repeat.
+ *
+ * A "world" thread stands for the model server, tool or I/O device: it waits for the agent
+ * to finish a step, sleeps for the step's wait time (a model/tool round trip), then signals
+ * the agent through the chosen primitive. The agent wakes, runs optional phases (fresh page
+ * faults, a file read, a path lookup) and a fixed amount of compute (loop iterations, not
+ * time, so a lower CPU frequency shows up as a longer compute), then tells the world it is
+ * done. With wait kinds nanosleep and timerfd there is no world thread: the agent sleeps
+ * until an absolute deadline, and the deadline stands for the signal.
+ *
+ * Per step it records CLOCK_MONOTONIC times of signal, wakeup, end of phases and end of
+ * compute, and the CPU it woke on. Output: CSV (one row per step, warm-up included and
+ * flagged) written after the loop, so that no I/O disturbs the measurement; a one-line
+ * JSON summary on stdout. Deterministic given --seed.
+ *
+ * Static, libc only (io_uring through raw syscalls), so it runs in any guest userland.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/futex.h>
+#include <linux/io_uring.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+enum wait_kind { W_FUTEX, W_EVENTFD, W_PIPE, W_TIMERFD, W_EPOLL, W_IO_URING, W_NANOSLEEP };
+static const char *const wait_names[] = { "futex", "eventfd", "pipe", "timerfd", "epoll", "io_uring",
+					  "nanosleep" };
+enum dist_kind { D_FIXED, D_UNIFORM, D_EXPONENTIAL, D_FILE };
+static const char *const dist_names[] = { "fixed", "uniform", "exponential", "file" };
+
+struct opts {
+	long steps, warmup, agents, compute_units;
+	enum wait_kind wait;
+	enum dist_kind dist;
+	double wait_us, min_us, max_us;
+	const char *wait_file, *out, *workdir;
+	uint64_t seed;
+	long touch_pages, read_kb, drop_cache_every, path_depth;
+	int mark_agent;
+	long window_us;
+	long inject_delay_us;
+};
+
+struct record {
+	int64_t signal_ns, wake_ns, phases_ns, done_ns;
+	int cpu;
+};
+
+struct agent {
+	int id;
+	const struct opts *o;
+	int64_t *waits_ns;
+	struct record *rec;
+	/* world -> agent signalling */
+	atomic_int seq;
+	int efd, pipefd[2], epfd;
+	/* agent -> world: step done */
+	atomic_int done_seq;
+	/* io_uring */
+	int ring_fd;
+	unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+	struct io_uring_sqe *sqes;
+	struct io_uring_cqe *cqes;
+	uint64_t ring_buf;
+	/* phases */
+	int data_fd;
+	char *path;
+	char *read_buf;
+	pthread_t world, thread;
+	uint64_t sink;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "agentloop: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void fail(const char *msg)
+{
+	fprintf(stderr, "agentloop: %s\n", msg);
+	exit(2);
+}
+
+/* splitmix64: a small, well-mixed PRNG; one stream per agent from --seed. */
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *s)
+{
+	return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static int64_t *make_waits(const struct opts *o, int agent)
+{
+	long total = o->steps + o->warmup;
+	int64_t *w = calloc(total, sizeof(*w));
+	uint64_t s = o->seed * 1000003ULL + agent;
+	double *file_vals = NULL;
+	long nfile = 0;
+
+	if (!w)
+		die("calloc");
+	if (o->dist == D_FILE) {
+		FILE *f = fopen(o->wait_file, "r");
+		double v;
+
+		if (!f)
+			die(o->wait_file);
+		file_vals = malloc(sizeof(double) * (total + 1));
+		while (nfile < total && fscanf(f, "%lf", &v) == 1)
+			file_vals[nfile++] = v;
+		fclose(f);
+		if (!nfile)
+			fail("wait file has no values");
+	}
+	for (long i = 0; i < total; i++) {
+		double us;
+
+		switch (o->dist) {
+		case D_UNIFORM:
+			us = o->min_us + (o->max_us - o->min_us) * rng_unit(&s);
+			break;
+		case D_EXPONENTIAL:
+			us = -o->wait_us * log(1.0 - rng_unit(&s));
+			break;
+		case D_FILE:
+			us = file_vals[i % nfile];
+			break;
+		default:
+			us = o->wait_us;
+		}
+		w[i] = (int64_t)(us * 1000.0);
+	}
+	free(file_vals);
+	return w;
+}
+
+static void sleep_ns(int64_t ns)
+{
+	struct timespec ts = { ns / 1000000000LL, ns % 1000000000LL };
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+		;
+}
+
+static void sleep_until(int64_t abs_ns)
+{
+	struct timespec ts = { abs_ns / 1000000000LL, abs_ns % 1000000000LL };
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+static void futex_wait(atomic_int *addr, int val)
+{
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(atomic_int *addr)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ---- io_uring through raw syscalls: one READ of the eventfd per wait ---- */
+
+static void ring_setup(struct agent *a)
+{
+	struct io_uring_params p;
+	void *sq, *cq;
+
+	memset(&p, 0, sizeof(p));
+	a->ring_fd = syscall(__NR_io_uring_setup, 4, &p);
+	if (a->ring_fd < 0)
+		die("io_uring_setup");
+	sq = mmap(NULL, p.sq_off.array + p.sq_entries * sizeof(unsigned), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_POPULATE, a->ring_fd, IORING_OFF_SQ_RING);
+	cq = mmap(NULL, p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe),
+		  PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, a->ring_fd, IORING_OFF_CQ_RING);
+	a->sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_POPULATE, a->ring_fd, IORING_OFF_SQES);
+	if (sq == MAP_FAILED || cq == MAP_FAILED || a->sqes == MAP_FAILED)
+		die("io_uring mmap");
+	a->sq_tail = (unsigned *)((char *)sq + p.sq_off.tail);
+	a->sq_mask = (unsigned *)((char *)sq + p.sq_off.ring_mask);
+	a->sq_array = (unsigned *)((char *)sq + p.sq_off.array);
+	a->cq_head = (unsigned *)((char *)cq + p.cq_off.head);
+	a->cq_tail = (unsigned *)((char *)cq + p.cq_off.tail);
+	a->cq_mask = (unsigned *)((char *)cq + p.cq_off.ring_mask);
+	a->cqes = (struct io_uring_cqe *)((char *)cq + p.cq_off.cqes);
+}
+
+static void ring_wait_eventfd(struct agent *a)
+{
+	unsigned tail = atomic_load_explicit((_Atomic unsigned *)a->sq_tail, memory_order_acquire);
+	unsigned idx = tail & *a->sq_mask;
+	struct io_uring_sqe *sqe = &a->sqes[idx];
+	unsigned head;
+
+	memset(sqe, 0, sizeof(*sqe));
+	sqe->opcode = IORING_OP_READ;
+	sqe->fd = a->efd;
+	sqe->addr = (uint64_t)(uintptr_t)&a->ring_buf;
+	sqe->len = sizeof(a->ring_buf);
+	a->sq_array[idx] = idx;
+	atomic_store_explicit((_Atomic unsigned *)a->sq_tail, tail + 1, memory_order_release);
+	if (syscall(__NR_io_uring_enter, a->ring_fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
+		die("io_uring_enter");
+	head = atomic_load_explicit((_Atomic unsigned *)a->cq_head, memory_order_acquire);
+	while (head == atomic_load_explicit((_Atomic unsigned *)a->cq_tail, memory_order_acquire)) {
+		if (syscall(__NR_io_uring_enter, a->ring_fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
+			die("io_uring_enter");
+	}
+	if (a->cqes[head & *a->cq_mask].res < 0) {
+		errno = -a->cqes[head & *a->cq_mask].res;
+		die("io_uring read");
+	}
+	atomic_store_explicit((_Atomic unsigned *)a->cq_head, head + 1, memory_order_release);
+}
+
+/* ---- signalling ---- */
+
+static void world_signal(struct agent *a)
+{
+	uint64_t one = 1;
+	char c = 1;
+
+	switch (a->o->wait) {
+	case W_FUTEX:
+		atomic_fetch_add(&a->seq, 1);
+		futex_wake(&a->seq);
+		break;
+	case W_EVENTFD:
+	case W_EPOLL:
+	case W_IO_URING:
+		if (write(a->efd, &one, sizeof(one)) != sizeof(one))
+			die("eventfd write");
+		break;
+	case W_PIPE:
+		if (write(a->pipefd[1], &c, 1) != 1)
+			die("pipe write");
+		break;
+	default:
+		break;
+	}
+}
+
+static void agent_wait(struct agent *a, int *last_seq, int64_t deadline_ns)
+{
+	uint64_t v;
+	char c;
+	struct epoll_event ev;
+
+	switch (a->o->wait) {
+	case W_FUTEX:
+		while (atomic_load(&a->seq) == *last_seq)
+			futex_wait(&a->seq, *last_seq);
+		*last_seq = atomic_load(&a->seq);
+		break;
+	case W_EVENTFD:
+		if (read(a->efd, &v, sizeof(v)) != sizeof(v))
+			die("eventfd read");
+		break;
+	case W_PIPE:
+		if (read(a->pipefd[0], &c, 1) != 1)
+			die("pipe read");
+		break;
+	case W_EPOLL:
+		while (epoll_wait(a->epfd, &ev, 1, -1) != 1)
+			if (errno != EINTR)
+				die("epoll_wait");
+		if (read(a->efd, &v, sizeof(v)) != sizeof(v))
+			die("eventfd read");
+		break;
+	case W_IO_URING:
+		ring_wait_eventfd(a);
+		break;
+	case W_TIMERFD: {
+		struct itimerspec its = { { 0, 0 }, { deadline_ns / 1000000000LL, deadline_ns % 1000000000LL } };
+
+		if (timerfd_settime(a->efd, TFD_TIMER_ABSTIME, &its, NULL))
+			die("timerfd_settime");
+		if (read(a->efd, &v, sizeof(v)) != sizeof(v))
+			die("timerfd read");
+		break;
+	}
+	case W_NANOSLEEP:
+		sleep_until(deadline_ns);
+		break;
+	}
+}
+
+/* ---- the work of a step ---- */
+
+static uint64_t compute(long units, uint64_t x)
+{
+	for (long i = 0; i < units; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		__asm__ volatile("" : "+r"(x));
+	}
+	return x;
+}
+
+static void phases(struct agent *a, long step)
+{
+	const struct opts *o = a->o;
+
+	if (o->touch_pages) {
+		size_t len = o->touch_pages * 4096UL;
+		char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			die("mmap");
+		for (size_t off = 0; off < len; off += 4096)
+			p[off] = (char)off;
+		a->sink += p[len - 4096];
+		munmap(p, len);
+	}
+	if (o->read_kb) {
+		if (o->drop_cache_every && step % o->drop_cache_every == 0)
+			posix_fadvise(a->data_fd, 0, 0, POSIX_FADV_DONTNEED);
+		if (pread(a->data_fd, a->read_buf, o->read_kb * 1024, 0) < 0)
+			die("pread");
+		a->sink += a->read_buf[0];
+	}
+	if (o->path_depth) {
+		struct stat st;
+		int fd;
+
+		if (stat(a->path, &st))
+			die("stat");
+		fd = open(a->path, O_RDONLY);
+		if (fd < 0)
+			die("open");
+		close(fd);
+	}
+}
+
+static void prepare_phases(struct agent *a)
+{
+	const struct opts *o = a->o;
+	char buf[4096];
+
+	if (o->read_kb) {
+		snprintf(buf, sizeof(buf), "%s/agentloop-data-%d", o->workdir, a->id);
+		a->data_fd = open(buf, O_RDWR | O_CREAT | O_TRUNC, 0644);
+		if (a->data_fd < 0)
+			die(buf);
+		a->read_buf = malloc(o->read_kb * 1024);
+		memset(a->read_buf, 'x', o->read_kb * 1024);
+		if (write(a->data_fd, a->read_buf, o->read_kb * 1024) < 0)
+			die("write data file");
+		fsync(a->data_fd);
+	}
+	if (o->path_depth) {
+		int n = snprintf(buf, sizeof(buf), "%s/agentloop-tree-%d", o->workdir, a->id);
+
+		mkdir(buf, 0755);
+		for (long d = 0; d < o->path_depth && n < (int)sizeof(buf) - 16; d++) {
+			n += snprintf(buf + n, sizeof(buf) - n, "/d%ld", d);
+			if (mkdir(buf, 0755) && errno != EEXIST)
+				die(buf);
+		}
+		snprintf(buf + n, sizeof(buf) - n, "/leaf");
+		close(open(buf, O_CREAT | O_WRONLY, 0644));
+		a->path = strdup(buf);
+	}
+}
+
+/* ---- threads ---- */
+
+static void *world_main(void *arg)
+{
+	struct agent *a = arg;
+	long total = a->o->steps + a->o->warmup;
+
+	for (long i = 0; i < total; i++) {
+		/* the agent's previous step is done: the next request is "in flight" */
+		while (atomic_load(&a->done_seq) < i)
+			futex_wait(&a->done_seq, (int)i - 1);
+		sleep_ns(a->waits_ns[i]);
+		a->rec[i].signal_ns = now_ns();
+		/* a known delay between the recorded signal and the real one: a sanity check
+		 * that the measured latency sees what happens on the wake path */
+		if (a->o->inject_delay_us)
+			sleep_ns(a->o->inject_delay_us * 1000LL);
+		world_signal(a);
+	}
+	return NULL;
+}
+
+static void *agent_main(void *arg)
+{
+	struct agent *a = arg;
+	const struct opts *o = a->o;
+	long total = o->steps + o->warmup;
+	int last_seq = 0;
+	uint64_t x = 0x2545f4914f6cdd1dULL + a->id;
+
+	if (o->mark_agent) {
+		/* PR_SET_AGENT_LATENCY arrives with the agent latency window series; until then the
+		 * marking is recorded but has no effect on a kernel without it. */
+	}
+	for (long i = 0; i < total; i++) {
+		int64_t deadline = 0;
+		struct record *r = &a->rec[i];
+
+		if (o->wait == W_NANOSLEEP || o->wait == W_TIMERFD) {
+			deadline = now_ns() + a->waits_ns[i];
+			r->signal_ns = deadline;
+		}
+		agent_wait(a, &last_seq, deadline);
+		r->wake_ns = now_ns();
+		r->cpu = sched_getcpu();
+		phases(a, i);
+		r->phases_ns = now_ns();
+		x = compute(o->compute_units, x);
+		r->done_ns = now_ns();
+		atomic_store(&a->done_seq, (int)i + 1);
+		futex_wake(&a->done_seq);
+	}
+	a->sink += x;
+	return NULL;
+}
+
+static long parse_long(const char *s, const char *name)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*end || v < 0) {
+		fprintf(stderr, "agentloop: --%s needs a non-negative integer, got '%s'\n", name, s);
+		exit(2);
+	}
+	return v;
+}
+
+static int lookup(const char *const *names, int n, const char *s, const char *what)
+{
+	for (int i = 0; i < n; i++)
+		if (!strcmp(names[i], s))
+			return i;
+	fprintf(stderr, "agentloop: unknown %s '%s'\n", what, s);
+	exit(2);
+}
+
+static void usage(void)
+{
+	fputs("usage: agentloop [--steps N] [--warmup N] [--agents N] [--compute-units N]\n"
+	      "  [--wait futex|eventfd|pipe|timerfd|epoll|io_uring|nanosleep]\n"
+	      "  [--dist fixed|uniform|exponential|file] [--wait-us US] [--min-us US] [--max-us US]\n"
+	      "  [--wait-file F] [--seed S] [--touch-pages N] [--read-kb N] [--drop-cache-every N]\n"
+	      "  [--path-depth N] [--workdir DIR] [--mark-agent] [--window-us US] [--out FILE.csv]\n"
+	      "  [--inject-delay-us US]\n",
+	      stderr);
+	exit(2);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { .steps = 1000, .warmup = 100, .agents = 1, .compute_units = 200000,
+			  .wait = W_FUTEX, .dist = D_FIXED, .wait_us = 2000, .seed = 1,
+			  .out = "agentloop.csv", .workdir = "/tmp" };
+	static const struct option lopts[] = {
+		{ "steps", 1, 0, 's' }, { "warmup", 1, 0, 'w' }, { "agents", 1, 0, 'a' },
+		{ "compute-units", 1, 0, 'c' }, { "wait", 1, 0, 'W' }, { "dist", 1, 0, 'd' },
+		{ "wait-us", 1, 0, 'u' }, { "min-us", 1, 0, 'm' }, { "max-us", 1, 0, 'M' },
+		{ "wait-file", 1, 0, 'f' }, { "seed", 1, 0, 'S' }, { "touch-pages", 1, 0, 'p' },
+		{ "read-kb", 1, 0, 'r' }, { "drop-cache-every", 1, 0, 'D' }, { "path-depth", 1, 0, 'P' },
+		{ "workdir", 1, 0, 'k' }, { "mark-agent", 0, 0, 'A' }, { "window-us", 1, 0, 'N' },
+		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 }
+	};
+	struct agent *agents;
+	long total;
+	int c;
+	FILE *out;
+
+	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+		switch (c) {
+		case 's': o.steps = parse_long(optarg, "steps"); break;
+		case 'w': o.warmup = parse_long(optarg, "warmup"); break;
+		case 'a': o.agents = parse_long(optarg, "agents"); break;
+		case 'c': o.compute_units = parse_long(optarg, "compute-units"); break;
+		case 'W': o.wait = lookup(wait_names, 7, optarg, "wait kind"); break;
+		case 'd': o.dist = lookup(dist_names, 4, optarg, "distribution"); break;
+		case 'u': o.wait_us = atof(optarg); break;
+		case 'm': o.min_us = atof(optarg); break;
+		case 'M': o.max_us = atof(optarg); break;
+		case 'f': o.wait_file = optarg; break;
+		case 'S': o.seed = strtoull(optarg, NULL, 10); break;
+		case 'p': o.touch_pages = parse_long(optarg, "touch-pages"); break;
+		case 'r': o.read_kb = parse_long(optarg, "read-kb"); break;
+		case 'D': o.drop_cache_every = parse_long(optarg, "drop-cache-every"); break;
+		case 'P': o.path_depth = parse_long(optarg, "path-depth"); break;
+		case 'k': o.workdir = optarg; break;
+		case 'A': o.mark_agent = 1; break;
+		case 'N': o.window_us = parse_long(optarg, "window-us"); break;
+		case 'o': o.out = optarg; break;
+		case 'I': o.inject_delay_us = parse_long(optarg, "inject-delay-us"); break;
+		default: usage();
+		}
+	}
+	if (o.steps < 1 || o.agents < 1 || o.agents > 64)
+		fail("--steps must be >= 1 and --agents in 1..64");
+	if (o.dist == D_FILE && !o.wait_file)
+		fail("--dist file needs --wait-file");
+	if (o.inject_delay_us && (o.wait == W_NANOSLEEP || o.wait == W_TIMERFD))
+		fail("--inject-delay-us needs a world thread (not nanosleep/timerfd)");
+	total = o.steps + o.warmup;
+	agents = calloc(o.agents, sizeof(*agents));
+	for (int i = 0; i < o.agents; i++) {
+		struct agent *a = &agents[i];
+		struct epoll_event ev = { .events = EPOLLIN };
+
+		a->id = i;
+		a->o = &o;
+		a->waits_ns = make_waits(&o, i);
+		a->rec = calloc(total, sizeof(*a->rec));
+		if (!a->rec)
+			die("calloc");
+		if (o.wait == W_TIMERFD)
+			a->efd = timerfd_create(CLOCK_MONOTONIC, 0);
+		else
+			a->efd = eventfd(0, 0);
+		if (a->efd < 0)
+			die("eventfd/timerfd");
+		if (o.wait == W_PIPE && pipe(a->pipefd))
+			die("pipe");
+		if (o.wait == W_EPOLL) {
+			a->epfd = epoll_create1(0);
+			ev.data.fd = a->efd;
+			if (a->epfd < 0 || epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->efd, &ev))
+				die("epoll");
+		}
+		if (o.wait == W_IO_URING)
+			ring_setup(a);
+		prepare_phases(a);
+		/* touch the record pages now: no page faults inside the measured loop */
+		memset(a->rec, 0, total * sizeof(*a->rec));
+	}
+	for (int i = 0; i < o.agents; i++) {
+		struct agent *a = &agents[i];
+
+		if (pthread_create(&a->thread, NULL, agent_main, a))
+			die("pthread_create");
+		if (o.wait != W_NANOSLEEP && o.wait != W_TIMERFD && pthread_create(&a->world, NULL, world_main, a))
+			die("pthread_create");
+	}
+	for (int i = 0; i < o.agents; i++) {
+		pthread_join(agents[i].thread, NULL);
+		if (o.wait != W_NANOSLEEP && o.wait != W_TIMERFD)
+			pthread_join(agents[i].world, NULL);
+	}
+
+	out = fopen(o.out, "w");
+	if (!out)
+		die(o.out);
+	fprintf(out, "agent,step,warmup,wait_ns,signal_ns,wake_ns,phases_ns,done_ns,cpu\n");
+	{
+		int64_t *wake = malloc(sizeof(int64_t) * o.steps * o.agents);
+		long n = 0;
+
+		for (int i = 0; i < o.agents; i++) {
+			for (long s = 0; s < total; s++) {
+				struct record *r = &agents[i].rec[s];
+
+				fprintf(out, "%d,%ld,%d,%lld,%lld,%lld,%lld,%lld,%d\n", i, s, s < o.warmup,
+					(long long)agents[i].waits_ns[s], (long long)r->signal_ns,
+					(long long)r->wake_ns, (long long)r->phases_ns, (long long)r->done_ns, r->cpu);
+				if (s >= o.warmup)
+					wake[n++] = r->wake_ns - r->signal_ns;
+			}
+		}
+		if (fclose(out))
+			die(o.out);
+		qsort(wake, n, sizeof(*wake), cmp_i64);
+		printf("{\"steps\": %ld, \"agents\": %ld, \"wait\": \"%s\", \"wake_p50_us\": %.1f, "
+		       "\"wake_p99_us\": %.1f, \"out\": \"%s\"}\n",
+		       o.steps, o.agents, wait_names[o.wait], wake[n / 2] / 1000.0,
+		       wake[(long)(n * 0.99)] / 1000.0, o.out);
+	}
+	return 0;
+}

@@ -1,0 +1,54 @@
+"""The script the guest runs: record boot progress, run the agent loop `repeats` times, record exits.
+
+Rendered from a jinja2 template into the cell's results directory (seen as /mnt in the guest).
+Later stages add platform knobs and probes around the loop through `setup` and `teardown`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import jinja2
+
+from harness.guest.vm import GUEST_RESULTS, GUEST_TOOLS, STATUS_FILE
+from harness.spec.model import WorkloadSpec
+
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
+                          keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def workload_args(w: WorkloadSpec, repeat: int, out: str, workdir: str = "/tmp") -> list[str]:
+    """agentloop's command line for one repeat (seeds differ per repeat, reproducibly)."""
+    args = [f"{GUEST_TOOLS}/agentloop", "--steps", str(w.steps), "--warmup", str(w.warmup),
+            "--agents", str(w.agents), "--compute-units", str(w.compute_units),
+            "--wait", w.wait.kind, "--dist", w.wait.distribution, "--wait-us", f"{w.wait.us:g}",
+            "--seed", str(w.seed + repeat), "--out", out, "--workdir", workdir]
+    if w.wait.min_us is not None:
+        args += ["--min-us", f"{w.wait.min_us:g}"]
+    if w.wait.max_us is not None:
+        args += ["--max-us", f"{w.wait.max_us:g}"]
+    if w.wait.file:
+        args += ["--wait-file", f"{GUEST_TOOLS}/wait-times.txt"]
+    p = w.phases
+    for flag, value in (("--touch-pages", p.touch_pages), ("--read-kb", p.read_kb),
+                        ("--drop-cache-every", p.drop_cache_every), ("--path-depth", p.path_depth)):
+        if value:
+            args += [flag, str(value)]
+    if w.mark_agent:
+        args.append("--mark-agent")
+    if w.window_us:
+        args += ["--window-us", str(w.window_us)]
+    if w.inject_delay_us:
+        args += ["--inject-delay-us", str(w.inject_delay_us)]
+    return args
+
+
+def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
+           extra_args: list[str] = ()) -> str:
+    runs = []
+    for r in range(repeats):
+        args = workload_args(w, r, f"{GUEST_RESULTS}/steps-r{r}.csv") + list(extra_args)
+        runs.append({"index": r, "cmd": shlex.join(args)})
+    return _ENV.get_template("run.sh.j2").render(status=f"{GUEST_RESULTS}/{STATUS_FILE}", results=GUEST_RESULTS,
+                                                 runs=runs, setup=list(setup), teardown=list(teardown))

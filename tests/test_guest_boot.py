@@ -1,0 +1,120 @@
+"""Booting real kernels: the loop's numbers are sane, failures are contained, runs resume,
+Ctrl-C leaves no QEMU behind. Marked `kernel`: each boot takes 20-60 s under TCG."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from harness import paths
+from harness.runner import Runner
+from harness.spec import load_experiment
+
+pytestmark = pytest.mark.kernel
+
+KERNEL = textwrap.dedent("""\
+    kernel: {source: debian, series: [agent-latency], fragments: [base, tracing, platform], agent_latency: false}
+    arch: [x86_64]
+    machine: {cpus: 2, memory: 1G, accel: auto, timing: auto, run_timeout_s: 300}
+""")
+
+
+def experiment(tmp_path, name, body):
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(f"name: {name}\n" + KERNEL + textwrap.dedent(body))
+    return load_experiment(f)
+
+
+def test_injected_delay_shows_up_in_step_latency_and_runs_resume(tmp_path):
+    le = experiment(tmp_path, "inject", """\
+        workload: {steps: 200, warmup: 20, compute_units: 50000, wait: {kind: eventfd, us: 1000}}
+        variants:
+          - {name: plain}
+          - {name: delayed, set: {workload.inject_delay_us: 5000}}
+    """)
+    out = Runner(le, tmp_path / "results").run()
+    assert [o.status for o in out] == ["ok", "ok"], [o.reason for o in out]
+    plain, delayed = (o.stats for o in out)
+    assert plain["steps"] == delayed["steps"] == 200
+    gap = delayed["step_p50_us"] - plain["step_p50_us"]
+    assert 4500 <= gap <= 5500, (plain, delayed)
+    meta = json.loads((out[0].dir / "result.json").read_text())
+    assert meta["accel"] in ("kvm", "tcg") and meta["timing"] in ("virtual", "realtime")
+    assert meta["kernel"]["release"].startswith("6.12.") and meta["host"]["qemu"].startswith("QEMU")
+    assert meta["boot_to_workload_s"] > 0 and (out[0].dir / "console.log").stat().st_size > 1000
+    assert (out[0].dir / "steps.csv").read_text().count("\n") == 201
+    run_dir = out[0].dir.parent
+    assert (run_dir / "latency_cdf.png").stat().st_size > 10_000 and (run_dir / "summary.txt").is_file()
+
+    t0 = time.monotonic()
+    again = Runner(le, tmp_path / "results").run()
+    assert [o.status for o in again] == ["skipped", "skipped"]
+    assert time.monotonic() - t0 < 30
+
+
+def test_panic_and_hang_are_contained_and_the_next_cell_runs(tmp_path):
+    le = experiment(tmp_path, "failures", """\
+        workload: {steps: 20, warmup: 0, compute_units: 1000, wait: {kind: futex, us: 500}}
+        variants:
+          - {name: panic, set: {machine.cmdline: ["init=/nonexistent-init"]}}
+          - {name: hang, set: {workload.wait.us: 100000000, machine.run_timeout_s: 60}}
+          - {name: fine}
+    """)
+    panic, hang, fine = Runner(le, tmp_path / "results").run()
+    assert panic.status == "failed" and "kernel panic before the workload started" in panic.reason
+    assert "console log:" in panic.reason and panic.meta["infra_failures"] == 0
+    assert hang.status == "failed" and "timed out during the workload" in hang.reason
+    assert fine.status == "ok" and fine.stats["steps"] == 20
+    for o in (panic, hang):
+        assert json.loads((o.dir / "result.json").read_text())["status"] == "failed"
+        assert (o.dir / "console.log").is_file()
+
+
+def qemu_pids(marker: str) -> list[int]:
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if "qemu-system" in cmd and marker in cmd:
+                pids.append(int(p))
+    return pids
+
+
+def test_ctrl_c_leaves_no_qemu_behind(tmp_path):
+    f = tmp_path / "long.yaml"
+    f.write_text("name: long\n" + KERNEL + "workload: {steps: 100000, warmup: 0, wait: {kind: futex, us: 1000}}\n")
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(f), "--results-dir", str(results)],
+                            cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    marker = str(results)
+    deadline = time.monotonic() + 240
+    while not qemu_pids(marker) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert qemu_pids(marker), "the guest never started"
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    time.sleep(1)
+    assert qemu_pids(marker) == []
+    assert proc.returncode == 130
+
+
+def test_cli_smoke_run(tmp_path, capsys):
+    """What CI's end-to-end smoke is: experiments/smoke.yaml through the real CLI."""
+    from harness.cli import main
+
+    code = main(["run", str(paths.EXPERIMENTS_DIR / "smoke.yaml"), "--results-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (run_dir,) = tmp_path.iterdir()
+    result = json.loads((run_dir / "x86_64-base" / "result.json").read_text())
+    assert result["status"] == "ok" and result["stats"]["steps"] == 300
+    assert "x86_64-base" in out and "wake p50" in out

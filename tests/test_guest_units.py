@@ -1,0 +1,155 @@
+"""Guest-side logic that needs no VM: the vng command line, outcome classification, the
+guest script, the agent loop's CSV parsing and statistics."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.analysis.steps import StepsFormatError, cell_stats, load_steps
+from harness.guest.vm import GuestConfig, GuestResult, classify, vng_command
+from harness.spec.model import WorkloadSpec
+from harness.workload import guest_script
+from harness.workload.build import SOURCE
+
+
+def test_vng_command_tcg_virtual_time_arm64():
+    cfg = GuestConfig(arch="arm64", image=Path("/k/Image"), cpus=2, memory="1G", accel="tcg", timing="virtual",
+                      icount_shift=1, arm64_cpu="max", cmdline=("nohlt", "foo=1"), root=Path("/rootfs"),
+                      tools_dir=Path("/tools"))
+    cmd = vng_command(cfg, Path("/res"), "sh /mnt/guest.sh")
+    assert cmd[:3] == ["vng", "--run", "/k/Image"]
+    assert "--disable-kvm" in cmd
+    assert ["--arch", "arm64"] == cmd[cmd.index("--arch"):cmd.index("--arch") + 2]
+    assert "--rwdir=/mnt=/res" in cmd and "--rodir=/opt=/tools" in cmd
+    assert "--qemu-opts=-icount shift=1,sleep=on -cpu max" in cmd
+    assert "--append=nohlt foo=1" in cmd
+    assert cmd[-2:] == ["--exec", "sh /mnt/guest.sh"]
+
+
+def test_vng_command_kvm_real_time_x86():
+    cmd = vng_command(GuestConfig(arch="x86_64", image=Path("/k/bzImage"), accel="kvm", timing="realtime"),
+                      Path("/res"), "true")
+    assert "--disable-kvm" not in cmd and not any(c.startswith("--qemu-opts") for c in cmd)
+    assert "--root" not in cmd
+
+
+@pytest.mark.parametrize("rc,timed_out,console,status,outcome,words", [
+    (0, False, "", {"workload_start": "5.1", "workload_exit": "0"}, "ok", "completed"),
+    (1, False, "", {"workload_start": "5.1", "workload_exit": "127", "workload_cmd": "/opt/agentloop"},
+     "workload-failed", "binary not found"),
+    (1, False, "", {"workload_start": "5.1", "workload_exit": "139"}, "workload-failed", "exited with 139"),
+    (None, True, "[ 3.1] Kernel panic - not syncing: Requested init /bad failed (error -2).\n", {},
+     "panic", "before the workload started: Kernel panic - not syncing: Requested init /bad"),
+    (None, True, "booting...\n", {"workload_start": "5.0"}, "hang", "timed out during the workload"),
+    (None, True, "booting...\n", {}, "hang", "timed out before the workload started"),
+    (255, False, "int3: 0000 [#1] SMP\n", {}, "boot-failed", "int3: 0000"),
+])
+def test_classify(rc, timed_out, console, status, outcome, words):
+    got, reason = classify(rc, timed_out, console, status)
+    assert got == outcome
+    assert words in reason
+
+
+def result(outcome, reason="", started=False):
+    return GuestResult(outcome, reason, Path("/c"), 1.0, started=started)
+
+
+def test_only_infrastructure_failures_are_retried():
+    assert result("boot-failed").infrastructure
+    assert result("hang").infrastructure
+    assert result("panic", "kernel panic before the workload started: ... Fatal exception").infrastructure
+    assert not result("panic", "kernel panic before ...: Requested init /bad failed").infrastructure
+    assert not result("hang", started=True).infrastructure
+    assert not result("workload-failed", started=True).infrastructure
+
+
+def test_guest_script_runs_each_repeat_with_its_own_seed_and_status():
+    w = WorkloadSpec(steps=50, warmup=5, seed=7, inject_delay_us=300)
+    text = guest_script.render(w, repeats=2, setup=["echo hi"])
+    assert "--seed 7 --out /mnt/steps-r0.csv" in text and "--seed 8 --out /mnt/steps-r1.csv" in text
+    assert text.count("--inject-delay-us 300") == 3   # the two runs and workload_cmd
+    assert 'echo "workload_exit=$rc" >> "$S"' in text
+    assert text.index("echo hi") < text.index("workload_start")
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)   # valid shell
+
+
+@pytest.fixture(scope="module")
+def agentloop(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bin") / "agentloop"
+    subprocess.run(["gcc", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SOURCE), "-lm"],
+                   check=True)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["futex", "eventfd", "pipe", "timerfd", "epoll", "io_uring", "nanosleep"])
+def test_agentloop_every_wait_kind_on_the_host(agentloop, tmp_path, kind):
+    out = tmp_path / "s.csv"
+    subprocess.run([str(agentloop), "--steps", "30", "--warmup", "3", "--wait", kind, "--wait-us", "200",
+                    "--compute-units", "1000", "--out", str(out)], check=True, capture_output=True, timeout=60)
+    s = load_steps([out])
+    assert len(s) == 30
+    assert (s.wake_ns >= 0).all() and (s.step_ns >= s.wake_ns).all() and (s.compute_ns > 0).all()
+    assert (s.wait_ns == 200_000).all()
+
+
+def test_agentloop_is_deterministic_and_phases_run(agentloop, tmp_path):
+    waits = []
+    for i in range(2):
+        out = tmp_path / f"s{i}.csv"
+        subprocess.run([str(agentloop), "--steps", "40", "--warmup", "0", "--dist", "exponential", "--wait-us",
+                        "100", "--seed", "3", "--compute-units", "100", "--touch-pages", "8", "--read-kb", "16",
+                        "--drop-cache-every", "5", "--path-depth", "6", "--workdir", str(tmp_path), "--out",
+                        str(out)], check=True, capture_output=True, timeout=60)
+        waits.append(load_steps([out]).wait_ns)
+    assert np.array_equal(waits[0], waits[1]) and len(set(waits[0].tolist())) > 30
+    assert (tmp_path / "agentloop-tree-0" / "d0" / "d1" / "d2" / "d3" / "d4" / "d5" / "leaf").exists()
+
+
+def test_injected_delay_shows_up_in_wake_latency_on_the_host(agentloop, tmp_path):
+    p50 = {}
+    for inject in (0, 3000):
+        out = tmp_path / f"i{inject}.csv"
+        subprocess.run([str(agentloop), "--steps", "40", "--warmup", "2", "--wait", "eventfd", "--wait-us", "100",
+                        "--compute-units", "100", "--inject-delay-us", str(inject), "--out", str(out)],
+                       check=True, capture_output=True, timeout=60)
+        p50[inject] = cell_stats(load_steps([out])).wake_p50_us
+    assert 2900 <= p50[3000] - p50[0] <= 3600, p50
+
+
+def test_bad_arguments_exit_2(agentloop):
+    for args in (["--wait", "carrier-pigeon"], ["--steps", "-3"], ["--dist", "file"],
+                 ["--wait", "nanosleep", "--inject-delay-us", "5"]):
+        assert subprocess.run([str(agentloop), *args], capture_output=True).returncode == 2
+
+
+GOLDEN = """agent,step,warmup,wait_ns,signal_ns,wake_ns,phases_ns,done_ns,cpu
+0,0,1,1000,100,200,200,900,0
+0,1,0,1000,2000,2050,2060,3060,1
+0,2,0,1000,5000,5100,5100,6100,1
+"""
+
+
+def test_steps_parser_golden(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text(GOLDEN)
+    s = load_steps([f])
+    assert s.step.tolist() == [1, 2]                 # warm-up dropped
+    assert s.wake_ns.tolist() == [50, 100]
+    assert s.step_ns.tolist() == [1060, 1100]
+    assert s.compute_ns.tolist() == [1000, 1000]
+    assert s.phases_ns.tolist() == [10, 0]
+    assert s.cpu.tolist() == [1, 1]
+    st = cell_stats(s)
+    assert st.steps == 2 and st.wake_p50_us == pytest.approx(0.075) and st.compute_p50_us == pytest.approx(1.0)
+
+
+def test_steps_parser_rejects_bad_files(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("a,b\n1,2\n")
+    with pytest.raises(StepsFormatError, match="unexpected header"):
+        load_steps([f])
+    f.write_text(GOLDEN.splitlines()[0] + "\n")
+    with pytest.raises(StepsFormatError, match="no steps"):
+        load_steps([f])
