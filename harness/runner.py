@@ -25,6 +25,7 @@ from harness.analysis import report
 from harness.analysis.steps import StepsFormatError, cell_stats, load_steps
 from harness.errors import HarnessError, InputError
 from harness.guest import accel as accelmod
+from harness.guest import platform
 from harness.guest.rootfs import ensure_rootfs
 from harness.guest.vm import GuestConfig, run_guest
 from harness.kernel.build import KernelBuilder, KernelRequest
@@ -141,13 +142,16 @@ class Runner:
             timing = "virtual" if choice.accel == "tcg" else "realtime"
         if timing == "virtual" and choice.accel == "kvm":
             raise InputError(f"{cell.id}: timing 'virtual' needs TCG but the guest runs under KVM")
-        cmdline = list(spec.machine.cmdline)
-        if spec.platform.idle_poll:
-            cmdline.append("idle=poll" if spec.arch == "x86_64" else "nohlt")
+        plat = platform.plan(spec.platform, spec.arch)
+        if plat.pending:
+            self.console.print(f"    [yellow]warning[/]: platform knobs not applied yet (they need the simulated "
+                               f"cpufreq/cpuidle platform): {', '.join(plat.pending)}", highlight=False)
+        cmdline = list(spec.machine.cmdline) + plat.cmdline
         cfg = GuestConfig(arch=spec.arch, image=build.image, cpus=spec.machine.cpus, memory=spec.machine.memory,
                           accel=choice.accel, timing=timing, icount_shift=spec.machine.icount_shift,
                           arm64_cpu=spec.machine.arm64_cpu, cmdline=tuple(cmdline), root=root, tools_dir=tools)
-        script = guest_script.render(spec.workload, self.le.experiment.repeats)
+        script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
+                                     extra_args=plat.workload_args)
         (d / "guest.sh").write_text(script)
 
         attempts, infra = [], 0
@@ -171,6 +175,7 @@ class Runner:
             else ("TCG real time: guest compute dilated ~30x vs wall-clock delays" if choice.accel == "tcg"
                   else "KVM real time"),
             "host": accelmod.host_facts(spec.arch), "workload_dir": str(tools), "rootfs": str(root) if root else None,
+            "platform_applied": plat.applied, "platform_pending": plat.pending,
             "attempts": attempts, "infra_failures": infra,
             "boot_to_workload_s": res.guest_uptime_at_start_s, "guest_status": res.status,
             "cell_wall_s": round(time.monotonic() - t_cell, 1),

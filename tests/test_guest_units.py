@@ -153,3 +153,22 @@ def test_steps_parser_rejects_bad_files(tmp_path):
     f.write_text(GOLDEN.splitlines()[0] + "\n")
     with pytest.raises(StepsFormatError, match="no steps"):
         load_steps([f])
+
+
+def test_platform_plan_applies_what_it_can_and_names_the_rest():
+    from harness.guest.platform import plan
+    from harness.spec.model import PlatformSpec
+
+    p = plan(PlatformSpec(idle_poll=True, pm_qos_latency_us=0, uclamp_min=512, governor="performance"), "arm64")
+    assert p.cmdline == ["nohlt"]
+    assert p.setup == ["exec 3>/dev/cpu_dma_latency && printf '\\000\\000\\000\\000' >&3"]
+    assert p.workload_args == ["--uclamp-min", "512"]
+    assert p.pending == ["governor"]
+    assert plan(PlatformSpec(pm_qos_latency_us=20), "x86_64").setup[0].endswith("printf '\\024\\000\\000\\000' >&3")
+    assert plan(PlatformSpec(), "x86_64").pending == []
+
+
+def test_uclamp_flag_reaches_sched_setattr(agentloop, tmp_path):
+    proc = subprocess.run([str(agentloop), "--steps", "5", "--warmup", "0", "--wait-us", "10", "--compute-units",
+                           "10", "--uclamp-min", "2000", "--out", str(tmp_path / "x.csv")], capture_output=True)
+    assert proc.returncode == 2 and b"uclamp-min must be in 0..1024" in proc.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from harness import paths
 from harness.cli import kernel_requests, main
-from harness.kernel import kconfig, series, source
+from harness.kernel import kconfig, series
 from harness.kernel.build import ConfigError, KernelBuilder, KernelRequest, _config_body
 from harness.kernel.cache import BuildCache
 from harness.kernel.devtree import export_patches, make_dev_tree
@@ -21,13 +21,6 @@ EXAMPLE = paths.EXPERIMENTS_DIR / "dvfs_ramp.yaml"
 @pytest.fixture(scope="module")
 def builder():
     return KernelBuilder(BuildCache())
-
-
-@pytest.fixture(scope="module")
-def tree(builder):
-    src = source.resolve("debian", builder.cache)
-    patches = series.load_series(["agent-latency"])
-    return series.checkout_series(src, source.pristine_repo(src, builder.cache), patches, builder.cache)
 
 
 def x86_request(**kw):
@@ -68,19 +61,20 @@ def test_plan_marks_the_built_kernel(builder, capsys):
     assert "kernels needed: 4" in out
 
 
-def test_agent_on_and_off_differ_only_in_the_symbol(builder, tree, tmp_path):
-    off = builder.configure(x86_request(), tree, tmp_path / "off")
-    on = builder.configure(x86_request(agent_latency=True), tree, tmp_path / "on")
+def test_agent_on_and_off_differ_only_in_the_symbol(builder, tmp_path):
+    with builder.tree_for(x86_request()) as tree:
+        off = builder.configure(x86_request(), tree, tmp_path / "off")
+        on = builder.configure(x86_request(agent_latency=True), tree, tmp_path / "on")
     a, b = set(_config_body(off).splitlines()), set(_config_body(on).splitlines())
     assert a - b == {"# CONFIG_AGENT_LATENCY is not set"}
     assert b - a == {"CONFIG_AGENT_LATENCY=y"}
     assert builder.request_key(x86_request())[0] != builder.request_key(x86_request(agent_latency=True))[0]
 
 
-def test_dropped_symbol_names_it_and_its_unmet_dependency(builder, tree, tmp_path):
+def test_dropped_symbol_names_it_and_its_unmet_dependency(builder, tmp_path):
     """The arm64 case from vng --kconfig: DEBUG_INFO_REDUCED silently drops DEBUG_INFO_BTF."""
     req = KernelRequest(arch="arm64", extra=(("CONFIG_DEBUG_INFO_REDUCED", "y"),))
-    with pytest.raises(ConfigError) as exc:
+    with builder.tree_for(req) as tree, pytest.raises(ConfigError) as exc:
         builder.configure(req, tree, tmp_path / "obj")
     msg = str(exc.value)
     assert "CONFIG_DEBUG_INFO_BTF: kernel/configs/tracing.config:" in msg
@@ -89,15 +83,10 @@ def test_dropped_symbol_names_it_and_its_unmet_dependency(builder, tree, tmp_pat
 
 
 def test_symbol_the_stock_tree_lacks_is_an_error(builder, tmp_path):
-    src = source.resolve("debian", builder.cache)
-    pristine = source.pristine_repo(src, builder.cache)
-    stock = series.checkout_series(src, pristine, [], builder.cache)
-    try:
-        req = KernelRequest(arch="x86_64", series=(), agent_latency=True)
-        with pytest.raises(ConfigError, match="CONFIG_AGENT_LATENCY: .* no Kconfig in this tree defines it"):
-            builder.configure(req, stock, tmp_path / "obj")
-    finally:   # leave the shared tree with the series applied, as the other tests expect
-        series.checkout_series(src, pristine, series.load_series(["agent-latency"]), builder.cache)
+    req = KernelRequest(arch="x86_64", series=(), agent_latency=True)
+    with builder.tree_for(req) as stock, \
+            pytest.raises(ConfigError, match="CONFIG_AGENT_LATENCY: .* no Kconfig in this tree defines it"):
+        builder.configure(req, stock, tmp_path / "obj")
 
 
 def test_series_round_trips_through_an_editable_tree(tmp_path):

@@ -9,6 +9,7 @@ final .config -> make with ccache in a reused O= directory -> artifacts + metada
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -16,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,11 +151,9 @@ class KernelBuilder:
                                f"{MIN_FREE_GIB:.0f} GiB (source tree, objects, debug info). Free some space, point "
                                "HARNESS_CACHE_DIR at a larger disk, or lower HARNESS_MIN_FREE_GIB.")
         started = dt.datetime.now(dt.UTC)
-        pristine = source.pristine_repo(src, self.cache)
         objdir = self.cache.dir("objs") / f"{src.short_id}-{req.arch}"
 
-        with self.cache.lock(f"tree-{src.short_id}"):
-            tree = series.checkout_series(src, pristine, patches, self.cache)
+        with self.checked_out(src, patches) as tree:
             config = self.configure(req, tree, objdir)
             toolchain_id = toolchain.identity(arch)
             build_key = sha256_json({
@@ -173,6 +173,18 @@ class KernelBuilder:
         self.cache.record(req_key, build_key)
         meta = json.loads((out / "metadata.json").read_text())
         return BuildResult(req, build_key, out, False, time.monotonic() - t0, meta)
+
+    @contextlib.contextmanager
+    def checked_out(self, src: source.KernelSource, patches: list[series.Patch]) -> Iterator[Path]:
+        """The source's build tree with `patches` applied, locked for the caller's whole use."""
+        pristine = source.pristine_repo(src, self.cache)
+        with self.cache.lock(f"tree-{src.short_id}"):
+            yield series.checkout_series(src, pristine, patches, self.cache)
+
+    def tree_for(self, req: KernelRequest):
+        """`checked_out` for a request: `with builder.tree_for(req) as tree: ...`."""
+        _, src, patches = self.request_key(req)
+        return self.checked_out(src, patches)
 
     def make_args(self, req: KernelRequest, arch: archmod.KernelArch, cc: str, tree: Path, objdir: Path) -> list[str]:
         args = ["make", "-C", str(tree), f"O={objdir}", f"ARCH={arch.kbuild_arch}"]

@@ -58,6 +58,7 @@ struct opts {
 	int mark_agent;
 	long window_us;
 	long inject_delay_us;
+	long uclamp_min;
 };
 
 struct record {
@@ -402,6 +403,26 @@ static void prepare_phases(struct agent *a)
 	}
 }
 
+/* uclamp.min on the calling thread: the stock kernel's way to ask for a frequency floor. */
+struct sched_attr_v1 {
+	uint32_t size, sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime, sched_deadline, sched_period;
+	uint32_t sched_util_min, sched_util_max;
+};
+
+static void set_uclamp_min(long value)
+{
+	struct sched_attr_v1 attr = { .size = sizeof(attr), .sched_policy = SCHED_OTHER,
+				      .sched_flags = 0x08 /* KEEP_ALL */ | 0x20 /* UTIL_CLAMP_MIN */,
+				      .sched_util_min = (uint32_t)value };
+
+	if (syscall(SYS_sched_setattr, 0, &attr, 0))
+		die("sched_setattr(uclamp.min)");
+}
+
 /* ---- threads ---- */
 
 static void *world_main(void *arg)
@@ -432,10 +453,8 @@ static void *agent_main(void *arg)
 	int last_seq = 0;
 	uint64_t x = 0x2545f4914f6cdd1dULL + a->id;
 
-	if (o->mark_agent) {
-		/* PR_SET_AGENT_LATENCY arrives with the agent latency window series; until then the
-		 * marking is recorded but has no effect on a kernel without it. */
-	}
+	if (o->uclamp_min >= 0)
+		set_uclamp_min(o->uclamp_min);
 	for (long i = 0; i < total; i++) {
 		int64_t deadline = 0;
 		struct record *r = &a->rec[i];
@@ -486,7 +505,7 @@ static void usage(void)
 	      "  [--dist fixed|uniform|exponential|file] [--wait-us US] [--min-us US] [--max-us US]\n"
 	      "  [--wait-file F] [--seed S] [--touch-pages N] [--read-kb N] [--drop-cache-every N]\n"
 	      "  [--path-depth N] [--workdir DIR] [--mark-agent] [--window-us US] [--out FILE.csv]\n"
-	      "  [--inject-delay-us US]\n",
+	      "  [--inject-delay-us US] [--uclamp-min 0..1024]\n",
 	      stderr);
 	exit(2);
 }
@@ -502,7 +521,7 @@ int main(int argc, char **argv)
 {
 	struct opts o = { .steps = 1000, .warmup = 100, .agents = 1, .compute_units = 200000,
 			  .wait = W_FUTEX, .dist = D_FIXED, .wait_us = 2000, .seed = 1,
-			  .out = "agentloop.csv", .workdir = "/tmp" };
+			  .out = "agentloop.csv", .workdir = "/tmp", .uclamp_min = -1 };
 	static const struct option lopts[] = {
 		{ "steps", 1, 0, 's' }, { "warmup", 1, 0, 'w' }, { "agents", 1, 0, 'a' },
 		{ "compute-units", 1, 0, 'c' }, { "wait", 1, 0, 'W' }, { "dist", 1, 0, 'd' },
@@ -510,7 +529,8 @@ int main(int argc, char **argv)
 		{ "wait-file", 1, 0, 'f' }, { "seed", 1, 0, 'S' }, { "touch-pages", 1, 0, 'p' },
 		{ "read-kb", 1, 0, 'r' }, { "drop-cache-every", 1, 0, 'D' }, { "path-depth", 1, 0, 'P' },
 		{ "workdir", 1, 0, 'k' }, { "mark-agent", 0, 0, 'A' }, { "window-us", 1, 0, 'N' },
-		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "help", 0, 0, 'h' },
+		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "uclamp-min", 1, 0, 'U' },
+		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
 	struct agent *agents;
@@ -540,9 +560,12 @@ int main(int argc, char **argv)
 		case 'N': o.window_us = parse_long(optarg, "window-us"); break;
 		case 'o': o.out = optarg; break;
 		case 'I': o.inject_delay_us = parse_long(optarg, "inject-delay-us"); break;
+		case 'U': o.uclamp_min = parse_long(optarg, "uclamp-min"); break;
 		default: usage();
 		}
 	}
+	if (o.uclamp_min > 1024)
+		fail("--uclamp-min must be in 0..1024");
 	if (o.steps < 1 || o.agents < 1 || o.agents > 64)
 		fail("--steps must be >= 1 and --agents in 1..64");
 	if (o.dist == D_FILE && !o.wait_file)
@@ -617,10 +640,11 @@ int main(int argc, char **argv)
 		if (fclose(out))
 			die(o.out);
 		qsort(wake, n, sizeof(*wake), cmp_i64);
+		/* agent_marked stays 0 until the kernel offers the agent latency window prctl */
 		printf("{\"steps\": %ld, \"agents\": %ld, \"wait\": \"%s\", \"wake_p50_us\": %.1f, "
-		       "\"wake_p99_us\": %.1f, \"out\": \"%s\"}\n",
+		       "\"wake_p99_us\": %.1f, \"agent_marked\": 0, \"uclamp_min\": %ld, \"out\": \"%s\"}\n",
 		       o.steps, o.agents, wait_names[o.wait], wake[n / 2] / 1000.0,
-		       wake[(long)(n * 0.99)] / 1000.0, o.out);
+		       wake[(long)(n * 0.99)] / 1000.0, o.uclamp_min, o.out);
 	}
 	return 0;
 }
