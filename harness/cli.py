@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Console(soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(soft_wrap=True, width=200)   # logs and CI: keep table rows on one line
     try:
         return args.func(args, out)
     except HarnessError as e:  # InputError (exit 2) included: plain text, never wrapped

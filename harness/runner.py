@@ -177,7 +177,9 @@ class Runner:
             "host": accelmod.host_facts(spec.arch), "workload_dir": str(tools), "rootfs": str(root) if root else None,
             "platform_applied": plat.applied, "platform_pending": plat.pending,
             "attempts": attempts, "infra_failures": infra,
-            "boot_to_workload_s": res.guest_uptime_at_start_s, "guest_status": res.status,
+            "boot_to_workload_s": res.guest_uptime_at_start_s,
+            "boot_to_workload_wall_s": round(res.boot_wall_s, 1) if res.boot_wall_s is not None else None,
+            "guest_status": res.status,
             "cell_wall_s": round(time.monotonic() - t_cell, 1),
             "finished": dt.datetime.now(dt.UTC).isoformat(),
         }
@@ -191,8 +193,8 @@ class Runner:
         stats = cell_stats(steps).as_dict()
         meta.update({"status": "ok", "reason": "", "stats": stats})
         atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
-        boot = f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest time" \
-            if res.guest_uptime_at_start_s is not None else ""
+        boot = (f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest / {res.boot_wall_s:.0f}s wall"
+                if res.guest_uptime_at_start_s is not None and res.boot_wall_s is not None else "")
         return CellOutcome(cell, "ok", f"{stats['steps']} steps, wake p50 {stats['wake_p50_us']:.0f}us, "
                            f"step p50 {stats['step_p50_us']:.0f}us ({meta['cell_wall_s']:.0f}s wall{boot})",
                            d, stats, meta)

@@ -61,12 +61,13 @@ def test_panic_and_hang_are_contained_and_the_next_cell_runs(tmp_path):
     le = experiment(tmp_path, "failures", """\
         workload: {steps: 20, warmup: 0, compute_units: 1000, wait: {kind: futex, us: 500}}
         variants:
-          - {name: panic, set: {machine.cmdline: ["init=/nonexistent-init"]}}
+          - {name: panic, set: {machine.cmdline: ["mem=20M"]}}   # the kernel runs out of memory at boot
           - {name: hang, set: {workload.wait.us: 100000000, machine.run_timeout_s: 60}}
           - {name: fine}
     """)
     panic, hang, fine = Runner(le, tmp_path / "results").run()
     assert panic.status == "failed" and "kernel panic before the workload started" in panic.reason
+    assert "System is deadlocked on memory" in panic.reason
     assert "console log:" in panic.reason and panic.meta["infra_failures"] == 0
     assert hang.status == "failed" and "timed out during the workload" in hang.reason
     assert fine.status == "ok" and fine.stats["steps"] == 20

@@ -50,6 +50,7 @@ class GuestResult:
     started: bool = False         # the script reached the workload
     guest_uptime_at_start_s: float | None = None
     status: dict[str, str] = field(default_factory=dict)
+    boot_wall_s: float | None = None   # host wall time from vng start to the workload's start
 
     @property
     def ok(self) -> bool:
@@ -146,9 +147,18 @@ def run_guest(cfg: GuestConfig, results_dir: Path, script: str, timeout_s: float
         except FileNotFoundError:
             raise HarnessError("vng (virtme-ng) not found: bash scripts/setup.sh") from None
         try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out, rc = True, None
+            rc, boot_wall = None, None
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if boot_wall is None and "workload_start" in read_status(status_path):
+                    boot_wall = time.monotonic() - t0
+                if time.monotonic() - t0 > timeout_s:
+                    timed_out = True
+                    break
         finally:
             # vng runs QEMU as a child: kill the whole session, whatever happened (Ctrl-C too).
             if proc.poll() is None:
@@ -166,7 +176,7 @@ def run_guest(cfg: GuestConfig, results_dir: Path, script: str, timeout_s: float
     outcome, reason = classify(rc, timed_out, text, status)
     uptime = status.get("workload_start")
     return GuestResult(outcome, reason, console_path, wall, rc, "workload_start" in status,
-                       float(uptime) if uptime else None, status)
+                       float(uptime) if uptime else None, status, boot_wall)
 
 
 class _suppress:
