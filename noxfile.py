@@ -2,6 +2,7 @@
 prepared (no per-session virtualenv: the kernel toolchain and QEMU are system packages anyway).
 
     nox -s tests                  the test suite (what .ci/run runs)
+    nox -s tests-arm64            arm64 guests end to end (slow when cold)
     nox -s build-kernel           build the kernels of experiments/dvfs_ramp.yaml
     nox -s build-kernel -- --arch arm64 --config agent-on
     nox -s smoke                  build, boot and run experiments/smoke.yaml
@@ -21,6 +22,12 @@ nox.options.sessions = ["tests"]
 @nox.session
 def tests(session):
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(name="tests-arm64")
+def tests_arm64(session):
+    """arm64 guests end to end (cross-built kernel, mmdebstrap rootfs, TCG): slow when cold."""
+    session.run("python", "-m", "pytest", "-m", "arm64", *(session.posargs or ["-q"]))
 
 
 @nox.session(name="build-kernel")

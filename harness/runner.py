@@ -171,6 +171,8 @@ class Runner:
             "kernel": {"key": build.key, "request": req.label, "release": build.metadata.get("kernel_release"),
                        "image": str(build.image)},
             "accel": choice.accel, "accel_reason": choice.reason, "timing": timing,
+            "guest_cpu_model": spec.machine.arm64_cpu if spec.arch == "arm64" and choice.accel == "tcg"
+            else ("host" if choice.accel == "kvm" else "qemu64 (vng default)"),
             "timing_label": "QEMU virtual time (-icount): guest time counts instructions" if timing == "virtual"
             else ("TCG real time: guest compute dilated ~30x vs wall-clock delays" if choice.accel == "tcg"
                   else "KVM real time"),

@@ -69,8 +69,10 @@ class GuestResult:
 
 
 def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
+    # --cwd must lie inside the guest's root; 9p always (virtiofsd start-up fails on these hosts and
+    # costs retries before vng falls back to 9p anyway).
     cmd = ["vng", "--run", str(cfg.image), "--cpus", str(cfg.cpus), "--memory", cfg.memory, "--verbose",
-           f"--rwdir={GUEST_RESULTS}={results_dir}"]
+           "--force-9p", "--cwd", str(cfg.root or "/"), f"--rwdir={GUEST_RESULTS}={results_dir}"]
     if cfg.tools_dir is not None:
         cmd.append(f"--rodir={GUEST_TOOLS}={cfg.tools_dir}")
     if cfg.accel != "kvm":
