@@ -95,7 +95,10 @@ def cmd_kernel_tree(args, out: Console) -> int:
     edit = args.series or (names[-1] if names else None)
     if edit is None:
         raise InputError(f"{args.experiment} applies no patch series: nothing to edit")
-    tree = make_dev_tree(args.dest.resolve(), names, edit, le.experiment.kernel.source, BuildCache(args.cache_dir))
+    src = le.experiment.kernel.source
+    if src != "debian" and not Path(src).expanduser().is_absolute():
+        src = str(le.path.resolve().parent / src)      # as `build` resolves it
+    tree = make_dev_tree(args.dest.resolve(), names, edit, src, BuildCache(args.cache_dir))
     out.print(f"editable tree for series '{edit}': {tree}\n"
               f"  commits since tag series-base are the series; edit, commit, then: nox -s export-patches -- {tree}")
     return 0

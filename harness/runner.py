@@ -29,7 +29,7 @@ from harness.guest import platform
 from harness.guest.rootfs import ensure_rootfs
 from harness.guest.vm import GuestConfig, run_guest
 from harness.kernel.build import KernelBuilder, KernelRequest
-from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes
+from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
 from harness.spec.loader import Cell, LoadedExperiment
 from harness.workload import guest_script
 from harness.workload.build import workload_dir
@@ -77,34 +77,49 @@ class Runner:
         started = dt.datetime.now(dt.UTC)
         t0 = time.monotonic()
         cells = self.cells()
-        outcomes = []
-        for i, cell in enumerate(cells, 1):
-            self.console.print(f"[bold][{i}/{len(cells)}][/] {cell.id}", highlight=False)
-            try:
-                out = self.run_cell(cell)
-            except InputError:
-                raise
-            except HarnessError as e:
-                out = self._fail(cell, self.run_dir / cell.id, f"{e}")
-            outcomes.append(out)
-            color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
-            self.console.print(f"    [{color}]{out.status}[/]: {out.reason}", highlight=False)
-        self.report(outcomes)
-        atomic_write_text(self.run_dir / "run.json", json.dumps({
-            "experiment": self.le.experiment.name, "run_id": self.run_dir.name, "started": started.isoformat(),
-            "finished": dt.datetime.now(dt.UTC).isoformat(), "wall_s": round(time.monotonic() - t0, 1),
-            "cells": {o.cell.id: o.status for o in outcomes},
-        }, indent=2) + "\n")
+        outcomes: list[CellOutcome] = []
+        try:
+            for i, cell in enumerate(cells, 1):
+                self.console.print(f"[bold][{i}/{len(cells)}][/] {cell.id}", highlight=False)
+                try:
+                    out = self.run_cell(cell)
+                except InputError:
+                    raise
+                except HarnessError as e:
+                    out = self._fail(cell, self.run_dir / cell.id, f"{e}")
+                outcomes.append(out)
+                color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
+                self.console.print(f"    [{color}]{out.status}[/]: {out.reason}", highlight=False)
+        finally:   # interrupted or not, what ran is summarised
+            self.report(outcomes)
+            atomic_write_text(self.run_dir / "run.json", json.dumps({
+                "experiment": self.le.experiment.name, "run_id": self.run_dir.name,
+                "started": started.isoformat(), "finished": dt.datetime.now(dt.UTC).isoformat(),
+                "wall_s": round(time.monotonic() - t0, 1), "complete": len(outcomes) == len(cells),
+                "cells": {o.cell.id: o.status for o in outcomes},
+            }, indent=2) + "\n")
         return outcomes
 
     def report(self, outcomes: list[CellOutcome]) -> None:
+        """Summary of every cell of the run directory: this invocation's, and earlier ones' on disk."""
+        latest = {o.cell.id: o for o in outcomes}
         rows, series = [], {}
-        for o in outcomes:
-            rows.append({"cell": o.cell.id, "status": o.status if o.status != "skipped" else "ok",
-                         "reason": o.reason, "accel": o.meta.get("accel", "-"), "timing": o.meta.get("timing", "-"),
-                         "stats": o.stats})
-            if o.dir is not None and (o.dir / "steps.csv").is_file():
-                series[o.cell.id] = _read_parsed(o.dir / "steps.csv")
+        for cell in self.le.cells:
+            d = self.run_dir / cell.id
+            if cell.id in latest:
+                o = latest[cell.id]
+                meta, status, reason, stats = o.meta, ("ok" if o.status == "skipped" else o.status), o.reason, o.stats
+            elif (d / "result.json").is_file():
+                meta = json.loads((d / "result.json").read_text())
+                status, reason, stats = meta.get("status", "?"), meta.get("reason", ""), meta.get("stats", {})
+            else:
+                continue
+            rows.append({"cell": cell.id, "status": status, "reason": reason, "accel": meta.get("accel", "-"),
+                         "timing": meta.get("timing", "-"), "stats": stats})
+            if status == "ok" and (d / "steps.csv").is_file():
+                series[cell.id] = _read_parsed(d / "steps.csv")
+        if not rows:
+            return
         title = f"{self.le.experiment.name} ({self.run_dir.name})"
         self.console.print(report.summary_table(rows, title))
         atomic_write_text(self.run_dir / "summary.txt", report.summary_text(rows))
@@ -116,18 +131,8 @@ class Runner:
     # -- one cell ------------------------------------------------------------------------------
     def run_cell(self, cell: Cell) -> CellOutcome:
         d = self.run_dir / cell.id
-        done = d / "result.json"
-        if done.is_file() and not self.redo:
-            prev = json.loads(done.read_text())
-            if prev.get("status") == "ok":
-                return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d,
-                                   prev.get("stats", {}), prev)
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
         spec = cell.spec
         t_cell = time.monotonic()
-
         self.console.print("    kernel ...", highlight=False)
         req = KernelRequest.from_spec(spec.kernel, spec.arch, self.le.path.resolve().parent)
         try:
@@ -135,14 +140,33 @@ class Runner:
         except HarnessError as e:
             return self._fail(cell, d, f"kernel build failed: {e}")
         tools = workload_dir(self.cache, spec.arch)
+        plat = platform.plan(spec.platform, spec.arch)
+        script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
+                                     extra_args=plat.workload_args)
+        # Same spec, kernel, workload binary and guest script: the stored result still stands.
+        fingerprint = sha256_json({"spec": spec.model_dump(mode="json"), "kernel": build.key,
+                                   "workload": tools.name, "script": script})
+        done = d / "result.json"
+        if done.is_file() and not self.redo:
+            prev = json.loads(done.read_text())
+            if prev.get("status") == "ok" and prev.get("fingerprint") == fingerprint:
+                return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d,
+                                   prev.get("stats", {}), prev)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        if spec.workload.wait.file:
+            wf = Path(spec.workload.wait.file)
+            shutil.copy(wf if wf.is_absolute() else self.le.path.resolve().parent / wf, d / guest_script.WAIT_FILE)
         root = ensure_rootfs(self.cache, spec.arch) if spec.arch == "arm64" else None
-        choice = accelmod.resolve(spec.machine.accel, spec.arch, build.image, self.cache)
+        # Virtual time needs TCG: with `auto`, do not even probe KVM.
+        wanted = "tcg" if spec.machine.timing == "virtual" and spec.machine.accel == "auto" else spec.machine.accel
+        choice = accelmod.resolve(wanted, spec.arch, build.image, self.cache)
         timing = spec.machine.timing
         if timing == "auto":
             timing = "virtual" if choice.accel == "tcg" else "realtime"
         if timing == "virtual" and choice.accel == "kvm":
             raise InputError(f"{cell.id}: timing 'virtual' needs TCG but the guest runs under KVM")
-        plat = platform.plan(spec.platform, spec.arch)
         if plat.pending:
             self.console.print(f"    [yellow]warning[/]: platform knobs not applied yet (they need the simulated "
                                f"cpufreq/cpuidle platform): {', '.join(plat.pending)}", highlight=False)
@@ -150,8 +174,6 @@ class Runner:
         cfg = GuestConfig(arch=spec.arch, image=build.image, cpus=spec.machine.cpus, memory=spec.machine.memory,
                           accel=choice.accel, timing=timing, icount_shift=spec.machine.icount_shift,
                           arm64_cpu=spec.machine.arm64_cpu, cmdline=tuple(cmdline), root=root, tools_dir=tools)
-        script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
-                                     extra_args=plat.workload_args)
         (d / "guest.sh").write_text(script)
 
         attempts, infra = [], 0
@@ -159,7 +181,8 @@ class Runner:
             mode = f"{choice.accel}, {'virtual time' if timing == 'virtual' else 'real time'}"
             self.console.print(f"    boot + run ({mode}), attempt {attempt + 1} ...", highlight=False)
             res = run_guest(cfg, d, f"sh {guest_script.GUEST_RESULTS}/guest.sh", spec.machine.run_timeout_s,
-                            console_name=f"console-{attempt}.log" if attempt else "console.log")
+                            console_name=f"console-{attempt}.log" if attempt else "console.log",
+                            boot_timeout_s=spec.machine.boot_timeout_s)
             attempts.append({"outcome": res.outcome, "reason": res.reason, "console": res.console_log.name,
                              "wall_s": round(res.wall_s, 1)})
             if not res.infrastructure:
@@ -167,6 +190,7 @@ class Runner:
             infra += 1
         meta = {
             "cell": cell.id, "variant": cell.variant, "axes": cell.axes, "spec": spec.model_dump(mode="json"),
+            "fingerprint": fingerprint,
             "experiment": self.le.experiment.name, "repeats": self.le.experiment.repeats,
             "kernel": {"key": build.key, "request": req.label, "release": build.metadata.get("kernel_release"),
                        "image": str(build.image)},

@@ -161,11 +161,15 @@ def test_platform_plan_applies_what_it_can_and_names_the_rest():
 
     p = plan(PlatformSpec(idle_poll=True, pm_qos_latency_us=0, uclamp_min=512, governor="performance"), "arm64")
     assert p.cmdline == ["nohlt"]
-    assert p.setup == ["exec 3>/dev/cpu_dma_latency && printf '\\000\\000\\000\\000' >&3"]
+    assert p.setup == ["[ -w /dev/cpu_dma_latency ] && exec 3>/dev/cpu_dma_latency "
+                       "&& printf '\\000\\000\\000\\000' >&3"]
     assert p.workload_args == ["--uclamp-min", "512"]
     assert p.pending == ["governor"]
     assert plan(PlatformSpec(pm_qos_latency_us=20), "x86_64").setup[0].endswith("printf '\\024\\000\\000\\000' >&3")
     assert plan(PlatformSpec(), "x86_64").pending == []
+    # asked for explicitly (even at its default value) and not applied: pending, not dropped
+    assert plan(PlatformSpec.model_validate({"governor": "schedutil", "idle_governor": "menu"}), "x86_64").pending \
+        == ["governor", "idle_governor"]
 
 
 def test_uclamp_flag_reaches_sched_setattr(agentloop, tmp_path):

@@ -101,6 +101,17 @@ def test_failing_patch_names_patch_and_hunk(fake_kernel, tmp_path):
     assert not list((tmp_path / "cache" / "trees").glob("*.applied"))
 
 
+def test_failure_in_a_later_patch_names_that_patch(fake_kernel, tmp_path):
+    src_dir, pdir = fake_kernel
+    (src_dir / "b.txt").write_text("already here\n")      # the second patch creates b.txt
+    sh(src_dir, "git", "add", "b.txt")
+    sh(src_dir, "git", "commit", "-qm", "b exists")
+    cache = BuildCache(tmp_path / "cache")
+    src = source.resolve(str(src_dir), cache)
+    with pytest.raises(series.PatchError, match=r"patch good/0002-add-b\.patch does not apply"):
+        series.checkout_series(src, source.pristine_repo(src, cache), series.load_series(["good"], pdir), cache)
+
+
 def test_not_a_format_patch_file(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "0001-x.patch").write_text("--- a/x\n+++ b/x\n")

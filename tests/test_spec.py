@@ -66,6 +66,10 @@ BAD = {
                         r":3:3: matrix\.platfrm\.governor: 'platfrm' is not a cell field"),
     "missing_fragment": ("name: x\nkernel:\n  fragments: [base, nope]\n",
                          r":3:21: kernel\.fragments\[1\]: no config fragment kernel/configs/nope\.config"),
+    "variant_missing_fragment": ("name: x\nvariants:\n  - name: v\n    set:\n      kernel.fragments: [base, nope]\n",
+                                 r":5:7: kernel\.fragments\[1\]: no config fragment kernel/configs/nope\.config"),
+    "inject_without_world": ("name: x\nworkload:\n  inject_delay_us: 5\n  wait: {kind: nanosleep}\n",
+                             r":2:1: workload: inject_delay_us needs a world thread; wait kind 'nanosleep'"),
     "semantic": ("name: x\nplatform:\n  governor: userspace\n",
                  r":2:1: platform: governor 'userspace' needs userspace_khz"),
 }

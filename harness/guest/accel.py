@@ -1,9 +1,10 @@
 """Which accelerator a guest runs under, decided by a real boot rather than by /dev/kvm.
 
 /dev/kvm can exist while no guest boots under it (nested hypervisors: seen on these
-machines, where QEMU stalls after "Booting from ROM"). `auto` therefore boots the kernel once
-under KVM with a short timeout and falls back to TCG; the answer is cached per host (kernel,
-QEMU version, CPU model) so the probe runs once.
+machines, where QEMU stalls after "Booting from ROM" or aborts on an MSR write). `auto`
+therefore boots the kernel once under KVM with a short timeout and falls back to TCG; the
+answer is cached per host (host kernel, QEMU version, CPU model) so the probe runs once. Delete
+state/kvm-probe.json in the cache to probe again.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def resolve(requested: str, arch: str, image: Path, cache: BuildCache) -> AccelC
     except (FileNotFoundError, json.JSONDecodeError):
         known = {}
     if key not in known:
-        known[key] = {"kvm_boots": _probe(arch, image, cache), "facts": facts}
+        boots, conclusive = _probe(arch, image, cache)
+        if not conclusive:   # the kernel itself failed: says nothing about KVM, do not remember it
+            return AccelChoice("tcg", "KVM probe inconclusive (the kernel panicked); not cached")
+        known[key] = {"kvm_boots": boots, "facts": facts}
         atomic_write_text(memo, json.dumps(known, indent=1))
     if known[key]["kvm_boots"]:
         return AccelChoice("kvm", "KVM boot probe succeeded")
@@ -84,10 +88,11 @@ def resolve(requested: str, arch: str, image: Path, cache: BuildCache) -> AccelC
     return AccelChoice("tcg", "/dev/kvm present but a guest did not boot under KVM (probe)")
 
 
-def _probe(arch: str, image: Path, cache: BuildCache) -> bool:
+def _probe(arch: str, image: Path, cache: BuildCache) -> tuple[bool, bool]:
+    """(boots under KVM, the answer is about KVM rather than about this kernel)."""
     with tempfile.TemporaryDirectory(prefix="kvm-probe-") as d:
         cfg = GuestConfig(arch=arch, image=image, cpus=1, memory="512M", accel="kvm", timing="realtime")
         res = run_guest(cfg, Path(d), "echo workload_start=0 >> /mnt/guest-status; "
                         "echo workload_exit=0 >> /mnt/guest-status", PROBE_TIMEOUT_S)
         shutil.copy(res.console_log, cache.dir("logs") / "kvm-probe.log")
-        return res.ok
+        return res.ok, res.ok or res.outcome != "panic"

@@ -34,13 +34,14 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
         # /dev/cpu_dma_latency takes a binary s32; the request holds while the fd is open, so
         # the script opens it on fd 3 and keeps it for the rest of its life (the loop included).
         octal = "".join(f"\\{b:03o}" for b in struct.pack("<i", spec.pm_qos_latency_us))
-        p.setup.append(f"exec 3>/dev/cpu_dma_latency && printf '{octal}' >&3")
+        # (a failed `exec` redirection would end the whole script, so test the device first)
+        p.setup.append(f"[ -w /dev/cpu_dma_latency ] && exec 3>/dev/cpu_dma_latency && printf '{octal}' >&3")
         p.applied["pm_qos_latency_us"] = spec.pm_qos_latency_us
     if spec.uclamp_min is not None:
         p.workload_args += ["--uclamp-min", str(spec.uclamp_min)]
         p.applied["uclamp_min"] = spec.uclamp_min
     for name in ("governor", "userspace_khz", "rate_limit_us", "idle_governor", "max_cstate", "disabled_cstates",
                  "sim"):
-        if getattr(spec, name) != getattr(_DEFAULTS, name):
+        if name in spec.model_fields_set or getattr(spec, name) != getattr(_DEFAULTS, name):
             p.pending.append(name)
     return p

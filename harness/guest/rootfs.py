@@ -22,7 +22,7 @@ SECURITY = "http://deb.debian.org/debian-security"
 # mount (virtme-init fails without it), udev, bpftrace for the probes.
 PACKAGES = ("bash", "coreutils", "mount", "util-linux", "procps", "kmod", "udev", "iproute2",
             "busybox-static", "bpftrace")
-RECIPE = 1
+RECIPE = 2
 
 
 def rootfs_key(arch: str = "arm64") -> str:
@@ -69,7 +69,8 @@ def ensure_rootfs(cache: BuildCache, arch: str = "arm64", log=None) -> Path:
         sources = (f"deb {MIRROR} {RELEASE} main\ndeb {MIRROR} {RELEASE}-updates main\n"
                    f"deb {SECURITY} {RELEASE}-security main\n")
         cmd = ["mmdebstrap", f"--arch={arch}", "--variant=apt", f"--include={','.join(PACKAGES)}",
-               "--dpkgopt=path-exclude=/usr/share/{doc,man,locale}/*", RELEASE, str(tmp), "-"]
+               *[f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale")],
+               RELEASE, str(tmp), "-"]
         with open(log_path, "w") as fh:
             proc = subprocess.run(cmd, input=sources, text=True, stdout=fh, stderr=subprocess.STDOUT,
                                   env={**os.environ, "LC_ALL": "C"})

@@ -111,8 +111,10 @@ _OOPS = re.compile(r"(BUG: [^\n]*|Oops: [^\n]*|general protection fault[^\n]*|in
 def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, str]) -> tuple[str, str]:
     """Outcome and a one-line reason, from vng's exit, the console and the script's status file."""
     started = "workload_start" in status
-    if "workload_exit" in status:
+    if "workload_exit" in status and status["workload_exit"].lstrip("-").isdigit():
         code = int(status["workload_exit"])
+        if "setup_failed" in status:
+            return "workload-failed", f"guest setup step {status['setup_failed']} failed (exit {code})"
         if code == 0:
             return "ok", "workload completed"
         if code == 127:
@@ -131,7 +133,7 @@ def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, st
 
 
 def run_guest(cfg: GuestConfig, results_dir: Path, script: str, timeout_s: float,
-              console_name: str = "console.log") -> GuestResult:
+              console_name: str = "console.log", boot_timeout_s: float | None = None) -> GuestResult:
     """Boot, run `script` (a shell command line in the guest), power off. Never leaves QEMU behind."""
     results_dir.mkdir(parents=True, exist_ok=True)
     console_path = results_dir / console_name
@@ -156,29 +158,33 @@ def run_guest(cfg: GuestConfig, results_dir: Path, script: str, timeout_s: float
                     break
                 except subprocess.TimeoutExpired:
                     pass
+                elapsed = time.monotonic() - t0
                 if boot_wall is None and "workload_start" in read_status(status_path):
-                    boot_wall = time.monotonic() - t0
-                if time.monotonic() - t0 > timeout_s:
+                    boot_wall = elapsed
+                if elapsed > timeout_s or (boot_wall is None and boot_timeout_s and elapsed > boot_timeout_s):
                     timed_out = True
                     break
         finally:
-            # vng runs QEMU as a child: kill the whole session, whatever happened (Ctrl-C too).
-            if proc.poll() is None:
-                with _suppress():
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with _suppress():
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            # vng runs QEMU in its session: kill the whole group whatever happened (Ctrl-C, or vng
+            # itself gone while QEMU lingers).
+            with _suppress():
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            with _suppress():
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     wall = time.monotonic() - t0
     text = console_path.read_text(errors="replace")
     status = read_status(status_path)
     outcome, reason = classify(rc, timed_out, text, status)
-    uptime = status.get("workload_start")
-    return GuestResult(outcome, reason, console_path, wall, rc, "workload_start" in status,
-                       float(uptime) if uptime else None, status, boot_wall)
+    try:
+        uptime = float(status["workload_start"]) if "workload_start" in status else None
+    except ValueError:
+        uptime = None
+    return GuestResult(outcome, reason, console_path, wall, rc, "workload_start" in status, uptime, status, boot_wall)
 
 
 class _suppress:

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -126,20 +127,11 @@ class KernelBuilder:
         })[:24]
         return key, src, patches
 
-    def lookup(self, req: KernelRequest) -> BuildResult | None:
-        """The cached build for `req`, without touching any tree; None on a miss."""
-        t0 = time.monotonic()
-        key, _, _ = self.request_key(req)
-        if (d := self.cache.lookup(key)) is None:
-            return None
-        meta = json.loads((d / "metadata.json").read_text())
-        return BuildResult(req, meta["key"], d, True, time.monotonic() - t0, meta)
-
     # -- the build ---------------------------------------------------------------------------
     def build(self, req: KernelRequest) -> BuildResult:
         t0 = time.monotonic()
         req_key, src, patches = self.request_key(req)
-        if (d := self.cache.lookup(req_key)) is not None:
+        if (d := self.cache.lookup(req_key)) is not None:   # a hit: no tree, no make
             meta = json.loads((d / "metadata.json").read_text())
             return BuildResult(req, meta["key"], d, True, time.monotonic() - t0, meta)
 
@@ -241,15 +233,17 @@ class KernelBuilder:
             log.flush()
             progress.set_stage("compile")
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=self._env(), bufsize=1)
+                                    env=self._env(), bufsize=1, start_new_session=True)
             try:
                 for line in proc.stdout:
                     log.write(line)
                     progress.feed(line)
                 rc = proc.wait()
             except BaseException:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):   # make -j's compilers too
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                shutil.rmtree(tmp, ignore_errors=True)
                 raise
             objects = progress.objects
         if rc != 0:

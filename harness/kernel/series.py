@@ -81,8 +81,9 @@ def apply_patches(tree: Path, patches: list[Patch]) -> None:
     if proc.returncode == 0:
         return
     out = proc.stdout + proc.stderr
+    # git am stops with the patches before the failing one committed: count them before aborting
+    applied = len(git(tree, "rev-list", "base..HEAD", check=False).stdout.split())
     git(tree, "am", "--abort", check=False)
-    applied = len(git(tree, "log", "--format=%H", "base..HEAD", check=False).stdout.split())
     failed = patches[min(applied, len(patches) - 1)]
     where = re.search(r"error: patch failed: (\S+):(\d+)", out)
     missing = re.search(r"error: (\S+): does not exist in index", out)

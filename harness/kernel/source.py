@@ -86,7 +86,8 @@ def pristine_repo(src: KernelSource, cache: BuildCache) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if src.kind == "git":
-            git(tmp.parent, "clone", "--quiet", "--shared", "--no-checkout", str(src.path), tmp.name)
+            # a local clone hardlinks objects: cheap, and unaffected by a later gc in the user's tree
+            git(tmp.parent, "clone", "--quiet", "--no-checkout", str(src.path), tmp.name)
             git(tmp, "checkout", "--quiet", "--detach", src.identity.split(":", 1)[1])
         else:
             _check_space(cache, 3.0, "unpack the kernel source")

@@ -57,25 +57,25 @@ def _schema_issues(exc: ValidationError, locate) -> list[SpecIssue]:
     return [locate(tuple(e["loc"]), _reason(e)) for e in exc.errors()]
 
 
-def _check_references(exp: Experiment, smap: SourceMap, base_dir: Path) -> list[SpecIssue]:
-    """Things the schema cannot see: files the experiment names must exist."""
+def _check_references(spec: CellSpec, locate, base_dir: Path) -> list[SpecIssue]:
+    """Things the schema cannot see: files a cell names must exist (checked per cell, so a value
+    set by a variant or matrix axis is checked too and reported at the line that set it)."""
     issues = []
-    for i, frag in enumerate(exp.kernel.fragments):
+    for i, frag in enumerate(spec.kernel.fragments):
         if not (paths.CONFIGS_DIR / f"{frag}.config").is_file():
-            issues.append(smap.issue(("kernel", "fragments", i),
-                                     f"no config fragment kernel/configs/{frag}.config"))
-    for i, series in enumerate(exp.kernel.series):
+            issues.append(locate(("kernel", "fragments", i), f"no config fragment kernel/configs/{frag}.config"))
+    for i, series in enumerate(spec.kernel.series):
         if not (paths.PATCHES_DIR / series).is_dir():
-            issues.append(smap.issue(("kernel", "series", i), f"no patch series kernel/patches/{series}/"))
-    if exp.kernel.source != "debian":
-        src = Path(exp.kernel.source).expanduser()
+            issues.append(locate(("kernel", "series", i), f"no patch series kernel/patches/{series}/"))
+    if spec.kernel.source != "debian":
+        src = Path(spec.kernel.source).expanduser()
         src = src if src.is_absolute() else base_dir / src
         if not src.exists():
-            issues.append(smap.issue(("kernel", "source"), f"kernel source {src} does not exist"))
-    if exp.workload.wait.file:
-        wf = Path(exp.workload.wait.file)
+            issues.append(locate(("kernel", "source"), f"kernel source {src} does not exist"))
+    if spec.workload.wait.file:
+        wf = Path(spec.workload.wait.file)
         if not (wf if wf.is_absolute() else base_dir / wf).is_file():
-            issues.append(smap.issue(("workload", "wait", "file"), f"wait-time file {wf} does not exist"))
+            issues.append(locate(("workload", "wait", "file"), f"wait-time file {wf} does not exist"))
     return issues
 
 
@@ -97,7 +97,7 @@ def _fmt(value: Any) -> str:
     return str(value).replace("/", "_").replace(" ", "")
 
 
-def _expand(exp: Experiment, data: dict, smap: SourceMap) -> tuple[list[Cell], list[SpecIssue]]:
+def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tuple[list[Cell], list[SpecIssue]]:
     base = {k: v for k, v in data.items() if k not in _EXPERIMENT_ONLY}
     issues: list[SpecIssue] = []
     cell_fields = set(CellSpec.model_fields)
@@ -151,6 +151,9 @@ def _expand(exp: Experiment, data: dict, smap: SourceMap) -> tuple[list[Cell], l
                 except ValidationError as e:
                     seen_issue.update(_schema_issues(e, locate))
                     continue
+                if refs := _check_references(spec, locate, base_dir):
+                    seen_issue.update(refs)
+                    continue
                 parts = [arch, vname] + [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in axis_values.items()]
                 cells.append(Cell(id="-".join(parts), variant=vname, axes=axis_values, spec=spec))
     issues.extend(sorted(seen_issue, key=lambda i: (i.line, i.column, i.field)))
@@ -167,9 +170,7 @@ def load_experiment(path: str | Path) -> LoadedExperiment:
         exp = Experiment.model_validate(data)
     except ValidationError as e:
         raise SpecError(_schema_issues(e, smap.issue)) from None
-    if issues := _check_references(exp, smap, path.resolve().parent):
-        raise SpecError(issues)
-    cells, issues = _expand(exp, data, smap)
+    cells, issues = _expand(exp, data, smap, path.resolve().parent)
     if issues:
         raise SpecError(issues)
     ids = [c.id for c in cells]

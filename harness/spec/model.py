@@ -59,7 +59,7 @@ class MachineSpec(Strict):
     icount_shift: int = Field(0, ge=0, le=10)
     arm64_cpu: Literal["cortex-a57", "cortex-a72", "max"] = "cortex-a57"
     cmdline: list[str] = []
-    boot_timeout_s: int = Field(600, ge=10)
+    boot_timeout_s: int = Field(300, ge=10, description="power-on to workload start")
     run_timeout_s: int = Field(1800, ge=10)
 
     @model_validator(mode="after")
@@ -155,8 +155,8 @@ class PhasesSpec(Strict):
 class WorkloadSpec(Strict):
     """The synthetic agent loop: wait -> wake -> compute -> repeat."""
 
-    steps: int = Field(2000, ge=1)
-    warmup: int = Field(100, ge=0)
+    steps: int = Field(2000, ge=1, le=50_000_000)
+    warmup: int = Field(100, ge=0, le=50_000_000)
     agents: int = Field(1, ge=1, le=64)
     compute_units: int = Field(200_000, ge=0, description="fixed work per step, in loop iterations (not time)")
     wait: WaitSpec = WaitSpec()
@@ -166,6 +166,12 @@ class WorkloadSpec(Strict):
     window_us: int = Field(0, ge=0, description="implicit window length on wakeup (0 = kernel default)")
     inject_delay_us: int = Field(0, ge=0, description="sanity check: the world sleeps this long between "
                                  "recording its signal and sending it")
+
+    @model_validator(mode="after")
+    def _inject_needs_world(self) -> WorkloadSpec:
+        if self.inject_delay_us and self.wait.kind in ("nanosleep", "timerfd"):
+            raise ValueError(f"inject_delay_us needs a world thread; wait kind '{self.wait.kind}' has none")
+        return self
 
 
 Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window"]

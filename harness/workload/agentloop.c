@@ -110,6 +110,15 @@ static void fail(const char *msg)
 	exit(2);
 }
 
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p)
+		die("malloc");
+	return p;
+}
+
 /* splitmix64: a small, well-mixed PRNG; one stream per agent from --seed. */
 static uint64_t rng_next(uint64_t *s)
 {
@@ -141,7 +150,7 @@ static int64_t *make_waits(const struct opts *o, int agent)
 
 		if (!f)
 			die(o->wait_file);
-		file_vals = malloc(sizeof(double) * (total + 1));
+		file_vals = xmalloc(sizeof(double) * (total + 1));
 		while (nfile < total && fscanf(f, "%lf", &v) == 1)
 			file_vals[nfile++] = v;
 		fclose(f);
@@ -164,6 +173,8 @@ static int64_t *make_waits(const struct opts *o, int agent)
 		default:
 			us = o->wait_us;
 		}
+		if (!(us >= 0 && us <= 3.6e9))	/* also rejects NaN; an hour at most */
+			fail("wait times must be between 0 and 3.6e9 us");
 		w[i] = (int64_t)(us * 1000.0);
 	}
 	free(file_vals);
@@ -382,7 +393,7 @@ static void prepare_phases(struct agent *a)
 		a->data_fd = open(buf, O_RDWR | O_CREAT | O_TRUNC, 0644);
 		if (a->data_fd < 0)
 			die(buf);
-		a->read_buf = malloc(o->read_kb * 1024);
+		a->read_buf = xmalloc(o->read_kb * 1024);
 		memset(a->read_buf, 'x', o->read_kb * 1024);
 		if (write(a->data_fd, a->read_buf, o->read_kb * 1024) < 0)
 			die("write data file");
@@ -416,7 +427,8 @@ struct sched_attr_v1 {
 static void set_uclamp_min(long value)
 {
 	struct sched_attr_v1 attr = { .size = sizeof(attr), .sched_policy = SCHED_OTHER,
-				      .sched_flags = 0x08 /* KEEP_ALL */ | 0x20 /* UTIL_CLAMP_MIN */,
+				      .sched_flags = 0x18 /* KEEP_ALL: policy + params */ |
+						     0x20 /* UTIL_CLAMP_MIN */,
 				      .sched_util_min = (uint32_t)value };
 
 	if (syscall(SYS_sched_setattr, 0, &attr, 0))
@@ -566,14 +578,16 @@ int main(int argc, char **argv)
 	}
 	if (o.uclamp_min > 1024)
 		fail("--uclamp-min must be in 0..1024");
-	if (o.steps < 1 || o.agents < 1 || o.agents > 64)
-		fail("--steps must be >= 1 and --agents in 1..64");
+	if (o.steps < 1 || o.steps + o.warmup > 100000000 || o.agents < 1 || o.agents > 64)
+		fail("--steps must be >= 1, steps + warmup <= 1e8, --agents in 1..64");
 	if (o.dist == D_FILE && !o.wait_file)
 		fail("--dist file needs --wait-file");
 	if (o.inject_delay_us && (o.wait == W_NANOSLEEP || o.wait == W_TIMERFD))
 		fail("--inject-delay-us needs a world thread (not nanosleep/timerfd)");
 	total = o.steps + o.warmup;
 	agents = calloc(o.agents, sizeof(*agents));
+	if (!agents)
+		die("calloc");
 	for (int i = 0; i < o.agents; i++) {
 		struct agent *a = &agents[i];
 		struct epoll_event ev = { .events = EPOLLIN };
@@ -623,7 +637,7 @@ int main(int argc, char **argv)
 		die(o.out);
 	fprintf(out, "agent,step,warmup,wait_ns,signal_ns,wake_ns,phases_ns,done_ns,cpu\n");
 	{
-		int64_t *wake = malloc(sizeof(int64_t) * o.steps * o.agents);
+		int64_t *wake = xmalloc(sizeof(int64_t) * o.steps * o.agents);
 		long n = 0;
 
 		for (int i = 0; i < o.agents; i++) {

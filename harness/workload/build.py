@@ -21,9 +21,15 @@ def workload_dir(cache: BuildCache, arch: str) -> Path:
     key = sha256_json({"src": sha256_bytes(SOURCE.read_bytes()), "cflags": CFLAGS,
                        "cc": toolchain.identity(a)["gcc"]})[:16]
     out = cache.dir("workload") / f"{arch}-{key}"
-    binary = out / "agentloop"
-    if binary.is_file():
+    if (out / "agentloop").is_file():
         return out
+    with cache.lock(f"workload-{arch}-{key}"):
+        if not (out / "agentloop").is_file():
+            _compile(a, out, arch)
+    return out
+
+
+def _compile(a: archmod.KernelArch, out: Path, arch: str) -> None:
     cc = a.compiler()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -34,6 +40,4 @@ def workload_dir(cache: BuildCache, arch: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         hint = " (arm64 needs libc6-dev-arm64-cross: bash scripts/setup.sh)" if arch == "arm64" else ""
         raise HarnessError(f"building the workload for {arch} failed{hint}:\n{proc.stderr.strip()}")
-    shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return out

@@ -14,6 +14,8 @@ import jinja2
 from harness.guest.vm import GUEST_RESULTS, GUEST_TOOLS, STATUS_FILE
 from harness.spec.model import WorkloadSpec
 
+WAIT_FILE = "wait-times.txt"
+
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
@@ -22,14 +24,14 @@ def workload_args(w: WorkloadSpec, repeat: int, out: str, workdir: str = "/tmp")
     """agentloop's command line for one repeat (seeds differ per repeat, reproducibly)."""
     args = [f"{GUEST_TOOLS}/agentloop", "--steps", str(w.steps), "--warmup", str(w.warmup),
             "--agents", str(w.agents), "--compute-units", str(w.compute_units),
-            "--wait", w.wait.kind, "--dist", w.wait.distribution, "--wait-us", f"{w.wait.us:g}",
+            "--wait", w.wait.kind, "--dist", w.wait.distribution, "--wait-us", repr(w.wait.us),
             "--seed", str(w.seed + repeat), "--out", out, "--workdir", workdir]
     if w.wait.min_us is not None:
-        args += ["--min-us", f"{w.wait.min_us:g}"]
+        args += ["--min-us", repr(w.wait.min_us)]
     if w.wait.max_us is not None:
-        args += ["--max-us", f"{w.wait.max_us:g}"]
-    if w.wait.file:
-        args += ["--wait-file", f"{GUEST_TOOLS}/wait-times.txt"]
+        args += ["--max-us", repr(w.wait.max_us)]
+    if w.wait.file:   # the runner copies the file into the cell's results directory
+        args += ["--wait-file", f"{GUEST_RESULTS}/{WAIT_FILE}"]
     p = w.phases
     for flag, value in (("--touch-pages", p.touch_pages), ("--read-kb", p.read_kb),
                         ("--drop-cache-every", p.drop_cache_every), ("--path-depth", p.path_depth)):
