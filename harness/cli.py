@@ -143,6 +143,18 @@ def cmd_run(args, out: Console) -> int:
     return 1 if failed else 0
 
 
+def cmd_probes_render(args, out: Console) -> int:
+    from harness import probes
+
+    text = probes.render(args.name, comm_prefix=args.comm_prefix)
+    if args.output:
+        args.output.write_text(text)
+        out.print(f"wrote {args.output}; run it with: bpftrace -f json {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--redo", action="store_true", help="run cells again even if their results exist")
     sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("probes", help="the bpftrace tools")
+    psub = sp.add_subparsers(dest="probes_command", required=True)
+    pr = psub.add_parser("render", help="write a probe's bpftrace script to run standalone")
+    pr.add_argument("name", help="probe name, e.g. wakeup_latency")
+    pr.add_argument("--comm-prefix", default="agent-", help="trace threads whose comm starts with this")
+    pr.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    pr.set_defaults(func=cmd_probes_render)
 
     sp = sub.add_parser("kernel-tree", help="turn the patch series into an editable git tree")
     sp.add_argument("dest", type=Path, help="where to create the tree")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness import probes
 from harness.analysis import report
 from harness.analysis.steps import StepsFormatError, cell_stats, load_steps
 from harness.errors import HarnessError, InputError
@@ -30,6 +31,7 @@ from harness.guest.rootfs import ensure_rootfs
 from harness.guest.vm import GuestConfig, run_guest
 from harness.kernel.build import KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
+from harness.probes import bpftrace_json
 from harness.spec.loader import Cell, LoadedExperiment
 from harness.workload import guest_script
 from harness.workload.build import workload_dir
@@ -141,11 +143,14 @@ class Runner:
             return self._fail(cell, d, f"kernel build failed: {e}")
         tools = workload_dir(self.cache, spec.arch)
         plat = platform.plan(spec.platform, spec.arch)
+        probe_names = [p for p in spec.probes if p in probes.PROBES]
+        probes_pending = [p for p in spec.probes if p not in probes.PROBES]
         script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
-                                     extra_args=plat.workload_args)
+                                     extra_args=plat.workload_args, probes=probe_names)
         # Same spec, kernel, workload binary and guest script: the stored result still stands.
+        probe_scripts = {name: probes.render(name) for name in probe_names}
         fingerprint = sha256_json({"spec": spec.model_dump(mode="json"), "kernel": build.key,
-                                   "workload": tools.name, "script": script})
+                                   "workload": tools.name, "script": script, "probes": probe_scripts})
         done = d / "result.json"
         if done.is_file() and not self.redo:
             prev = json.loads(done.read_text())
@@ -155,6 +160,9 @@ class Runner:
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
+        for name, text in probe_scripts.items():
+            (d / guest_script.PROBES_DIR).mkdir(exist_ok=True)
+            (d / guest_script.PROBES_DIR / f"{name}.bt").write_text(text)
         if spec.workload.wait.file:
             wf = Path(spec.workload.wait.file)
             shutil.copy(wf if wf.is_absolute() else self.le.path.resolve().parent / wf, d / guest_script.WAIT_FILE)
@@ -167,6 +175,9 @@ class Runner:
             timing = "virtual" if choice.accel == "tcg" else "realtime"
         if timing == "virtual" and choice.accel == "kvm":
             raise InputError(f"{cell.id}: timing 'virtual' needs TCG but the guest runs under KVM")
+        if probes_pending:
+            self.console.print(f"    [yellow]warning[/]: probes not implemented yet, not run: "
+                               f"{', '.join(probes_pending)}", highlight=False)
         if plat.pending:
             self.console.print(f"    [yellow]warning[/]: platform knobs not applied yet (they need the simulated "
                                f"cpufreq/cpuidle platform): {', '.join(plat.pending)}", highlight=False)
@@ -202,6 +213,7 @@ class Runner:
                   else "KVM real time"),
             "host": accelmod.host_facts(spec.arch), "workload_dir": str(tools), "rootfs": str(root) if root else None,
             "platform_applied": plat.applied, "platform_pending": plat.pending,
+            "probes_run": probe_names, "probes_pending": probes_pending,
             "attempts": attempts, "infra_failures": infra,
             "boot_to_workload_s": res.guest_uptime_at_start_s,
             "boot_to_workload_wall_s": round(res.boot_wall_s, 1) if res.boot_wall_s is not None else None,
@@ -210,14 +222,28 @@ class Runner:
             "finished": dt.datetime.now(dt.UTC).isoformat(),
         }
         if not res.ok:
-            return self._fail(cell, d, f"{res.outcome}: {res.reason} (console log: {res.console_log})", meta)
+            reason = res.reason
+            if res.outcome == "probe-failed":   # bpftrace's own words name the missing symbol or tracepoint
+                err = d / f"probe-{res.status['probe_failed']}.err"
+                said = " ".join(err.read_text(errors="replace").split()[:60]) if err.is_file() else ""
+                reason += f": {said or 'bpftrace exited without a message'}"
+            return self._fail(cell, d, f"{res.outcome}: {reason} (console log: {res.console_log})", meta)
         try:
             steps = load_steps([d / f"steps-r{r}.csv" for r in range(self.le.experiment.repeats)])
         except (OSError, StepsFormatError) as e:
             return self._fail(cell, d, f"workload output unreadable: {e}", meta)
         _write_steps(d / "steps.csv", steps)
         stats = cell_stats(steps).as_dict()
-        meta.update({"status": "ok", "reason": "", "stats": stats})
+        probe_stats = {}
+        for name in probe_names:
+            tool = probes.get(name)
+            try:
+                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"))
+            except (OSError, bpftrace_json.ProbeOutputError) as e:
+                return self._fail(cell, d, f"probe {name}: output unreadable: {e}", meta)
+            atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))
+            probe_stats[name] = tool.summary(recs)
+        meta.update({"status": "ok", "reason": "", "stats": stats, "probes": probe_stats})
         atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
         boot = (f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest / {res.boot_wall_s:.0f}s wall"
                 if res.guest_uptime_at_start_s is not None and res.boot_wall_s is not None else "")

@@ -23,3 +23,4 @@ def test_arm64_smoke_run(tmp_path, capsys):
     assert result["accel"] == "tcg" and result["guest_cpu_model"] == "cortex-a57"
     assert result["guest_status"]["kernel"].startswith("6.12.")
     assert result["rootfs"] and "arm64" in result["rootfs"]
+    assert result["probes"]["wakeup_latency"]["events"] >= 330   # Debian's arm64 bpftrace in the rootfs

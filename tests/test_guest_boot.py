@@ -119,3 +119,23 @@ def test_cli_smoke_run(tmp_path, capsys):
     result = json.loads((run_dir / "x86_64-base" / "result.json").read_text())
     assert result["status"] == "ok" and result["stats"]["steps"] == 300
     assert "x86_64-base" in out and "wake p50" in out
+    # the probe ran next to the loop: at least one agent wakeup per step (warm-up included)
+    probe = result["probes"]["wakeup_latency"]
+    assert probe["events"] >= 330 and 0 < probe["p50_us"] < result["stats"]["step_p50_us"]
+    rows = (run_dir / "x86_64-base" / "probe-wakeup_latency.csv").read_text().splitlines()
+    assert len(rows) == probe["events"] + 1
+
+
+def test_probe_that_cannot_attach_names_itself_and_the_symbol(tmp_path, monkeypatch):
+    import harness.probes
+
+    monkeypatch.setattr(harness.probes, "render",
+                        lambda name, comm_prefix="agent-": "tracepoint:sched:sched_no_such_event { }\n")
+    le = experiment(tmp_path, "badprobe", """\
+        workload: {steps: 20, warmup: 0, compute_units: 1000, wait: {kind: futex, us: 500}}
+        probes: [wakeup_latency]
+    """)
+    (out,) = Runner(le, tmp_path / "results").run()
+    assert out.status == "failed"
+    assert "probe wakeup_latency did not attach" in out.reason
+    assert "sched_no_such_event" in out.reason

@@ -115,6 +115,8 @@ def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, st
         code = int(status["workload_exit"])
         if "setup_failed" in status:
             return "workload-failed", f"guest setup step {status['setup_failed']} failed (exit {code})"
+        if "probe_failed" in status:
+            return "probe-failed", f"probe {status['probe_failed']} did not attach"
         if code == 0:
             return "ok", "workload completed"
         if code == 127:

@@ -437,11 +437,21 @@ static void set_uclamp_min(long value)
 
 /* ---- threads ---- */
 
+static void name_thread(const char *role, int id)
+{
+	char name[16];
+
+	/* probes tell agents from worlds by comm: "agent-N" / "world-N" */
+	snprintf(name, sizeof(name), "%s-%d", role, id);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
 static void *world_main(void *arg)
 {
 	struct agent *a = arg;
 	long total = a->o->steps + a->o->warmup;
 
+	name_thread("world", a->id);
 	for (long i = 0; i < total; i++) {
 		/* the agent's previous step is done: the next request is "in flight" */
 		while (atomic_load(&a->done_seq) < i)
@@ -465,6 +475,7 @@ static void *agent_main(void *arg)
 	int last_seq = 0;
 	uint64_t x = 0x2545f4914f6cdd1dULL + a->id;
 
+	name_thread("agent", a->id);
 	if (o->uclamp_min >= 0)
 		set_uclamp_min(o->uclamp_min);
 	for (long i = 0; i < total; i++) {

@@ -46,11 +46,22 @@ def workload_args(w: WorkloadSpec, repeat: int, out: str, workdir: str = "/tmp")
     return args
 
 
+PROBES_DIR = "probes"
+
+
+def probe_paths(name: str) -> dict[str, str]:
+    """Where a probe's script, output and stderr live, as the guest sees them."""
+    return {"name": name, "script": f"{GUEST_RESULTS}/{PROBES_DIR}/{name}.bt",
+            "out": f"{GUEST_RESULTS}/probe-{name}.json", "err": f"{GUEST_RESULTS}/probe-{name}.err"}
+
+
 def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
-           extra_args: list[str] = ()) -> str:
+           extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120) -> str:
     runs = []
     for r in range(repeats):
         args = workload_args(w, r, f"{GUEST_RESULTS}/steps-r{r}.csv") + list(extra_args)
         runs.append({"index": r, "cmd": shlex.join(args)})
     return _ENV.get_template("run.sh.j2").render(status=f"{GUEST_RESULTS}/{STATUS_FILE}", results=GUEST_RESULTS,
-                                                 runs=runs, setup=list(setup), teardown=list(teardown))
+                                                 runs=runs, setup=list(setup), teardown=list(teardown),
+                                                 probes=[probe_paths(p) for p in probes],
+                                                 attach_timeout_ds=attach_timeout_s * 10)

@@ -1,0 +1,41 @@
+"""bpftrace `-f json` output: one JSON object per line ({"type": "attached_probes" | "printf" | ...})."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ProbeOutputError(ValueError):
+    pass
+
+
+@dataclass
+class BpftraceOutput:
+    attached: int | None = None
+    printf: list[str] = field(default_factory=list)
+    other: list[dict] = field(default_factory=list)
+
+
+def parse(text: str, origin: str = "bpftrace output") -> BpftraceOutput:
+    out = BpftraceOutput()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ProbeOutputError(f"{origin}:{n}: not JSON: {e}") from None
+        kind = obj.get("type")
+        if kind == "attached_probes":
+            out.attached = int(obj["data"]["probes"])
+        elif kind == "printf":
+            out.printf.extend(ln for ln in str(obj["data"]).splitlines() if ln.strip())
+        else:
+            out.other.append(obj)
+    return out
+
+
+def read(path: Path) -> BpftraceOutput:
+    return parse(path.read_text(errors="replace"), str(path))

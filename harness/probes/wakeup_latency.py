@@ -1,0 +1,50 @@
+"""Tool 1: wakeup-to-run latency of the agent threads (sched_waking -> sched_switch in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
+
+TEMPLATE = "wakeup_latency.bt.j2"
+DESCRIPTION = "wakeup-to-run latency of the agent threads, per wakeup, with CPU and whether it was idle"
+TRACEPOINTS = ("sched:sched_waking", "sched:sched_switch")
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    tid: int
+    cpu: int
+    waking_ns: int
+    running_ns: int
+    cpu_was_idle: bool
+
+    @property
+    def latency_ns(self) -> int:
+        return self.running_ns - self.waking_ns
+
+
+def records(out: BpftraceOutput) -> list[Wakeup]:
+    recs = []
+    for line in out.printf:
+        parts = line.split()
+        if len(parts) != 5:
+            raise ProbeOutputError(f"wakeup_latency: unexpected line {line!r}")
+        tid, cpu, waking, running, idle = (int(x) for x in parts)
+        recs.append(Wakeup(tid, cpu, waking, running, bool(idle)))
+    return recs
+
+
+def summary(recs: list[Wakeup]) -> dict[str, float]:
+    if not recs:
+        return {"events": 0}
+    lat = np.array([r.latency_ns for r in recs], dtype=float) / 1000.0
+    return {"events": len(recs), "p50_us": float(np.percentile(lat, 50)), "p99_us": float(np.percentile(lat, 99)),
+            "idle_cpu_fraction": float(np.mean([r.cpu_was_idle for r in recs]))}
+
+
+def to_csv(recs: list[Wakeup]) -> str:
+    return "tid,cpu,waking_ns,running_ns,latency_ns,cpu_was_idle\n" + "".join(
+        f"{r.tid},{r.cpu},{r.waking_ns},{r.running_ns},{r.latency_ns},{int(r.cpu_was_idle)}\n" for r in recs)
