@@ -138,3 +138,39 @@ def test_tarball_source_identity_is_content(tmp_path):
     Path(tmp_path / "d" / "f").write_text("2")
     subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
     assert source.resolve(str(t), cache).identity != a.identity
+
+
+def test_nearly_full_disk_fails_before_unpacking(tmp_path, monkeypatch):
+    cache = BuildCache(tmp_path / "cache")
+    t = tmp_path / "k.tar"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "Makefile").write_text("")
+    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    monkeypatch.setattr(BuildCache, "disk_free_gib", lambda self: 0.4)
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=r"only 0\.4 GiB free under .*unpacking the kernel source needs about 3"):
+        source.pristine_repo(source.resolve(str(t), cache), cache)
+    assert not any((tmp_path / "cache" / "sources").iterdir())     # nothing half-unpacked left behind
+
+
+def test_nearly_full_disk_fails_a_build_before_make(tmp_path, monkeypatch, fake_kernel):
+    from harness.errors import HarnessError
+    from harness.kernel.build import KernelBuilder, KernelRequest
+
+    src_dir, _ = fake_kernel
+    monkeypatch.setattr(BuildCache, "disk_free_gib", lambda self: 1.0)
+    builder = KernelBuilder(BuildCache(tmp_path / "cache"))
+    with pytest.raises(HarnessError, match=r"only 1\.0 GiB free .*a kernel build"):
+        builder.build(KernelRequest(arch="x86_64", source=str(src_dir), series=()))
+
+
+def test_a_tarball_that_is_not_a_kernel_leaves_nothing_behind(tmp_path):
+    cache = BuildCache(tmp_path / "cache")
+    t = tmp_path / "k.tar"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "README").write_text("not a kernel")
+    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    with pytest.raises(InputError, match="does not look like a kernel source tarball"):
+        source.pristine_repo(source.resolve(str(t), cache), cache)
+    assert not any((tmp_path / "cache" / "sources").iterdir())

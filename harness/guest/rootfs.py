@@ -60,8 +60,7 @@ def ensure_rootfs(cache: BuildCache, arch: str = "arm64", log=None) -> Path:
             return root
         if shutil.which("mmdebstrap") is None:
             raise HarnessError("mmdebstrap not found: install it (bash scripts/setup.sh)")
-        if cache.disk_free_gib() < 3:
-            raise HarnessError(f"less than 3 GiB free under {cache.root}: cannot build the {arch} rootfs")
+        cache.require_free(3.0, f"building the {arch} rootfs")
         ensure_binfmt()
         tmp = root.with_name(root.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -137,11 +137,8 @@ class KernelBuilder:
 
         arch = archmod.get(req.arch)
         cc = arch.compiler()
-        free = self.cache.disk_free_gib()
-        if free < MIN_FREE_GIB:
-            raise HarnessError(f"only {free:.1f} GiB free under {self.cache.root}: a kernel build needs about "
-                               f"{MIN_FREE_GIB:.0f} GiB (source tree, objects, debug info). Free some space, point "
-                               "HARNESS_CACHE_DIR at a larger disk, or lower HARNESS_MIN_FREE_GIB.")
+        self.cache.require_free(MIN_FREE_GIB, "a kernel build (source tree, objects, debug info; "
+                                "HARNESS_MIN_FREE_GIB sets the figure)")
         started = dt.datetime.now(dt.UTC)
         objdir = self.cache.dir("objs") / f"{src.short_id}-{req.arch}"
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import paths
+from harness.errors import HarnessError
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -88,7 +89,17 @@ class BuildCache:
                           json.dumps({"build_key": build_key}, indent=1))
 
     def disk_free_gib(self) -> float:
-        return shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free / 2**30
+        path = self.root
+        while not path.exists():
+            path = path.parent
+        return shutil.disk_usage(path).free / 2**30
+
+    def require_free(self, need_gib: float, what: str) -> None:
+        """Fail before starting `what`, not half-way through it, when the disk is nearly full."""
+        free = self.disk_free_gib()
+        if free < need_gib:
+            raise HarnessError(f"only {free:.1f} GiB free under {self.root}; {what} needs about {need_gib:.0f} GiB. "
+                               "Free some space or point HARNESS_CACHE_DIR at a larger disk.")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

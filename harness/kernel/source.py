@@ -81,42 +81,44 @@ def pristine_repo(src: KernelSource, cache: BuildCache) -> Path:
     with cache.lock(f"source-{src.short_id}"):
         if (repo / ".harness-complete").is_file():
             return repo
+        if src.kind != "git":
+            cache.require_free(3.0, "unpacking the kernel source")
         shutil.rmtree(repo, ignore_errors=True)
         tmp = repo.with_name(repo.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        if src.kind == "git":
-            # a local clone hardlinks objects: cheap, and unaffected by a later gc in the user's tree
-            git(tmp.parent, "clone", "--quiet", "--no-checkout", str(src.path), tmp.name)
-            git(tmp, "checkout", "--quiet", "--detach", src.identity.split(":", 1)[1])
-        else:
-            _check_space(cache, 3.0, "unpack the kernel source")
-            proc = subprocess.run(["tar", "-xf", str(src.path), "-C", str(tmp), "--strip-components=1"],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise HarnessError(f"unpacking {src.path} failed:\n{proc.stderr.strip()}")
-            if not (tmp / "Makefile").is_file() or not (tmp / "Kconfig").is_file():
-                raise InputError(f"{src.path} does not look like a kernel source tarball "
-                                 "(no top-level Makefile/Kconfig)")
-            note = _drop_debian_ignore_rule(tmp / ".gitignore")
-            git(tmp, "init", "--quiet")
-            git(tmp, "config", "gc.auto", "0")
-            git(tmp, "add", "-A")
-            git(tmp, "commit", "--quiet", "-m", f"base: {src.description}" + note)
-        git(tmp, "tag", "-f", "base")
-        (tmp / ".git" / "info").mkdir(exist_ok=True)
-        with open(tmp / ".git" / "info" / "exclude", "a") as fh:
-            fh.write(".harness-complete\n")
-        (tmp / ".harness-complete").write_text(src.identity + "\n")
+        try:
+            _fill_pristine(src, tmp)
+        except BaseException:   # nothing half-unpacked stays in the cache
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(repo)
     return repo
 
 
-def _check_space(cache: BuildCache, need_gib: float, what: str) -> None:
-    free = cache.disk_free_gib()
-    if free < need_gib:
-        raise HarnessError(f"only {free:.1f} GiB free under {cache.root}; {what} needs about {need_gib:.0f} GiB. "
-                           "Free some space or point HARNESS_CACHE_DIR at a larger disk.")
+def _fill_pristine(src: KernelSource, tmp: Path) -> None:
+    if src.kind == "git":
+        # a local clone hardlinks objects: cheap, and unaffected by a later gc in the user's tree
+        git(tmp.parent, "clone", "--quiet", "--no-checkout", str(src.path), tmp.name)
+        git(tmp, "checkout", "--quiet", "--detach", src.identity.split(":", 1)[1])
+    else:
+        proc = subprocess.run(["tar", "-xf", str(src.path), "-C", str(tmp), "--strip-components=1"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HarnessError(f"unpacking {src.path} failed:\n{proc.stderr.strip()}")
+        if not (tmp / "Makefile").is_file() or not (tmp / "Kconfig").is_file():
+            raise InputError(f"{src.path} does not look like a kernel source tarball "
+                             "(no top-level Makefile/Kconfig)")
+        note = _drop_debian_ignore_rule(tmp / ".gitignore")
+        git(tmp, "init", "--quiet")
+        git(tmp, "config", "gc.auto", "0")
+        git(tmp, "add", "-A")
+        git(tmp, "commit", "--quiet", "-m", f"base: {src.description}" + note)
+    git(tmp, "tag", "-f", "base")
+    (tmp / ".git" / "info").mkdir(exist_ok=True)
+    with open(tmp / ".git" / "info" / "exclude", "a") as fh:
+        fh.write(".harness-complete\n")
+    (tmp / ".harness-complete").write_text(src.identity + "\n")
 
 
 _DEBIAN_RULE = "/*\n!/debian/\n"
