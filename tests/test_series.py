@@ -126,26 +126,30 @@ def test_dirty_git_source_is_refused(fake_kernel, tmp_path):
         source.resolve(str(src_dir), BuildCache(tmp_path / "cache"))
 
 
+def make_tarball(tmp_path, files: dict[str, str]) -> Path:
+    """A tarball with one top-level directory holding `files`, as kernel tarballs have."""
+    top = tmp_path / "d"
+    top.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (top / name).write_text(text)
+    t = tmp_path / "k.tar"
+    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    return t
+
+
 def test_tarball_source_identity_is_content(tmp_path):
     cache = BuildCache(tmp_path / "cache")
-    t = tmp_path / "k.tar"
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "f").write_text("1")
-    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    t = make_tarball(tmp_path, {"f": "1"})
     a = source.resolve(str(t), cache)
     assert a.kind == "tarball" and a.identity.startswith("tar:")
     assert source.resolve(str(t), cache).identity == a.identity
-    Path(tmp_path / "d" / "f").write_text("2")
-    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    make_tarball(tmp_path, {"f": "2"})
     assert source.resolve(str(t), cache).identity != a.identity
 
 
 def test_nearly_full_disk_fails_before_unpacking(tmp_path, monkeypatch):
     cache = BuildCache(tmp_path / "cache")
-    t = tmp_path / "k.tar"
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "Makefile").write_text("")
-    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    t = make_tarball(tmp_path, {"Makefile": ""})
     monkeypatch.setattr(BuildCache, "disk_free_gib", lambda self: 0.4)
     from harness.errors import HarnessError
 
@@ -167,10 +171,7 @@ def test_nearly_full_disk_fails_a_build_before_make(tmp_path, monkeypatch, fake_
 
 def test_a_tarball_that_is_not_a_kernel_leaves_nothing_behind(tmp_path):
     cache = BuildCache(tmp_path / "cache")
-    t = tmp_path / "k.tar"
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "README").write_text("not a kernel")
-    subprocess.run(["tar", "-cf", str(t), "-C", str(tmp_path), "d"], check=True)
+    t = make_tarball(tmp_path, {"README": "not a kernel"})
     with pytest.raises(InputError, match="does not look like a kernel source tarball"):
         source.pristine_repo(source.resolve(str(t), cache), cache)
     assert not any((tmp_path / "cache" / "sources").iterdir())
