@@ -28,7 +28,7 @@ from harness.errors import HarnessError, InputError
 from harness.guest import accel as accelmod
 from harness.guest import platform
 from harness.guest.rootfs import ensure_rootfs
-from harness.guest.vm import GuestConfig, run_guest
+from harness.guest.vm import X86_TCG_CPU, GuestConfig, run_guest
 from harness.kernel.build import KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
 from harness.probes import bpftrace_json
@@ -178,9 +178,6 @@ class Runner:
         if probes_pending:
             self.console.print(f"    [yellow]warning[/]: probes not implemented yet, not run: "
                                f"{', '.join(probes_pending)}", highlight=False)
-        if plat.pending:
-            self.console.print(f"    [yellow]warning[/]: platform knobs not applied yet (they need the simulated "
-                               f"cpufreq/cpuidle platform): {', '.join(plat.pending)}", highlight=False)
         cmdline = list(spec.machine.cmdline) + plat.cmdline
         cfg = GuestConfig(arch=spec.arch, image=build.image, cpus=spec.machine.cpus, memory=spec.machine.memory,
                           accel=choice.accel, timing=timing, icount_shift=spec.machine.icount_shift,
@@ -207,12 +204,12 @@ class Runner:
                        "image": str(build.image)},
             "accel": choice.accel, "accel_reason": choice.reason, "timing": timing,
             "guest_cpu_model": spec.machine.arm64_cpu if spec.arch == "arm64" and choice.accel == "tcg"
-            else ("host" if choice.accel == "kvm" else "qemu64 (vng default)"),
+            else ("host" if choice.accel == "kvm" else X86_TCG_CPU),
             "timing_label": "QEMU virtual time (-icount): guest time counts instructions" if timing == "virtual"
             else ("TCG real time: guest compute dilated ~30x vs wall-clock delays" if choice.accel == "tcg"
                   else "KVM real time"),
             "host": accelmod.host_facts(spec.arch), "workload_dir": str(tools), "rootfs": str(root) if root else None,
-            "platform_applied": plat.applied, "platform_pending": plat.pending,
+            "platform_requested": plat.applied, "kernel_cmdline": cmdline,
             "probes_run": probe_names, "probes_pending": probes_pending,
             "attempts": attempts, "infra_failures": infra,
             "boot_to_workload_s": res.guest_uptime_at_start_s,
@@ -234,6 +231,19 @@ class Runner:
             return self._fail(cell, d, f"workload output unreadable: {e}", meta)
         _write_steps(d / "steps.csv", steps)
         stats = cell_stats(steps).as_dict()
+        try:
+            snaps = [(platform.read_snapshot(d / f"platform-r{r}-before.txt"),
+                      platform.read_snapshot(d / f"platform-r{r}-after.txt"))
+                     for r in range(self.le.experiment.repeats)]
+        except (OSError, ValueError) as e:
+            return self._fail(cell, d, f"platform snapshot unreadable: {e}", meta)
+        wrong = platform.verify(spec.platform, spec.arch, snaps[0][0])
+        if wrong:
+            return self._fail(cell, d, "platform-failed: " + "; ".join(wrong), meta)
+        w = spec.workload   # energy covers whole repeats: warm-up steps included
+        meta["platform"] = platform.summarize([platform.delta(b, a) for b, a in snaps],
+                                              self.le.experiment.repeats * w.agents * (w.steps + w.warmup))
+        stats.update({k: meta["platform"][k] for k in ("energy_per_step_uj", "avg_power_mw")})
         probe_stats = {}
         for name in probe_names:
             tool = probes.get(name)

@@ -37,11 +37,12 @@ def test_x86_64_build_then_cache_hit(builder):
     assert meta["arch"] == "x86_64" and meta["variant"] == "agent-off"
     assert meta["kernel_release"].startswith("6.12.")
     assert meta["toolchain"]["gcc"].startswith("gcc")
-    assert [p["name"] for p in meta["patches"]] == [f"agent-latency/{p.path.name}"
-                                                    for p in series.load_series(["agent-latency"])]
+    assert [p["name"] for p in meta["patches"]] == [p.name for p in series.load_series(req.series)]
+    assert {p["name"].split("/")[0] for p in meta["patches"]} == {"sim-platform", "agent-latency"}
     final = kconfig.read_config(first.config)
     assert kconfig.unmet(req.requests(), final) == []
     assert final["DEBUG_INFO_BTF"] == "y" and final["CPU_FREQ_GOV_SCHEDUTIL"] == "y"
+    assert final["CPUFREQ_SIM"] == "y" and final["CPU_IDLE_SIM"] == "y"
     assert "AGENT_LATENCY" not in final
 
     t0 = time.monotonic()

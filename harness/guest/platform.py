@@ -1,19 +1,23 @@
-"""Turn a cell's platform knobs into what the guest needs: kernel command line, script lines
-run before the loop, workload flags, and the list of knobs this harness cannot apply yet.
+"""Turn a cell's platform knobs into what the guest needs, and read back what it got.
 
-Knobs that act through cpufreq/cpuidle (governor, rate limit, C-state limits, the simulated
-OPP/C-state tables) need the simulated platform driver, which a later series adds. Until then
-they are reported as pending in the cell's result and on the console, never silently dropped.
+The simulated platform (series sim-platform) takes its OPP and C-state tables and its timing from
+the kernel command line. Governors, rate limit and C-state limits are sysfs writes in the guest
+script, each read back before the loop starts: a knob that does not hold fails the cell with its
+name, the file and the value found (the `setknob` helpers in run.sh.j2). The guest also snapshots
+the platform's sysfs before and after every repeat; `read_snapshot` and `delta` turn two snapshots
+into the cell's energy proxy and frequency / idle residency.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.spec.model import PlatformSpec
 
-_DEFAULTS = PlatformSpec()
+CPU = "/sys/devices/system/cpu"
 
 
 @dataclass
@@ -22,26 +26,231 @@ class PlatformPlan:
     setup: list[str] = field(default_factory=list)          # shell lines run in the guest script
     workload_args: list[str] = field(default_factory=list)
     applied: dict[str, object] = field(default_factory=dict)
+    expected_cstates: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
 
 
+def cstate_names(spec: PlatformSpec, arch: str) -> list[str]:
+    """The idle states the guest will show: POLL is the core's poll state, which arm64 has not."""
+    names = [c.name for c in spec.sim.cstates]
+    return [n for n in names if not (n == "POLL" and arch != "x86_64")]
+
+
+def sim_cmdline(spec: PlatformSpec) -> list[str]:
+    sim = spec.sim
+    return [
+        "sim_cpufreq.opps=" + ",".join(f"{o.khz}:{round(o.power_mw)}" for o in sim.opps),
+        f"sim_cpufreq.transition_latency_us={sim.transition_latency_us}",
+        f"sim_cpufreq.steal_period_us={sim.steal_period_us}",
+        "cpuidle_sim.states=" + ",".join(f"{c.name}:{c.exit_latency_us}:{c.target_residency_us}:"
+                                         f"{round(c.power_mw)}" for c in sim.cstates),
+    ]
+
+
 def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
-    p = PlatformPlan()
+    p = PlatformPlan(cmdline=sim_cmdline(spec), expected_cstates=cstate_names(spec, arch))
+    p.applied["sim"] = spec.sim.model_dump(mode="json")
     if spec.idle_poll:
         p.cmdline.append("idle=poll" if arch == "x86_64" else "nohlt")
         p.applied["idle_poll"] = p.cmdline[-1]
+    policies = f"{CPU}/cpufreq/policy*"
+    p.setup.append(f"setall governor '{policies}/scaling_governor' {spec.governor}")
+    p.applied["governor"] = spec.governor
+    if spec.governor == "userspace":
+        p.setup.append(f"setall userspace_khz '{policies}/scaling_setspeed' {spec.userspace_khz}")
+        p.applied["userspace_khz"] = spec.userspace_khz
+    if spec.rate_limit_us is not None:
+        p.setup.append(f"setall rate_limit_us '{policies}/schedutil/rate_limit_us' {spec.rate_limit_us}")
+        p.applied["rate_limit_us"] = spec.rate_limit_us
+    p.setup.append(f"setall idle_governor '{CPU}/cpuidle/current_governor' {spec.idle_governor}")
+    p.applied["idle_governor"] = spec.idle_governor
+    names = p.expected_cstates
+    off = set(spec.disabled_cstates)
+    if spec.max_cstate is not None:
+        off |= set(names[spec.max_cstate + 1:])
+    for name in names:   # every state written, so a state left disabled by an earlier knob cannot linger
+        p.setup.append(f"cstate {name} {1 if name in off else 0}")
+    p.applied["disabled_cstates"] = [n for n in names if n in off]
     if spec.pm_qos_latency_us is not None:
         # /dev/cpu_dma_latency takes a binary s32; the request holds while the fd is open, so
         # the script opens it on fd 3 and keeps it for the rest of its life (the loop included).
         octal = "".join(f"\\{b:03o}" for b in struct.pack("<i", spec.pm_qos_latency_us))
         # (a failed `exec` redirection would end the whole script, so test the device first)
         p.setup.append(f"[ -w /dev/cpu_dma_latency ] && exec 3>/dev/cpu_dma_latency && printf '{octal}' >&3")
+        p.setup.append(f"checkqos {spec.pm_qos_latency_us}")
         p.applied["pm_qos_latency_us"] = spec.pm_qos_latency_us
     if spec.uclamp_min is not None:
         p.workload_args += ["--uclamp-min", str(spec.uclamp_min)]
         p.applied["uclamp_min"] = spec.uclamp_min
-    for name in ("governor", "userspace_khz", "rate_limit_us", "idle_governor", "max_cstate", "disabled_cstates",
-                 "sim"):
-        if name in spec.model_fields_set or getattr(spec, name) != getattr(_DEFAULTS, name):
-            p.pending.append(name)
     return p
+
+
+# -- read back -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IdleState:
+    name: str
+    latency_us: int
+    usage: int
+    time_us: int
+    disabled: bool
+
+
+@dataclass
+class Snapshot:
+    """The platform's sysfs at one moment, as the guest's `snapshot` helper wrote it."""
+
+    uptime_s: float = 0.0
+    energy_uj: int = 0
+    active_us: int = 0
+    idle_us: int = 0
+    cpufreq_driver: str = ""
+    cpuidle_driver: str = ""
+    idle_governor: str = ""
+    pm_qos_us: int | None = None
+    governors: dict[int, str] = field(default_factory=dict)           # policy -> governor
+    cur_khz: dict[int, int] = field(default_factory=dict)
+    available_khz: list[int] = field(default_factory=list)
+    rate_limit_us: dict[int, int] = field(default_factory=dict)
+    time_in_state: dict[int, dict[int, int]] = field(default_factory=dict)   # policy -> khz -> 10 ms
+    idle: dict[int, list[IdleState]] = field(default_factory=dict)            # cpu -> states by index
+
+
+_LINE = re.compile(r"^(?P<path>[^:]+):(?P<value>.*)$")
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    s = Snapshot()
+    idle: dict[tuple[int, int], dict[str, str]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        key, value = m["path"], m["value"].strip()
+        if key == "uptime":
+            s.uptime_s = float(value)
+        elif key == "pm_qos_us":
+            s.pm_qos_us = int(value) if value.lstrip("-").isdigit() else None
+        elif key.startswith(f"{CPU}/sim_power/"):
+            setattr(s, key.rsplit("/", 1)[1], int(value))
+        elif key == f"{CPU}/cpuidle/current_driver":
+            s.cpuidle_driver = value
+        elif key == f"{CPU}/cpuidle/current_governor":
+            s.idle_governor = value
+        elif m2 := re.match(rf"{CPU}/cpufreq/policy(\d+)/(.+)$", key):
+            pol, leaf = int(m2[1]), m2[2]
+            if leaf == "scaling_governor":
+                s.governors[pol] = value
+            elif leaf == "scaling_cur_freq":
+                s.cur_khz[pol] = int(value)
+            elif leaf == "scaling_driver":
+                s.cpufreq_driver = value
+            elif leaf == "scaling_available_frequencies":
+                s.available_khz = [int(x) for x in value.split()]
+            elif leaf == "schedutil/rate_limit_us":
+                s.rate_limit_us[pol] = int(value)
+            elif leaf == "stats/time_in_state":
+                khz, t = value.split()
+                s.time_in_state.setdefault(pol, {})[int(khz)] = int(t)
+        elif m2 := re.match(rf"{CPU}/cpu(\d+)/cpuidle/state(\d+)/(\w+)$", key):
+            idle.setdefault((int(m2[1]), int(m2[2])), {})[m2[3]] = value
+    for (cpu, _idx), f in sorted(idle.items()):
+        s.idle.setdefault(cpu, []).append(IdleState(f.get("name", "?"), int(f.get("latency", 0)),
+                                                    int(f.get("usage", 0)), int(f.get("time", 0)),
+                                                    f.get("disable", "0") == "1"))
+    return s
+
+
+@dataclass(frozen=True)
+class PlatformDelta:
+    """What the platform did between two snapshots (one repeat of the loop)."""
+
+    elapsed_s: float
+    energy_uj: int
+    active_us: int
+    idle_us: int
+    freq_time_s: dict[int, float]      # khz -> CPU-seconds at that OPP (all policies)
+    idle_time_s: dict[str, float]      # state -> CPU-seconds in it (all CPUs)
+    idle_entries: dict[str, int]
+
+
+def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
+    freq: dict[int, float] = {}
+    for pol, table in after.time_in_state.items():
+        for khz, t in table.items():
+            freq[khz] = freq.get(khz, 0.0) + (t - before.time_in_state.get(pol, {}).get(khz, 0)) / 100
+    idle_t: dict[str, float] = {}
+    idle_n: dict[str, int] = {}
+    for cpu, states in after.idle.items():
+        prev = before.idle.get(cpu, [])
+        for i, st in enumerate(states):
+            b = prev[i] if i < len(prev) else IdleState(st.name, 0, 0, 0, False)
+            idle_t[st.name] = idle_t.get(st.name, 0.0) + (st.time_us - b.time_us) / 1e6
+            idle_n[st.name] = idle_n.get(st.name, 0) + st.usage - b.usage
+    return PlatformDelta(after.uptime_s - before.uptime_s, after.energy_uj - before.energy_uj,
+                         after.active_us - before.active_us, after.idle_us - before.idle_us, freq, idle_t, idle_n)
+
+
+def summarize(deltas: list[PlatformDelta], steps: int) -> dict:
+    """Per-cell energy proxy and residency over all repeats; fractions are of total CPU time."""
+    if not deltas:
+        return {}
+    energy = sum(d.energy_uj for d in deltas)
+    elapsed = sum(d.elapsed_s for d in deltas)
+    freq: dict[int, float] = {}
+    idle_t: dict[str, float] = {}
+    idle_n: dict[str, int] = {}
+    for d in deltas:
+        for k, v in d.freq_time_s.items():
+            freq[k] = freq.get(k, 0.0) + v
+        for k, v in d.idle_time_s.items():
+            idle_t[k] = idle_t.get(k, 0.0) + v
+        for k, v in d.idle_entries.items():
+            idle_n[k] = idle_n.get(k, 0) + v
+    freq_total = sum(freq.values()) or 1.0
+    cpu_total = (sum(d.active_us + d.idle_us for d in deltas) / 1e6) or 1.0
+    return {
+        "energy_uj": energy,
+        "energy_per_step_uj": round(energy / steps, 1) if steps else None,
+        "avg_power_mw": round(energy / elapsed / 1e3, 1) if elapsed > 0 else None,
+        "elapsed_s": round(elapsed, 3),
+        "active_fraction": round(sum(d.active_us for d in deltas) / 1e6 / cpu_total, 4),
+        "freq_residency": {str(k): round(v / freq_total, 4) for k, v in sorted(freq.items())},
+        "idle_residency": {k: round(v / cpu_total, 4) for k, v in idle_t.items()},
+        "idle_entries": idle_n,
+    }
+
+
+def verify(spec: PlatformSpec, arch: str, snap: Snapshot) -> list[str]:
+    """Knobs the guest does not show as requested, in words; [] when all hold."""
+    bad = []
+    if snap.cpufreq_driver != "sim-cpufreq":
+        bad.append(f"cpufreq driver is {snap.cpufreq_driver or 'absent'!r}, not 'sim-cpufreq' "
+                   "(is the sim-platform series and fragment in this kernel?)")
+    if snap.cpuidle_driver != "sim-cpuidle":
+        bad.append(f"cpuidle driver is {snap.cpuidle_driver or 'absent'!r}, not 'sim-cpuidle'")
+    want_khz = [o.khz for o in spec.sim.opps]
+    if snap.available_khz and snap.available_khz != want_khz:
+        bad.append(f"OPPs are {snap.available_khz}, not {want_khz}")
+    for pol, gov in snap.governors.items():
+        if gov != spec.governor:
+            bad.append(f"policy{pol} governor is {gov}, not {spec.governor}")
+    if spec.governor == "userspace":
+        for pol, khz in snap.cur_khz.items():
+            if khz != spec.userspace_khz:
+                bad.append(f"policy{pol} runs at {khz} kHz, not {spec.userspace_khz}")
+    want_states = cstate_names(spec, arch)
+    for cpu, states in snap.idle.items():
+        names = [s.name for s in states]
+        if names != want_states:
+            bad.append(f"cpu{cpu} idle states are {names}, not {want_states}")
+            break
+        lat = {c.name: c.exit_latency_us for c in spec.sim.cstates}
+        wrong = [s.name for s in states if s.latency_us != lat[s.name]]
+        if wrong:
+            bad.append(f"cpu{cpu} exit latencies differ for {wrong}")
+    if snap.cpuidle_driver and snap.idle_governor != spec.idle_governor:
+        bad.append(f"idle governor is {snap.idle_governor}, not {spec.idle_governor}")
+    if spec.pm_qos_latency_us is not None and snap.pm_qos_us != spec.pm_qos_latency_us:
+        bad.append(f"PM QoS CPU latency is {snap.pm_qos_us}, not {spec.pm_qos_latency_us}")
+    return bad

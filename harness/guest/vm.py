@@ -68,6 +68,13 @@ class GuestResult:
         return self.outcome == "panic" and "Fatal exception" in self.reason
 
 
+# TCG's default qemu64 model reports no constant TSC, so x86 registers a cpufreq transition
+# notifier that marks the TSC unstable on the first simulated frequency change and keeps
+# schedutil off its fast-switch path. QEMU's TSC is virtual and constant, so say so through an
+# Intel family-6 identity (the kernel infers constant_tsc from it); the feature set stays qemu64's.
+X86_TCG_CPU = "qemu64,vendor=GenuineIntel,family=6,model=85,stepping=4"
+
+
 def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
     # --cwd must lie inside the guest's root; 9p always (virtiofsd start-up fails on these hosts and
     # costs retries before vng falls back to 9p anyway).
@@ -86,6 +93,8 @@ def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
         qemu_opts.append(f"-icount shift={cfg.icount_shift},sleep=on")
     if cfg.arch == "arm64" and cfg.accel != "kvm":
         qemu_opts.append(f"-cpu {cfg.arm64_cpu}")
+    if cfg.arch == "x86_64" and cfg.accel != "kvm":
+        qemu_opts.append(f"-cpu {X86_TCG_CPU}")
     if qemu_opts:
         cmd.append("--qemu-opts=" + " ".join(qemu_opts))
     if cfg.cmdline:
@@ -113,6 +122,8 @@ def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, st
     started = "workload_start" in status
     if "workload_exit" in status and status["workload_exit"].lstrip("-").isdigit():
         code = int(status["workload_exit"])
+        if "platform_mismatch" in status:
+            return "platform-failed", f"platform knob did not hold: {status['platform_mismatch']}"
         if "setup_failed" in status:
             return "workload-failed", f"guest setup step {status['setup_failed']} failed (exit {code})"
         if "probe_failed" in status:

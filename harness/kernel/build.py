@@ -44,8 +44,8 @@ class KernelRequest:
 
     arch: str
     source: str = "debian"
-    series: tuple[str, ...] = ("agent-latency",)
-    fragments: tuple[str, ...] = ("base", "tracing", "platform")
+    series: tuple[str, ...] = tuple(KernelSpec().series)
+    fragments: tuple[str, ...] = tuple(KernelSpec().fragments)
     agent_latency: bool = False
     debug: bool = False
     extra: tuple[tuple[str, str], ...] = ()

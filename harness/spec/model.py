@@ -26,8 +26,8 @@ class KernelSpec(Strict):
     """Which kernel a cell boots. Every field feeds the build's content-addressed cache key."""
 
     source: str = Field("debian", description="'debian' (linux-source-6.12), a git tree or a tarball")
-    series: list[Name] = Field(["agent-latency"], description="patch series under kernel/patches/, in order")
-    fragments: list[Name] = Field(["base", "tracing", "platform"],
+    series: list[Name] = Field(["sim-platform", "agent-latency"], description="patch series under kernel/patches/, in order")
+    fragments: list[Name] = Field(["base", "tracing", "platform", "sim-platform"],
                                   description="kernel/configs/<name>.config, merged in order "
                                               "(the arch fragment is added)")
     agent_latency: bool = Field(False, description="CONFIG_AGENT_LATENCY on or off")
@@ -86,11 +86,27 @@ class SimPlatform(Strict):
 
     opps: list[OPP] = [OPP(khz=800_000, power_mw=150), OPP(khz=1_600_000, power_mw=450),
                        OPP(khz=2_400_000, power_mw=1000), OPP(khz=3_200_000, power_mw=1800)]
-    transition_latency_us: int = Field(50, ge=0)
+    transition_latency_us: int = Field(50, ge=0, description="request -> new frequency in effect")
+    steal_period_us: int = Field(250, ge=10, le=100_000,
+                                 description="period of the time stealing that emulates f < fmax (smaller "
+                                             "is more exact for short runs, costs more interrupts)")
     cstates: list[CState] = [CState(name="POLL", exit_latency_us=0, target_residency_us=0, power_mw=600),
                              CState(name="C1", exit_latency_us=2, target_residency_us=2, power_mw=300),
                              CState(name="C3", exit_latency_us=60, target_residency_us=200, power_mw=100),
                              CState(name="C6", exit_latency_us=250, target_residency_us=1000, power_mw=20)]
+
+    @field_validator("cstates")
+    @classmethod
+    def _cstates_ordered(cls, v: list[CState]) -> list[CState]:
+        if not v:
+            raise ValueError("at least one idle state is needed")
+        if len({c.name for c in v}) != len(v):
+            raise ValueError("idle state names must be unique")
+        if [c.exit_latency_us for c in v] != sorted(c.exit_latency_us for c in v):
+            raise ValueError("idle states go shallowest first (exit latency ascending)")
+        if any(c.name == "POLL" for c in v[1:]):
+            raise ValueError("POLL can only be the first idle state")
+        return v
 
     @field_validator("opps")
     @classmethod
@@ -117,9 +133,21 @@ class PlatformSpec(Strict):
     sim: SimPlatform = SimPlatform()
 
     @model_validator(mode="after")
-    def _userspace_needs_freq(self) -> PlatformSpec:
-        if self.governor == "userspace" and self.userspace_khz is None:
-            raise ValueError("governor 'userspace' needs userspace_khz")
+    def _knobs_consistent(self) -> PlatformSpec:
+        if self.governor == "userspace":
+            if self.userspace_khz is None:
+                raise ValueError("governor 'userspace' needs userspace_khz")
+            if self.userspace_khz not in [o.khz for o in self.sim.opps]:
+                raise ValueError(f"userspace_khz {self.userspace_khz} is not one of the OPPs "
+                                 f"{[o.khz for o in self.sim.opps]}")
+        if self.rate_limit_us is not None and self.governor != "schedutil":
+            raise ValueError(f"rate_limit_us is a schedutil tunable, but the governor is '{self.governor}'")
+        names = [c.name for c in self.sim.cstates]
+        unknown = [n for n in self.disabled_cstates if n not in names]
+        if unknown:
+            raise ValueError(f"disabled_cstates names {unknown}, not among the simulated states {names}")
+        if self.max_cstate is not None and self.max_cstate >= len(names):
+            raise ValueError(f"max_cstate {self.max_cstate} is past the last of {len(names)} simulated states")
         return self
 
 
