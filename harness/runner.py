@@ -248,7 +248,8 @@ class Runner:
         for name in probe_names:
             tool = probes.get(name)
             try:
-                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"))
+                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"),
+                                    {"cur_khz": snaps[0][0].cur_khz})   # per-CPU policies: policy N is cpu N
             except (OSError, bpftrace_json.ProbeOutputError) as e:
                 return self._fail(cell, d, f"probe {name}: output unreadable: {e}", meta)
             atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))

@@ -77,6 +77,7 @@ class CellStats:
     step_p99_us: float
     compute_p50_us: float
     compute_mean_us: float
+    step_p50_repeat_cv: float      # run-to-run spread: coefficient of variation of each repeat's step p50
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -90,4 +91,10 @@ def cell_stats(s: Steps) -> CellStats:
     return CellStats(steps=len(s), wake_p50_us=_pct(s.wake_ns, 50), wake_p99_us=_pct(s.wake_ns, 99),
                      wake_p999_us=_pct(s.wake_ns, 99.9), step_p50_us=_pct(s.step_ns, 50),
                      step_p99_us=_pct(s.step_ns, 99), compute_p50_us=_pct(s.compute_ns, 50),
-                     compute_mean_us=float(np.mean(s.compute_ns)) / 1000.0)
+                     compute_mean_us=float(np.mean(s.compute_ns)) / 1000.0,
+                     step_p50_repeat_cv=_repeat_cv(s))
+
+
+def _repeat_cv(s: Steps) -> float:
+    p50 = np.array([np.percentile(s.step_ns[s.repeat == r], 50) for r in np.unique(s.repeat)])
+    return float(np.std(p50) / np.mean(p50)) if len(p50) > 1 and np.mean(p50) > 0 else 0.0

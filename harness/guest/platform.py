@@ -66,8 +66,8 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
     p.applied["idle_governor"] = spec.idle_governor
     names = p.expected_cstates
     off = set(spec.disabled_cstates)
-    if spec.max_cstate is not None:
-        off |= set(names[spec.max_cstate + 1:])
+    if spec.max_cstate is not None:   # an index into the experiment's table, the same on every arch
+        off |= {c.name for c in spec.sim.cstates[spec.max_cstate + 1:]}
     for name in names:   # every state written, so a state left disabled by an earlier knob cannot linger
         p.setup.append(f"cstate {name} {1 if name in off else 0}")
     p.applied["disabled_cstates"] = [n for n in names if n in off]

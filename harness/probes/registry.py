@@ -8,9 +8,9 @@ from types import ModuleType
 import jinja2
 
 from harness.errors import InputError
-from harness.probes import wakeup_latency
+from harness.probes import dvfs_ramp, wakeup_latency
 
-PROBES: dict[str, ModuleType] = {"wakeup_latency": wakeup_latency}
+PROBES: dict[str, ModuleType] = {"wakeup_latency": wakeup_latency, "dvfs_ramp": dvfs_ramp}
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)

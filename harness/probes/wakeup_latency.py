@@ -26,7 +26,7 @@ class Wakeup:
         return self.running_ns - self.waking_ns
 
 
-def records(out: BpftraceOutput) -> list[Wakeup]:
+def records(out: BpftraceOutput, context: dict | None = None) -> list[Wakeup]:
     recs = []
     for line in out.printf:
         parts = line.split()

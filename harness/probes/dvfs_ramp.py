@@ -1,0 +1,116 @@
+"""Tool 2: DVFS ramp after an agent wakeup (sched_waking, sched_switch, power:cpu_frequency).
+
+The script only reports events; pairing them is done here, so the kernel side stays cheap. One
+record per run of an agent thread: from the wakeup that started it to the switch that ended it,
+with the frequency its CPU had when it started, the highest it reached, the time-weighted mean
+(the frequency the compute ran at) and how long after the wakeup the CPU got to that highest one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
+
+TEMPLATE = "dvfs_ramp.bt.j2"
+DESCRIPTION = "frequency of the agent's CPU from its wakeup to the end of its run: start, ramp time, mean"
+TRACEPOINTS = ("power:cpu_frequency", "sched:sched_waking", "sched:sched_switch")
+
+
+@dataclass(frozen=True)
+class Run:
+    tid: int
+    cpu: int
+    waking_ns: int | None      # None: the run did not follow a wakeup (preempted and resumed)
+    start_ns: int
+    stop_ns: int
+    start_khz: int | None      # None: no frequency seen on that CPU yet
+    max_khz: int | None
+    mean_khz: float | None
+    changes: int               # power:cpu_frequency events on the CPU during the run
+    ramp_ns: int | None        # wakeup (or run start) -> the CPU reaches max_khz; 0 when it started there
+
+
+def _ramp(start: int, wake: int | None, start_khz: int | None, freq: list[tuple[int, int]], stop: int):
+    """freq: (ns, khz) changes on the CPU within [start, stop)."""
+    levels = ([(start, start_khz)] if start_khz else []) + freq
+    if not levels:
+        return None, None, None
+    top = max(k for _, k in levels)
+    reached = next(t for t, k in levels if k == top)
+    origin = wake if wake is not None else start
+    ramp = 0 if start_khz == top else max(0, reached - origin)
+    total = weighted = 0.0
+    for (t, k), nxt in zip(levels, [t for t, _ in levels[1:]] + [stop], strict=True):
+        span = max(0, nxt - max(t, start))
+        total += span
+        weighted += span * k
+    mean = weighted / total if total else float(levels[-1][1])
+    return top, mean, ramp
+
+
+def records(out: BpftraceOutput, context: dict | None = None) -> list[Run]:
+    """context["cur_khz"]: cpu -> frequency before the probe attached (the harness's platform
+    snapshot), for CPUs whose governor never changes it while the probe runs."""
+    runs: list[Run] = []
+    known_khz: dict[int, int] = dict((context or {}).get("cur_khz", {}))
+    waking: dict[int, int] = {}
+    open_runs: dict[int, tuple[int, int, int | None, int | None]] = {}   # tid -> (cpu, start, wake, khz)
+    freq: dict[int, list[tuple[int, int]]] = {}                          # cpu -> changes since runs opened
+    for line in out.printf:
+        p = line.split()
+        try:
+            kind, vals = p[0], [int(x) for x in p[1:]]
+            if kind == "F":
+                cpu, ns, khz = vals
+                known_khz[cpu] = khz
+                if any(c == cpu for c, *_ in open_runs.values()):
+                    freq.setdefault(cpu, []).append((ns, khz))
+            elif kind == "W":
+                tid, ns = vals
+                waking[tid] = ns
+            elif kind == "R":
+                tid, cpu, ns, khz = vals
+                open_runs[tid] = (cpu, ns, waking.pop(tid, None), khz or known_khz.get(cpu))
+                freq[cpu] = []
+            elif kind == "S":
+                tid, cpu, ns = vals
+                if tid not in open_runs:
+                    continue   # it was running when the probe attached
+                rcpu, start, wake, khz = open_runs.pop(tid)
+                changes = [(t, k) for t, k in freq.get(rcpu, []) if t >= start]
+                top, mean, ramp = _ramp(start, wake, khz, changes, ns)
+                runs.append(Run(tid, rcpu, wake, start, ns, khz, top, mean, len(changes), ramp))
+            else:
+                raise ValueError(kind)
+        except (ValueError, IndexError):
+            raise ProbeOutputError(f"dvfs_ramp: unexpected line {line!r}") from None
+    return runs
+
+
+def summary(recs: list[Run]) -> dict[str, float]:
+    woken = [r for r in recs if r.waking_ns is not None]
+    if not woken:
+        return {"runs": 0}
+    known = [r for r in woken if r.max_khz is not None]
+    ramps = np.array([r.ramp_ns for r in known if r.ramp_ns], dtype=float) / 1000.0
+    out = {"runs": len(woken), "runs_with_freq_change": sum(r.changes > 0 for r in woken),
+           "freq_changes": sum(r.changes for r in woken)}
+    if known:
+        fmax = max(r.max_khz for r in known)
+        out.update({"mean_khz": float(np.mean([r.mean_khz for r in known])),
+                    "start_below_top_fraction": float(np.mean([(r.start_khz or 0) < fmax for r in known])),
+                    "ramped_fraction": float(np.mean([bool(r.ramp_ns) for r in known]))})
+    if len(ramps):
+        out.update({"ramp_p50_us": float(np.percentile(ramps, 50)), "ramp_p99_us": float(np.percentile(ramps, 99))})
+    return out
+
+
+def to_csv(recs: list[Run]) -> str:
+    def f(v):
+        return "" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))
+    return "tid,cpu,waking_ns,start_ns,stop_ns,start_khz,max_khz,mean_khz,changes,ramp_ns\n" + "".join(
+        ",".join(f(v) for v in (r.tid, r.cpu, r.waking_ns, r.start_ns, r.stop_ns, r.start_khz, r.max_khz,
+                                r.mean_khz, r.changes, r.ramp_ns)) + "\n" for r in recs)
