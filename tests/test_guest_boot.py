@@ -18,7 +18,8 @@ from harness.spec import load_experiment
 pytestmark = pytest.mark.kernel
 
 KERNEL = textwrap.dedent("""\
-    kernel: {source: debian, series: [sim-platform, agent-latency], fragments: [base, tracing, platform, sim-platform], agent_latency: false}
+    kernel: {source: debian, series: [sim-platform, agent-latency],
+             fragments: [base, tracing, platform, sim-platform], agent_latency: false}
     arch: [x86_64]
     machine: {cpus: 2, memory: 1G, accel: auto, timing: auto, run_timeout_s: 300}
 """)

@@ -50,3 +50,28 @@ def test_parser_rejects_garbage():
         bpftrace_json.parse('{"type": "attached_probes", "data": {"probes": 1}}\nnot json\n', "x")
     with pytest.raises(bpftrace_json.ProbeOutputError, match="unexpected line"):
         wakeup_latency.records(bpftrace_json.parse('{"type": "printf", "data": "1 2 3\\n"}'))
+
+
+def test_dvfs_ramp_pairs_wakeups_runs_and_frequency_changes():
+    from harness.probes import dvfs_ramp
+
+    out = bpftrace_json.BpftraceOutput(printf=[
+        "S 7 0 50",                 # running when the probe attached: no record
+        "W 7 1000", "R 7 1 1100 800000", "F 1 1300 1600000", "F 1 1500 3200000", "S 7 1 2100",
+        "F 0 2200 800000",          # another CPU, no agent on it: ignored
+        "W 7 3000", "R 7 0 3050 0", "S 7 0 3550",   # first frequency on cpu0 comes from the context
+        "R 7 1 4000 3200000", "S 7 1 4500",         # preempted and resumed: no wakeup
+    ])
+    runs = dvfs_ramp.records(out, {"cur_khz": {0: 2400000}})
+    first, second, third = runs
+    assert (first.cpu, first.start_khz, first.max_khz, first.changes) == (1, 800000, 3200000, 2)
+    assert first.ramp_ns == 1500 - 1000          # from the wakeup to reaching 3.2 GHz
+    # 200 ns at 0.8, 200 at 1.6, 600 at 3.2 GHz
+    assert first.mean_khz == pytest.approx((200 * 800000 + 200 * 1600000 + 600 * 3200000) / 1000)
+    assert (second.start_khz, second.max_khz, second.ramp_ns, second.changes) == (800000, 800000, 0, 0)
+    assert third.waking_ns is None
+    s = dvfs_ramp.summary(runs)
+    assert s["runs"] == 2 and s["runs_with_freq_change"] == 1 and s["freq_changes"] == 2
+    assert s["ramp_p50_us"] == pytest.approx(0.5)
+    with pytest.raises(bpftrace_json.ProbeOutputError, match="unexpected line"):
+        dvfs_ramp.records(bpftrace_json.BpftraceOutput(printf=["X 1 2"]))

@@ -26,7 +26,8 @@ class KernelSpec(Strict):
     """Which kernel a cell boots. Every field feeds the build's content-addressed cache key."""
 
     source: str = Field("debian", description="'debian' (linux-source-6.12), a git tree or a tarball")
-    series: list[Name] = Field(["sim-platform", "agent-latency"], description="patch series under kernel/patches/, in order")
+    series: list[Name] = Field(["sim-platform", "agent-latency"],
+                               description="patch series under kernel/patches/, in order")
     fragments: list[Name] = Field(["base", "tracing", "platform", "sim-platform"],
                                   description="kernel/configs/<name>.config, merged in order "
                                               "(the arch fragment is added)")
