@@ -192,9 +192,26 @@ class WorkloadSpec(Strict):
     phases: PhasesSpec = PhasesSpec()
     seed: int = 1
     mark_agent: bool = Field(False, description="mark the agent threads for the agent latency window")
-    window_us: int = Field(0, ge=0, description="implicit window length on wakeup (0 = kernel default)")
+    window_us: int = Field(0, ge=0, le=20_000,
+                           description="window length opened at each wakeup (0 = kernel default, 2000)")
+    window_tolerance_us: int = Field(0, ge=0, description="idle exit latency the agent's CPU may pay while "
+                                     "it waits (0 = kernel default, 20)")
+    window_guard_us: int = Field(0, ge=0, le=50_000, description="how long a wait keeps the CPU guarded "
+                                 "(0 = kernel default, 10000)")
+    agent_cpu: int | None = Field(None, ge=0, description="pin the agent threads to this CPU")
+    world_cpu: int | None = Field(None, ge=0, description="pin the world threads to this CPU (with agent_cpu "
+                                  "on another, every wakeup crosses CPUs)")
+    explicit_windows: bool = Field(False, description="also open/close a window around each step with prctl")
     inject_delay_us: int = Field(0, ge=0, description="sanity check: the world sleeps this long between "
                                  "recording its signal and sending it")
+
+    @model_validator(mode="after")
+    def _window_needs_mark(self) -> WorkloadSpec:
+        given = [n for n in ("window_us", "window_tolerance_us", "window_guard_us", "explicit_windows")
+                 if getattr(self, n)]
+        if given and not self.mark_agent:
+            raise ValueError(f"{', '.join(given)} need mark_agent: true")
+        return self
 
     @model_validator(mode="after")
     def _inject_needs_world(self) -> WorkloadSpec:
@@ -216,6 +233,14 @@ class CellSpec(Strict):
     workload: WorkloadSpec = WorkloadSpec()
     probes: list[Probe] = []
     control_without_probes: bool = Field(True, description="also run once without probes to measure their overhead")
+
+    @model_validator(mode="after")
+    def _pinned_cpus_exist(self) -> CellSpec:
+        for name in ("agent_cpu", "world_cpu"):
+            cpu = getattr(self.workload, name)
+            if cpu is not None and cpu >= self.machine.cpus:
+                raise ValueError(f"workload.{name} {cpu} is not a CPU of a {self.machine.cpus}-CPU machine")
+        return self
 
 
 class Variant(Strict):

@@ -55,8 +55,9 @@ struct opts {
 	const char *wait_file, *out, *workdir;
 	uint64_t seed;
 	long touch_pages, read_kb, drop_cache_every, path_depth;
-	int mark_agent;
-	long window_us;
+	int mark_agent, explicit_windows;
+	long window_us, tolerance_us, guard_us;
+	long agent_cpu, world_cpu;	/* -1: not pinned */
 	long inject_delay_us;
 	long uclamp_min;
 };
@@ -437,6 +438,20 @@ static void set_uclamp_min(long value)
 
 /* ---- threads ---- */
 
+static void pin_thread(long cpu, const char *role)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set)) {
+		fprintf(stderr, "agentloop: --%s-cpu %ld: %s\n", role, cpu, strerror(errno));
+		exit(2);
+	}
+}
+
 static void name_thread(const char *role, int id)
 {
 	char name[16];
@@ -452,6 +467,7 @@ static void *world_main(void *arg)
 	long total = a->o->steps + a->o->warmup;
 
 	name_thread("world", a->id);
+	pin_thread(a->o->world_cpu, "world");
 	for (long i = 0; i < total; i++) {
 		/* the agent's previous step is done: the next request is "in flight" */
 		while (atomic_load(&a->done_seq) < i)
@@ -467,6 +483,38 @@ static void *world_main(void *arg)
 	return NULL;
 }
 
+/* The agent latency window prctl (CONFIG_AGENT_LATENCY; include/uapi/linux/prctl.h of the series). */
+#ifndef PR_AGENT_LATENCY
+#define PR_AGENT_LATENCY		0x41474c57
+#define PR_AGENT_LATENCY_MARK		1
+#define PR_AGENT_LATENCY_OPEN		3
+#define PR_AGENT_LATENCY_CLOSE		4
+#define PR_AGENT_LATENCY_GET		5
+#endif
+
+static atomic_int agents_marked;
+
+static void mark_agent(const struct opts *o)
+{
+	if (prctl(PR_AGENT_LATENCY, PR_AGENT_LATENCY_MARK, o->window_us, o->tolerance_us, o->guard_us)) {
+		fprintf(stderr, "agentloop: --mark-agent: prctl(PR_AGENT_LATENCY): %s "
+			"(a kernel without CONFIG_AGENT_LATENCY, or a value out of bounds)\n", strerror(errno));
+		exit(2);
+	}
+	atomic_fetch_add(&agents_marked, 1);
+}
+
+static void window(const struct opts *o, int open)
+{
+	if (o->explicit_windows &&
+	    prctl(PR_AGENT_LATENCY, open ? PR_AGENT_LATENCY_OPEN : PR_AGENT_LATENCY_CLOSE,
+		  open ? (o->window_us ? o->window_us : 2000) : 0, 0, 0)) {
+		fprintf(stderr, "agentloop: prctl(PR_AGENT_LATENCY, %s): %s\n", open ? "OPEN" : "CLOSE",
+			strerror(errno));
+		exit(1);
+	}
+}
+
 static void *agent_main(void *arg)
 {
 	struct agent *a = arg;
@@ -476,8 +524,11 @@ static void *agent_main(void *arg)
 	uint64_t x = 0x2545f4914f6cdd1dULL + a->id;
 
 	name_thread("agent", a->id);
+	pin_thread(o->agent_cpu, "agent");
 	if (o->uclamp_min >= 0)
 		set_uclamp_min(o->uclamp_min);
+	if (o->mark_agent)
+		mark_agent(o);
 	for (long i = 0; i < total; i++) {
 		int64_t deadline = 0;
 		struct record *r = &a->rec[i];
@@ -489,10 +540,12 @@ static void *agent_main(void *arg)
 		agent_wait(a, &last_seq, deadline);
 		r->wake_ns = now_ns();
 		r->cpu = sched_getcpu();
+		window(o, 1);
 		phases(a, i);
 		r->phases_ns = now_ns();
 		x = compute(o->compute_units, x);
 		r->done_ns = now_ns();
+		window(o, 0);
 		atomic_store(&a->done_seq, (int)i + 1);
 		futex_wake(&a->done_seq);
 	}
@@ -528,6 +581,7 @@ static void usage(void)
 	      "  [--dist fixed|uniform|exponential|file] [--wait-us US] [--min-us US] [--max-us US]\n"
 	      "  [--wait-file F] [--seed S] [--touch-pages N] [--read-kb N] [--drop-cache-every N]\n"
 	      "  [--path-depth N] [--workdir DIR] [--mark-agent] [--window-us US] [--out FILE.csv]\n"
+	      "  [--tolerance-us US] [--guard-us US] [--explicit-windows] [--agent-cpu N] [--world-cpu N]\n"
 	      "  [--inject-delay-us US] [--uclamp-min 0..1024]\n",
 	      stderr);
 	exit(2);
@@ -544,7 +598,8 @@ int main(int argc, char **argv)
 {
 	struct opts o = { .steps = 1000, .warmup = 100, .agents = 1, .compute_units = 200000,
 			  .wait = W_FUTEX, .dist = D_FIXED, .wait_us = 2000, .seed = 1,
-			  .out = "agentloop.csv", .workdir = "/tmp", .uclamp_min = -1 };
+			  .out = "agentloop.csv", .workdir = "/tmp", .uclamp_min = -1,
+			  .agent_cpu = -1, .world_cpu = -1 };
 	static const struct option lopts[] = {
 		{ "steps", 1, 0, 's' }, { "warmup", 1, 0, 'w' }, { "agents", 1, 0, 'a' },
 		{ "compute-units", 1, 0, 'c' }, { "wait", 1, 0, 'W' }, { "dist", 1, 0, 'd' },
@@ -552,6 +607,8 @@ int main(int argc, char **argv)
 		{ "wait-file", 1, 0, 'f' }, { "seed", 1, 0, 'S' }, { "touch-pages", 1, 0, 'p' },
 		{ "read-kb", 1, 0, 'r' }, { "drop-cache-every", 1, 0, 'D' }, { "path-depth", 1, 0, 'P' },
 		{ "workdir", 1, 0, 'k' }, { "mark-agent", 0, 0, 'A' }, { "window-us", 1, 0, 'N' },
+		{ "agent-cpu", 1, 0, 'C' }, { "world-cpu", 1, 0, 'V' },
+		{ "tolerance-us", 1, 0, 'T' }, { "guard-us", 1, 0, 'G' }, { "explicit-windows", 0, 0, 'X' },
 		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "uclamp-min", 1, 0, 'U' },
 		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
@@ -581,11 +638,20 @@ int main(int argc, char **argv)
 		case 'k': o.workdir = optarg; break;
 		case 'A': o.mark_agent = 1; break;
 		case 'N': o.window_us = parse_long(optarg, "window-us"); break;
+		case 'T': o.tolerance_us = parse_long(optarg, "tolerance-us"); break;
+		case 'G': o.guard_us = parse_long(optarg, "guard-us"); break;
+		case 'X': o.explicit_windows = 1; break;
+		case 'C': o.agent_cpu = parse_long(optarg, "agent-cpu"); break;
+		case 'V': o.world_cpu = parse_long(optarg, "world-cpu"); break;
 		case 'o': o.out = optarg; break;
 		case 'I': o.inject_delay_us = parse_long(optarg, "inject-delay-us"); break;
 		case 'U': o.uclamp_min = parse_long(optarg, "uclamp-min"); break;
 		default: usage();
 		}
+	}
+	if (o.explicit_windows && !o.mark_agent) {
+		fprintf(stderr, "agentloop: --explicit-windows needs --mark-agent\n");
+		return 2;
 	}
 	if (o.uclamp_min > 1024)
 		fail("--uclamp-min must be in 0..1024");
@@ -665,11 +731,10 @@ int main(int argc, char **argv)
 		if (fclose(out))
 			die(o.out);
 		qsort(wake, n, sizeof(*wake), cmp_i64);
-		/* agent_marked stays 0 until the kernel offers the agent latency window prctl */
 		printf("{\"steps\": %ld, \"agents\": %ld, \"wait\": \"%s\", \"wake_p50_us\": %.1f, "
-		       "\"wake_p99_us\": %.1f, \"agent_marked\": 0, \"uclamp_min\": %ld, \"out\": \"%s\"}\n",
+		       "\"wake_p99_us\": %.1f, \"agent_marked\": %d, \"uclamp_min\": %ld, \"out\": \"%s\"}\n",
 		       o.steps, o.agents, wait_names[o.wait], wake[n / 2] / 1000.0,
-		       wake[(long)(n * 0.99)] / 1000.0, o.uclamp_min, o.out);
+		       wake[(long)(n * 0.99)] / 1000.0, atomic_load(&agents_marked), o.uclamp_min, o.out);
 	}
 	return 0;
 }

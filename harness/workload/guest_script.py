@@ -40,8 +40,16 @@ def workload_args(w: WorkloadSpec, repeat: int, out: str, workdir: str = "/tmp")
             args += [flag, str(value)]
     if w.mark_agent:
         args.append("--mark-agent")
-    if w.window_us:
-        args += ["--window-us", str(w.window_us)]
+    for flag, value in (("--window-us", w.window_us), ("--tolerance-us", w.window_tolerance_us),
+                        ("--guard-us", w.window_guard_us)):
+        if value:
+            args += [flag, str(value)]
+    if w.explicit_windows:
+        args.append("--explicit-windows")
+    if w.agent_cpu is not None:
+        args += ["--agent-cpu", str(w.agent_cpu)]
+    if w.world_cpu is not None:
+        args += ["--world-cpu", str(w.world_cpu)]
     if w.inject_delay_us:
         args += ["--inject-delay-us", str(w.inject_delay_us)]
     return args
