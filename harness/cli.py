@@ -143,6 +143,33 @@ def cmd_run(args, out: Console) -> int:
     return 1 if failed else 0
 
 
+def cmd_compare(args, out: Console) -> int:
+    import json
+
+    from harness.analysis.compare import compare
+
+    if not args.run_dir.is_dir():
+        raise InputError(f"{args.run_dir}: no such run directory")
+    res = compare(args.run_dir, args.treatment, args.stock, args.floor)
+    if not res:
+        raise InputError(f"{args.run_dir}: no cells named *-{args.treatment} with *-{args.stock} and "
+                         f"*-{args.floor} beside them")
+    t = Table(title=f"{args.treatment} vs {args.stock} (gap to {args.floor}); 95% bootstrap CIs")
+    for col in ("cells", "gap closed p50", "gap closed p99", f"energy / {args.stock}", f"energy / {args.floor}"):
+        t.add_column(col)
+
+    def fmt(e):
+        return f"{e['value']:.2f} [{e['ci95_lo']:.2f}, {e['ci95_hi']:.2f}]"
+
+    for prefix, r in res.items():
+        t.add_row(prefix, fmt(r["gap_closed_p50"]), fmt(r["gap_closed_p99"]), fmt(r["energy_vs_stock"]),
+                  fmt(r["energy_vs_floor"]))
+    out.print(t)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
 def cmd_probes_render(args, out: Console) -> int:
     from harness import probes
 
@@ -190,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--redo", action="store_true", help="run cells again even if their results exist")
     sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("compare", help="gap closed between stock and floor by a treatment, and its energy")
+    sp.add_argument("run_dir", type=Path, help="a run directory (results/<experiment>-<hash>)")
+    sp.add_argument("--treatment", default="agent", help="variant under test (default: agent)")
+    sp.add_argument("--stock", default="stock", help="the reference variant (default: stock)")
+    sp.add_argument("--floor", default="floor", help="the physical floor variant (default: floor)")
+    sp.add_argument("--json", type=Path, help="also write the figures as JSON")
+    sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("probes", help="the bpftrace tools")
     psub = sp.add_subparsers(dest="probes_command", required=True)

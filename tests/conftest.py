@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,16 @@ def empty_cache(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def agentloop(tmp_path_factory) -> Path:
+    """The agent loop built for the host, warnings as errors."""
+    out = tmp_path_factory.mktemp("bin") / "agentloop"
+    src = paths.REPO_ROOT / "harness" / "workload" / "agentloop.c"
+    subprocess.run(["gcc", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(src), "-lm"],
+                   check=True)
+    return out
 
 
 def pytest_collection_modifyitems(config, items):

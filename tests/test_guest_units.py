@@ -11,7 +11,6 @@ from harness.analysis.steps import StepsFormatError, cell_stats, load_steps
 from harness.guest.vm import GuestConfig, GuestResult, classify, vng_command
 from harness.spec.model import WorkloadSpec
 from harness.workload import guest_script
-from harness.workload.build import SOURCE
 
 
 def test_vng_command_tcg_virtual_time_arm64():
@@ -73,14 +72,6 @@ def test_guest_script_runs_each_repeat_with_its_own_seed_and_status():
     assert 'echo "workload_exit=$rc" >> "$S"' in text
     assert text.index("echo hi") < text.index("workload_start")
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)   # valid shell
-
-
-@pytest.fixture(scope="module")
-def agentloop(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bin") / "agentloop"
-    subprocess.run(["gcc", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SOURCE), "-lm"],
-                   check=True)
-    return out
 
 
 @pytest.mark.parametrize("kind", ["futex", "eventfd", "pipe", "timerfd", "epoll", "io_uring", "nanosleep"])

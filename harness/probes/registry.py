@@ -8,9 +8,10 @@ from types import ModuleType
 import jinja2
 
 from harness.errors import InputError
-from harness.probes import dvfs_ramp, wakeup_latency
+from harness.probes import agent_window, dvfs_ramp, wakeup_latency
 
-PROBES: dict[str, ModuleType] = {"wakeup_latency": wakeup_latency, "dvfs_ramp": dvfs_ramp}
+PROBES: dict[str, ModuleType] = {"wakeup_latency": wakeup_latency, "dvfs_ramp": dvfs_ramp,
+                                 "agent_window": agent_window}
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
