@@ -145,8 +145,9 @@ class Runner:
         plat = platform.plan(spec.platform, spec.arch)
         probe_names = [p for p in spec.probes if p in probes.PROBES]
         probes_pending = [p for p in spec.probes if p not in probes.PROBES]
+        control = spec.control_without_probes and bool(probe_names)
         script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
-                                     extra_args=plat.workload_args, probes=probe_names)
+                                     extra_args=plat.workload_args, probes=probe_names, control=control)
         # Same spec, kernel, workload binary and guest script: the stored result still stands.
         probe_scripts = {name: probes.render(name) for name in probe_names}
         fingerprint = sha256_json({"spec": spec.model_dump(mode="json"), "kernel": build.key,
@@ -254,6 +255,14 @@ class Runner:
                 return self._fail(cell, d, f"probe {name}: output unreadable: {e}", meta)
             atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))
             probe_stats[name] = tool.summary(recs)
+        if control:
+            try:
+                ctrl = cell_stats(load_steps([d / guest_script.CONTROL_STEPS])).as_dict()
+            except (OSError, StepsFormatError) as e:
+                return self._fail(cell, d, f"control run output unreadable: {e}", meta)
+            meta["control_without_probes"] = ctrl
+            for q in ("p50", "p99"):
+                stats[f"probe_overhead_{q}"] = stats[f"step_{q}_us"] / ctrl[f"step_{q}_us"] - 1
         meta.update({"status": "ok", "reason": "", "stats": stats, "probes": probe_stats})
         atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
         boot = (f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest / {res.boot_wall_s:.0f}s wall"

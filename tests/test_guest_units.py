@@ -164,3 +164,12 @@ def test_uclamp_flag_reaches_sched_setattr(agentloop, tmp_path):
     proc = subprocess.run([str(agentloop), "--steps", "5", "--warmup", "0", "--wait-us", "10", "--compute-units",
                            "10", "--uclamp-min", "2000", "--out", str(tmp_path / "x.csv")], capture_output=True)
     assert proc.returncode == 2 and b"uclamp-min must be in 0..1024" in proc.stderr
+
+
+def test_control_run_comes_before_the_probes_and_only_with_probes():
+    w = WorkloadSpec(steps=10, warmup=1)
+    text = guest_script.render(w, repeats=2, probes=["wakeup_latency"], control=True)
+    assert text.index("/mnt/steps-control.csv") < text.index("bpftrace -f json")
+    assert "--seed 1 --out /mnt/steps-control.csv" in text     # repeat 0's seed: the same waits
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+    assert "steps-control" not in guest_script.render(w, repeats=2, control=True)

@@ -15,7 +15,7 @@ COLUMNS = (("steps", "steps", "{:.0f}"), ("wake_p50_us", "wake p50", "{:.1f}"),
            ("wake_p99_us", "wake p99", "{:.1f}"), ("wake_p999_us", "wake p99.9", "{:.1f}"),
            ("step_p50_us", "step p50", "{:.1f}"), ("step_p99_us", "step p99", "{:.1f}"),
            ("compute_p50_us", "compute p50", "{:.1f}"), ("energy_per_step_uj", "energy/step uJ", "{:.0f}"),
-           ("avg_power_mw", "power mW", "{:.0f}"))
+           ("avg_power_mw", "power mW", "{:.0f}"), ("probe_overhead_p50", "probe cost p50", "{:+.1%}"))
 
 
 def summary_table(rows: list[dict], title: str) -> Table:
@@ -25,7 +25,8 @@ def summary_table(rows: list[dict], title: str) -> Table:
     t.add_column("status")
     t.add_column("accel/timing")
     for _, head, _ in COLUMNS:
-        t.add_column(head + ("" if head == "steps" or head.endswith(("uJ", "mW")) else " us"), justify="right")
+        t.add_column(head + ("" if head.startswith(("steps", "probe")) or head.endswith(("uJ", "mW")) else " us"),
+                     justify="right")
     for r in rows:
         stats = r.get("stats") or {}
         cells = [fmt.format(stats[k]) if k in stats else "-" for k, _, fmt in COLUMNS]

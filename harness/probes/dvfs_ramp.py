@@ -51,6 +51,20 @@ def _ramp(start: int, wake: int | None, start_khz: int | None, freq: list[tuple[
     return top, mean, ramp
 
 
+_TIME_FIELD = {"F": 2, "W": 2, "R": 3, "S": 3}
+
+
+def _in_time_order(lines: list[str]) -> list[str]:
+    """bpftrace drains one perf buffer per CPU, so events of different CPUs arrive out of order."""
+    def key(line: str) -> int:
+        p = line.split()
+        try:
+            return int(p[_TIME_FIELD[p[0]]])
+        except (KeyError, IndexError, ValueError):
+            raise ProbeOutputError(f"dvfs_ramp: unexpected line {line!r}") from None
+    return sorted(lines, key=key)
+
+
 def records(out: BpftraceOutput, context: dict | None = None) -> list[Run]:
     """context["cur_khz"]: cpu -> frequency before the probe attached (the harness's platform
     snapshot), for CPUs whose governor never changes it while the probe runs."""
@@ -59,7 +73,7 @@ def records(out: BpftraceOutput, context: dict | None = None) -> list[Run]:
     waking: dict[int, int] = {}
     open_runs: dict[int, tuple[int, int, int | None, int | None]] = {}   # tid -> (cpu, start, wake, khz)
     freq: dict[int, list[tuple[int, int]]] = {}                          # cpu -> changes since runs opened
-    for line in out.printf:
+    for line in _in_time_order(out.printf):
         p = line.split()
         try:
             kind, vals = p[0], [int(x) for x in p[1:]]

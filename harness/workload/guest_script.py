@@ -15,6 +15,7 @@ from harness.guest.vm import GUEST_RESULTS, GUEST_TOOLS, STATUS_FILE
 from harness.spec.model import WorkloadSpec
 
 WAIT_FILE = "wait-times.txt"
+CONTROL_STEPS = "steps-control.csv"
 CPU_SYSFS = "/sys/devices/system/cpu"
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
@@ -65,12 +66,19 @@ def probe_paths(name: str) -> dict[str, str]:
 
 
 def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
-           extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120) -> str:
+           extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120,
+           control: bool = False) -> str:
+    """control: before the probes start, one more run (repeat 0's seed) without them, to measure
+    what the probes cost the loop (steps-control.csv)."""
     runs = []
     for r in range(repeats):
         args = workload_args(w, r, f"{GUEST_RESULTS}/steps-r{r}.csv") + list(extra_args)
         runs.append({"index": r, "cmd": shlex.join(args)})
+    control_cmd = None
+    if control and probes:
+        control_cmd = shlex.join(workload_args(w, 0, f"{GUEST_RESULTS}/{CONTROL_STEPS}") + list(extra_args))
     return _ENV.get_template("run.sh.j2").render(status=f"{GUEST_RESULTS}/{STATUS_FILE}", results=GUEST_RESULTS,
                                                  runs=runs, setup=list(setup), teardown=list(teardown),
                                                  probes=[probe_paths(p) for p in probes],
-                                                 attach_timeout_ds=attach_timeout_s * 10, cpu=CPU_SYSFS)
+                                                 attach_timeout_ds=attach_timeout_s * 10, cpu=CPU_SYSFS,
+                                                 control_cmd=control_cmd)
