@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from harness import probes
 from harness.analysis import report
-from harness.analysis.steps import StepsFormatError, cell_stats, load_steps
+from harness.analysis.steps import StepsFormatError, cell_stats, load_steps, read_steps_csv
 from harness.errors import HarnessError, InputError
 from harness.guest import accel as accelmod
 from harness.guest import platform
@@ -31,7 +32,7 @@ from harness.guest.rootfs import ensure_rootfs
 from harness.guest.vm import X86_TCG_CPU, GuestConfig, run_guest
 from harness.kernel.build import KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
-from harness.probes import bpftrace_json
+from harness.probes import bpftrace_json, wakeup_latency
 from harness.spec.loader import Cell, LoadedExperiment
 from harness.workload import guest_script
 from harness.workload.build import workload_dir
@@ -255,6 +256,14 @@ class Runner:
                 return self._fail(cell, d, f"probe {name}: output unreadable: {e}", meta)
             atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))
             probe_stats[name] = tool.summary(recs)
+            if name == "wakeup_latency":   # the probe against the loop's own stamps, step by step
+                raw = [read_steps_csv(d / f"steps-r{r}.csv", r) for r in range(self.le.experiment.repeats)]
+                a = wakeup_latency.agree(recs, np.concatenate([c["signal_ns"] for c in raw]),
+                                         np.concatenate([c["wake_ns"] for c in raw]))
+                probe_stats[name].update({
+                    "matched_steps": a.matched, "measured_steps": a.steps,
+                    "loop_minus_probe_p50_us": float(np.percentile(a.excess_us, 50)) if a.matched else None,
+                    "loop_minus_probe_p99_us": float(np.percentile(a.excess_us, 99)) if a.matched else None})
         if control:
             try:
                 ctrl = cell_stats(load_steps([d / guest_script.CONTROL_STEPS])).as_dict()

@@ -37,6 +37,37 @@ def records(out: BpftraceOutput, context: dict | None = None) -> list[Wakeup]:
     return recs
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """Probe vs loop, step by step: the loop's signal -> running (its own CLOCK_MONOTONIC stamps)
+    against the kernel's sched_waking -> sched_switch-in for the wakeup inside that interval."""
+
+    steps: int
+    matched: int
+    loop_us: np.ndarray       # per matched step
+    probe_us: np.ndarray
+
+    @property
+    def excess_us(self) -> np.ndarray:
+        """What the loop sees beyond the kernel's wakeup-to-run: futex/syscall entry and return."""
+        return self.loop_us - self.probe_us
+
+
+def agree(recs: list[Wakeup], signal_ns, wake_ns) -> Agreement:
+    """Match each step (signal_ns, wake_ns arrays) to the probe's wakeup whose sched_waking lies
+    between the loop's signal and its wakeup stamp."""
+    waking = np.array(sorted(r.waking_ns for r in recs), dtype=np.int64)
+    by_waking = {r.waking_ns: r for r in recs}
+    loop, probe = [], []
+    for s, w in zip(signal_ns, wake_ns, strict=True):
+        i = np.searchsorted(waking, s)
+        if i < len(waking) and waking[i] <= w:
+            r = by_waking[int(waking[i])]
+            loop.append((w - s) / 1000.0)
+            probe.append(r.latency_ns / 1000.0)
+    return Agreement(len(signal_ns), len(loop), np.array(loop), np.array(probe))
+
+
 def summary(recs: list[Wakeup]) -> dict[str, float]:
     if not recs:
         return {"events": 0}
