@@ -6,6 +6,7 @@ prepared (no per-session virtualenv: the kernel toolchain and QEMU are system pa
     nox -s build-kernel           build the kernels of experiments/dvfs_ramp.yaml
     nox -s build-kernel -- --arch arm64 --config agent-on
     nox -s smoke                  build, boot and run experiments/smoke.yaml
+    nox -s calibrate              the simulated platform's calibration (experiments/sim_platform.yaml)
     nox -s kernel-tree -- ~/src/agent-latency      series -> editable git tree
     nox -s export-patches -- ~/src/agent-latency   git tree -> series (+ checkpatch)
     nox -s checkpatch             checkpatch.pl on every series
@@ -39,6 +40,12 @@ def build_kernel(session):
 def smoke(session):
     """Build, boot and run the small smoke experiment."""
     session.run("python", "-m", "harness", "run", "experiments/smoke.yaml", *session.posargs)
+
+
+@nox.session
+def calibrate(session):
+    """Frequency cost, C-state exit cost and the schedutil ramp on the simulated platform, both arches."""
+    session.run("python", "-m", "harness", "run", "experiments/sim_platform.yaml", *session.posargs)
 
 
 @nox.session(name="kernel-tree")
