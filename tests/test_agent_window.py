@@ -15,26 +15,26 @@ EXPERIMENT = textwrap.dedent("""\
     name: agent_window_check
     kernel: {source: debian, series: [sim-platform, agent-latency],
              fragments: [base, tracing, platform, sim-platform], agent_latency: true}
-    arch: [{arch}]
-    machine: {{cpus: 2, memory: 1G, accel: auto, timing: auto, run_timeout_s: 900}}
-    platform: {{governor: schedutil, idle_governor: menu}}
+    arch: [ARCH]
+    machine: {cpus: 2, memory: 1G, accel: auto, timing: auto, run_timeout_s: 900}
+    platform: {governor: schedutil, idle_governor: menu}
     workload:
       steps: 200
       warmup: 20
       compute_units: 100000
-      wait: {{kind: futex, distribution: exponential, us: 2000}}
+      wait: {kind: futex, distribution: exponential, us: 2000}
     probes: [agent_window]
     variants:
-      - {{name: unmarked}}
-      - {{name: marked, set: {{workload.mark_agent: true, workload.window_us: 5000}}}}
-      - {{name: explicit, set: {{workload.mark_agent: true, workload.explicit_windows: true,
-                                workload.window_us: 5000}}}}
+      - {name: unmarked}
+      - {name: marked, set: {workload.mark_agent: true, workload.window_us: 5000}}
+      - {name: explicit, set: {workload.mark_agent: true, workload.explicit_windows: true,
+                                workload.window_us: 5000}}
 """)
 
 
 def run_window_check(tmp_path, arch):
     f = tmp_path / "agent_window_check.yaml"
-    f.write_text(EXPERIMENT.format(arch=arch))
+    f.write_text(EXPERIMENT.replace("ARCH", arch))
     out = Runner(load_experiment(f), tmp_path / "results").run()
     assert all(o.status == "ok" for o in out), [(o.cell.id, o.reason) for o in out]
     return {o.cell.variant: json.loads((o.dir / "result.json").read_text()) for o in out}

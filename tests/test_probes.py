@@ -94,3 +94,19 @@ def test_wakeup_latency_agrees_with_the_loop_step_by_step():
     assert np.percentile(a.excess_us, 50) <= 15 and np.percentile(a.excess_us, 99) <= 40
     # and the two see the same thing: per-step latencies move together
     assert np.corrcoef(a.loop_us, a.probe_us)[0, 1] > 0.95
+
+
+def test_agent_window_golden():
+    """bpftrace 0.17 in an x86_64 CONFIG_AGENT_LATENCY=y guest, marked agent (window 5000 us)."""
+    from harness.probes import agent_window
+
+    out = bpftrace_json.read(GOLDEN / "agent_window.json")
+    assert out.attached == 6
+    ev = agent_window.records(out)
+    assert ev.opens[0] == (190, 1, 7222570842, 5000, False)
+    assert ev.closes[0] == (190, 1, 7223802863, 1231957)         # closed when the agent blocked
+    assert (ev.placements, ev.preemptions) == (8, 1)
+    assert ev.boosts == {0: 378, 1: 349} and ev.guards == {0: 617, 1: 774}
+    s = agent_window.summary(ev)
+    assert s["windows_opened"] == 11 and 1200 < s["open_p50_us"] < 1260   # ~ the 1.2 ms compute at fmax
+    assert "close,190,1,7223802863,1231957" in agent_window.to_csv(ev)
