@@ -39,7 +39,7 @@ def check_calibration(cells):
     ramp_su, ramp_perf = cells["schedutil"]["probes"]["dvfs_ramp"], cells["perf-long"]["probes"]["dvfs_ramp"]
     assert ramp_perf["runs"] >= 60 and ramp_perf["freq_changes"] == 0
     assert ramp_su["runs"] >= 60 and ramp_su["runs_with_freq_change"] >= ramp_su["runs"] // 2, ramp_su
-    assert ramp_su["ramp_p50_us"] > 1000                      # the top OPP comes late in the step
+    assert ramp_su["ramped_fraction"] > 0.5 and ramp_su["start_below_top_fraction"] > 0.5, ramp_su
     assert cells["schedutil"]["stats"]["step_p50_us"] > 1.2 * cells["perf-long"]["stats"]["step_p50_us"]
     assert cells["schedutil"]["platform"]["freq_residency"]["3200000"] < 1.0
     for c in cells.values():

@@ -8,6 +8,7 @@ with the frequency its CPU had when it started, the highest it reached, the time
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,29 +27,35 @@ class Run:
     waking_ns: int | None      # None: the run did not follow a wakeup (preempted and resumed)
     start_ns: int
     stop_ns: int
-    start_khz: int | None      # None: no frequency seen on that CPU yet
+    start_khz: int | None      # frequency at the run's start; None: none seen on that CPU yet
     max_khz: int | None
     mean_khz: float | None
-    changes: int               # power:cpu_frequency events on the CPU during the run
+    changes: int               # power:cpu_frequency events on the CPU from the wakeup to the run's end
     ramp_ns: int | None        # wakeup (or run start) -> the CPU reaches max_khz; 0 when it started there
 
 
-def _ramp(start: int, wake: int | None, start_khz: int | None, freq: list[tuple[int, int]], stop: int):
-    """freq: (ns, khz) changes on the CPU within [start, stop)."""
-    levels = ([(start, start_khz)] if start_khz else []) + freq
-    if not levels:
-        return None, None, None
-    top = max(k for _, k in levels)
-    reached = next(t for t, k in levels if k == top)
+def _ramp(start: int, wake: int | None, khz_origin: int | None, freq: list[tuple[int, int]], stop: int):
+    """khz_origin: the CPU's frequency at the wakeup (or run start); freq: (ns, khz) changes on the
+    CPU after that and before the run's end. Returns (khz at run start, top, time-weighted mean,
+    time from the wakeup to the top)."""
     origin = wake if wake is not None else start
-    ramp = 0 if start_khz == top else max(0, reached - origin)
+    at_start = ([khz_origin] if khz_origin else []) + [k for t, k in freq if t <= start]
+    khz0 = at_start[-1] if at_start else None
+    levels = ([(start, khz0)] if khz0 else []) + [(t, k) for t, k in freq if t > start]
+    if not levels:
+        return khz0, None, None, None
+    top = max(k for _, k in levels)
+    if khz_origin == top:
+        ramp = 0
+    else:
+        ramp = next(t for t, k in freq if k == top) - origin
     total = weighted = 0.0
     for (t, k), nxt in zip(levels, [t for t, _ in levels[1:]] + [stop], strict=True):
-        span = max(0, nxt - max(t, start))
+        span = max(0, nxt - t)
         total += span
         weighted += span * k
     mean = weighted / total if total else float(levels[-1][1])
-    return top, mean, ramp
+    return khz0, top, mean, ramp
 
 
 _TIME_FIELD = {"F": 2, "W": 2, "R": 3, "S": 3}
@@ -68,35 +75,51 @@ def _in_time_order(lines: list[str]) -> list[str]:
 def records(out: BpftraceOutput, context: dict | None = None) -> list[Run]:
     """context["cur_khz"]: cpu -> frequency before the probe attached (the harness's platform
     snapshot), for CPUs whose governor never changes it while the probe runs."""
+    lines = _in_time_order(out.printf)
+    freq: dict[int, list[tuple[int, int]]] = {}           # cpu -> every change, in time order
+    for line in lines:
+        p = line.split()
+        if p[0] == "F":
+            try:
+                cpu, ns, khz = (int(x) for x in p[1:])
+            except ValueError:
+                raise ProbeOutputError(f"dvfs_ramp: unexpected line {line!r}") from None
+            freq.setdefault(cpu, []).append((ns, khz))
+    times = {cpu: [t for t, _ in ev] for cpu, ev in freq.items()}
+    initial = dict((context or {}).get("cur_khz", {}))
+
+    def khz_at(cpu: int, ns: int) -> int | None:
+        i = bisect.bisect_right(times.get(cpu, []), ns)
+        return freq[cpu][i - 1][1] if i else initial.get(cpu)
+
+    def changes(cpu: int, lo: int, hi: int) -> list[tuple[int, int]]:
+        t = times.get(cpu, [])
+        return freq[cpu][bisect.bisect_right(t, lo):bisect.bisect_left(t, hi)] if t else []
+
     runs: list[Run] = []
-    known_khz: dict[int, int] = dict((context or {}).get("cur_khz", {}))
     waking: dict[int, int] = {}
-    open_runs: dict[int, tuple[int, int, int | None, int | None]] = {}   # tid -> (cpu, start, wake, khz)
-    freq: dict[int, list[tuple[int, int]]] = {}                          # cpu -> changes since runs opened
-    for line in _in_time_order(out.printf):
+    open_runs: dict[int, tuple[int, int, int | None, int]] = {}   # tid -> (cpu, start, wake, khz seen)
+    for line in lines:
         p = line.split()
         try:
             kind, vals = p[0], [int(x) for x in p[1:]]
             if kind == "F":
-                cpu, ns, khz = vals
-                known_khz[cpu] = khz
-                if any(c == cpu for c, *_ in open_runs.values()):
-                    freq.setdefault(cpu, []).append((ns, khz))
-            elif kind == "W":
+                continue
+            if kind == "W":
                 tid, ns = vals
                 waking[tid] = ns
             elif kind == "R":
                 tid, cpu, ns, khz = vals
-                open_runs[tid] = (cpu, ns, waking.pop(tid, None), khz or known_khz.get(cpu))
-                freq[cpu] = []
+                open_runs[tid] = (cpu, ns, waking.pop(tid, None), khz)
             elif kind == "S":
                 tid, cpu, ns = vals
                 if tid not in open_runs:
                     continue   # it was running when the probe attached
-                rcpu, start, wake, khz = open_runs.pop(tid)
-                changes = [(t, k) for t, k in freq.get(rcpu, []) if t >= start]
-                top, mean, ramp = _ramp(start, wake, khz, changes, ns)
-                runs.append(Run(tid, rcpu, wake, start, ns, khz, top, mean, len(changes), ramp))
+                rcpu, start, wake, seen = open_runs.pop(tid)
+                origin = wake if wake is not None else start
+                ch = changes(rcpu, origin, ns)
+                khz0, top, mean, ramp = _ramp(start, wake, khz_at(rcpu, origin) or seen or None, ch, ns)
+                runs.append(Run(tid, rcpu, wake, start, ns, khz0, top, mean, len(ch), ramp))
             else:
                 raise ValueError(kind)
         except (ValueError, IndexError):
