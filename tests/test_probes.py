@@ -110,3 +110,18 @@ def test_agent_window_golden():
     s = agent_window.summary(ev)
     assert s["windows_opened"] == 11 and 1200 < s["open_p50_us"] < 1260   # ~ the 1.2 ms compute at fmax
     assert "close,190,1,7223802863,1231957" in agent_window.to_csv(ev)
+
+
+def test_dvfs_ramp_golden():
+    """bpftrace 0.17 in an arm64 guest: schedutil, 100 ms waits, 2.4M-instruction steps
+    (the calibration's schedutil cell). The CPU idles at 0.8 GHz; each wakeup ramps it."""
+    from harness.probes import dvfs_ramp
+
+    out = bpftrace_json.read(GOLDEN / "dvfs_ramp.json")
+    assert out.attached == 5
+    runs = dvfs_ramp.records(out, {"cur_khz": {0: 800000, 1: 800000}})
+    second = runs[1]
+    assert (second.tid, second.cpu, second.start_khz, second.max_khz, second.changes) == (323, 1, 800000, 2400000, 2)
+    assert second.ramp_ns == 1232432 and 2.3e6 < second.mean_khz < 2.4e6
+    s = dvfs_ramp.summary(runs)
+    assert s["runs"] == 25 and s["runs_with_freq_change"] == 21 and s["ramped_fraction"] == pytest.approx(0.84)
