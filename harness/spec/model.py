@@ -88,7 +88,7 @@ class SimPlatform(Strict):
     opps: list[OPP] = [OPP(khz=800_000, power_mw=150), OPP(khz=1_600_000, power_mw=450),
                        OPP(khz=2_400_000, power_mw=1000), OPP(khz=3_200_000, power_mw=1800)]
     transition_latency_us: int = Field(50, ge=0, description="request -> new frequency in effect")
-    steal_period_us: int = Field(100, ge=10, le=100_000,
+    steal_period_us: int = Field(250, ge=10, le=100_000,
                                  description="period of the time stealing that emulates f < fmax (smaller "
                                              "is more exact for short runs, costs more interrupts)")
     cstates: list[CState] = [CState(name="POLL", exit_latency_us=0, target_residency_us=0, power_mw=600),
