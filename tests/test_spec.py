@@ -38,7 +38,7 @@ def test_matrix_axes_cross_variants(tmp_path):
     cells = load_experiment(f).cells
     assert len(cells) == 2 * 2 * 2 * 3
     assert len({c.id for c in cells}) == len(cells)
-    c = next(c for c in cells if c.id == "arm64-a-governor=performance-us=10000")
+    c = next(c for c in cells if c.id == "arm64-a-governor_performance-us_10000")
     assert c.spec.kernel.agent_latency and c.spec.workload.wait.us == 10000
 
 
@@ -110,4 +110,4 @@ def test_each_problem_reported_once_even_across_cells(tmp_path, capsys):
 
 def test_validate_ok(capsys):
     assert main(["validate", str(EXAMPLE)]) == 0
-    assert "10 cells" in capsys.readouterr().out
+    assert "12 cells" in capsys.readouterr().out

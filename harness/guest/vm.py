@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputError
 
 STATUS_FILE = "guest-status"
 GUEST_RESULTS = "/mnt"
@@ -76,6 +76,9 @@ X86_TCG_CPU = "qemu64,vendor=GenuineIntel,family=6,model=85,stepping=4"
 
 
 def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
+    if "=" in str(results_dir) or "," in str(results_dir):
+        raise InputError(f"{results_dir}: virtme-ng cannot share a directory whose path has '=' or ','; "
+                         "pick another --results-dir")
     # --cwd must lie inside the guest's root; 9p always (virtiofsd start-up fails on these hosts and
     # costs retries before vng falls back to 9p anyway).
     cmd = ["vng", "--run", str(cfg.image), "--cpus", str(cfg.cpus), "--memory", cfg.memory, "--verbose",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,11 @@ def _set_dotted(data: dict, path: tuple[str, ...], value: Any) -> str | None:
 
 
 def _fmt(value: Any) -> str:
+    """A matrix value as part of a cell id, which is also a directory name and reaches virtme-ng's
+    `--rwdir=GUEST=HOST` (so no '=' or ',')."""
     if isinstance(value, bool):
         return "on" if value else "off"
-    return str(value).replace("/", "_").replace(" ", "")
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value))
 
 
 def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tuple[list[Cell], list[SpecIssue]]:
@@ -154,7 +157,7 @@ def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tup
                 if refs := _check_references(spec, locate, base_dir):
                     seen_issue.update(refs)
                     continue
-                parts = [arch, vname] + [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in axis_values.items()]
+                parts = [arch, vname] + [f"{k.split('.')[-1]}_{_fmt(v)}" for k, v in axis_values.items()]
                 cells.append(Cell(id="-".join(parts), variant=vname, axes=axis_values, spec=spec))
     issues.extend(sorted(seen_issue, key=lambda i: (i.line, i.column, i.field)))
     return cells, issues
