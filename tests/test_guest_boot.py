@@ -34,6 +34,8 @@ def experiment(tmp_path, name, body):
 def test_injected_delay_shows_up_in_step_latency_and_runs_resume(tmp_path):
     le = experiment(tmp_path, "inject", """\
         workload: {steps: 200, warmup: 20, compute_units: 50000, wait: {kind: eventfd, us: 1000}}
+        # a fixed frequency and one shallow idle state: a longer idle must not change the step's cost
+        platform: {governor: performance, disabled_cstates: [POLL, C3, C6]}
         variants:
           - {name: plain}
           - {name: delayed, set: {workload.inject_delay_us: 5000}}
