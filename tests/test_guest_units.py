@@ -44,6 +44,8 @@ def test_vng_command_kvm_real_time_x86():
     (None, True, "booting...\n", {"workload_start": "5.0"}, "hang", "timed out during the workload"),
     (None, True, "booting...\n", {}, "hang", "timed out before the workload started"),
     (255, False, "int3: 0000 [#1] SMP\n", {}, "boot-failed", "int3: 0000"),
+    (None, True, "", {"workload_start": "5.0", "workload_end": "42.7"}, "hang", "after the loop ended"),
+    (255, False, "", {"workload_start": "5.0", "workload_end": "42.7"}, "hang", "after the loop ended"),
 ])
 def test_classify(rc, timed_out, console, status, outcome, words):
     got, reason = classify(rc, timed_out, console, status)

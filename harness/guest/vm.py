@@ -140,10 +140,14 @@ def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, st
         where = "during the workload" if started else "before the workload started"
         return "panic", f"kernel panic {where}: {m.group(0).strip()}"
     if timed_out:
-        where = "during the workload" if started else "before the workload started"
+        where = ("after the loop ended (stopping probes or syncing)" if "workload_end" in status
+                 else "during the workload" if started else "before the workload started")
         oops = _OOPS.search(console)
         return "hang", f"guest timed out {where}" + (f" (console: {oops.group(0).strip()})" if oops else "")
     oops = _OOPS.search(console)
+    if "workload_end" in status:
+        return "hang", (f"guest exited (vng exit {rc}) after the loop ended, before the script did "
+                        "(stopping probes or syncing)" + (f": {oops.group(0).strip()}" if oops else ""))
     return "boot-failed", (f"guest exited (vng exit {rc}) before the workload finished"
                            + (f": {oops.group(0).strip()}" if oops else ""))
 
