@@ -90,12 +90,13 @@ def test_symbol_the_stock_tree_lacks_is_an_error(builder, tmp_path):
         builder.configure(req, stock, tmp_path / "obj")
 
 
-def test_series_round_trips_through_an_editable_tree(tmp_path):
-    dev = make_dev_tree(tmp_path / "linux", ["agent-latency"], "agent-latency")
+@pytest.mark.parametrize("edit", ["sim-platform", "agent-latency"])
+def test_series_round_trips_through_an_editable_tree(tmp_path, edit):
+    dev = make_dev_tree(tmp_path / "linux", ["sim-platform", "agent-latency"], edit)
     out = tmp_path / "patches"
     res = export_patches(dev, patches_dir=out)
     assert res.clean, res.checkpatch
-    committed = sorted((paths.PATCHES_DIR / "agent-latency").glob("*.patch"))
+    committed = sorted((paths.PATCHES_DIR / edit).glob("*.patch"))
     assert [f.name for f in res.files] == [f.name for f in committed]
     for new, old in zip(res.files, committed, strict=True):
         assert new.read_bytes() == old.read_bytes(), f"{new.name} does not round-trip"
@@ -104,13 +105,14 @@ def test_series_round_trips_through_an_editable_tree(tmp_path):
 def test_export_runs_checkpatch_and_flags_problems(tmp_path):
     import subprocess
 
-    dev = make_dev_tree(tmp_path / "linux", ["agent-latency"], "agent-latency")
+    dev = make_dev_tree(tmp_path / "linux", ["sim-platform", "agent-latency"], "agent-latency")
     (dev / "kernel" / "Kconfig.agent_latency").write_text(
         (dev / "kernel" / "Kconfig.agent_latency").read_text() + "\n# trailing space \n")
     subprocess.run(["git", "-C", str(dev), "commit", "-qam", "bad: no sign-off"], check=True,
                    env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                         "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
     res = export_patches(dev, patches_dir=tmp_path / "out")
-    assert len(res.files) == 2 and res.files[1].name.startswith("0001-bad")
+    n = len(list((paths.PATCHES_DIR / "agent-latency").glob("*.patch")))
+    assert len(res.files) == n + 1 and res.files[-1].name.startswith(f"{n:04d}-bad")
     assert not res.clean
     assert "trailing whitespace" in res.checkpatch and "Signed-off-by" in res.checkpatch

@@ -69,8 +69,10 @@ def export_patches(tree: Path, series_name: str | None = None, patches_dir: Path
     for p in old:
         p.unlink()
     if count:
-        git(tree, "format-patch", "--quiet", "--zero-commit", "--no-signature", "--no-numbered",
-            "--start-number", "0", "-o", str(out_dir), f"{BASE_TAG}..HEAD")
+        # a fixed abbreviation: git's default grows with the repository, so the same series
+        # exported from two trees would differ in its index lines
+        git(tree, "-c", "core.abbrev=12", "format-patch", "--quiet", "--zero-commit", "--no-signature",
+            "--no-numbered", "--start-number", "0", "-o", str(out_dir), f"{BASE_TAG}..HEAD")
     files = sorted(out_dir.glob("*.patch"))
     report, clean = checkpatch(tree, files)
     return Exported(files, report, clean)
