@@ -11,12 +11,12 @@ from pathlib import Path
 
 import jinja2
 
+from harness.guest import platform
 from harness.guest.vm import GUEST_RESULTS, GUEST_TOOLS, STATUS_FILE
 from harness.spec.model import WorkloadSpec
 
 WAIT_FILE = "wait-times.txt"
 CONTROL_STEPS = "steps-control.csv"
-CPU_SYSFS = "/sys/devices/system/cpu"
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
@@ -80,5 +80,5 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
     return _ENV.get_template("run.sh.j2").render(status=f"{GUEST_RESULTS}/{STATUS_FILE}", results=GUEST_RESULTS,
                                                  runs=runs, setup=list(setup), teardown=list(teardown),
                                                  probes=[probe_paths(p) for p in probes],
-                                                 attach_timeout_ds=attach_timeout_s * 10, cpu=CPU_SYSFS,
+                                                 attach_timeout_ds=attach_timeout_s * 10, cpu=platform.CPU,
                                                  control_cmd=control_cmd)
