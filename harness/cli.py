@@ -173,12 +173,24 @@ def cmd_compare(args, out: Console) -> int:
 def cmd_probes_render(args, out: Console) -> int:
     from harness import probes
 
-    text = probes.render(args.name, comm_prefix=args.comm_prefix)
+    text = probes.render(args.name, comm_prefix=args.comm_prefix, output=args.mode)
     if args.output:
         args.output.write_text(text)
         out.print(f"wrote {args.output}; run it with: bpftrace -f json {args.output}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_probes_list(args, out: Console) -> int:
+    from harness import probes
+
+    t = Table(title="probe tools")
+    for col in ("name", "measures", "attaches to", "outputs"):
+        t.add_column(col)
+    for name, tool in probes.PROBES.items():
+        t.add_row(name, tool.DESCRIPTION, "\n".join(tool.TRACEPOINTS), ", ".join(probes.outputs(name)))
+    out.print(t)
     return 0
 
 
@@ -231,8 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr = psub.add_parser("render", help="write a probe's bpftrace script to run standalone")
     pr.add_argument("name", help="probe name, e.g. wakeup_latency")
     pr.add_argument("--comm-prefix", default="agent-", help="trace threads whose comm starts with this")
+    pr.add_argument("--mode", choices=("events", "summary"), default="events",
+                    help="events: a line per event (what the harness parses); summary: in-kernel histograms "
+                    "printed at exit, cheaper on busy machines (workqueue_delay, pagecache, vfs_metadata)")
     pr.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     pr.set_defaults(func=cmd_probes_render)
+    pr = psub.add_parser("list", help="the tools, what they measure and what they attach to")
+    pr.set_defaults(func=cmd_probes_list)
 
     sp = sub.add_parser("kernel-tree", help="turn the patch series into an editable git tree")
     sp.add_argument("dest", type=Path, help="where to create the tree")

@@ -12,6 +12,8 @@ Layout: <results>/<run-id>/{experiment.yaml, run.json, summary.txt, latency_cdf.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -29,10 +31,12 @@ from harness.errors import HarnessError, InputError
 from harness.guest import accel as accelmod
 from harness.guest import platform
 from harness.guest.rootfs import ensure_rootfs
+from harness.guest.scratch import scratch_disk
 from harness.guest.vm import X86_TCG_CPU, GuestConfig, run_guest
 from harness.kernel.build import KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
-from harness.probes import bpftrace_json, wakeup_latency
+from harness.probes import bpftrace_json
+from harness.probes.context import LoopTimeline, ProbeContext
 from harness.spec.loader import Cell, LoadedExperiment
 from harness.workload import guest_script
 from harness.workload.build import workload_dir
@@ -148,7 +152,13 @@ class Runner:
         probes_pending = [p for p in spec.probes if p not in probes.PROBES]
         control = spec.control_without_probes and bool(probe_names)
         script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
-                                     extra_args=plat.workload_args, probes=probe_names, control=control)
+                                     extra_args=plat.workload_args, probes=probe_names, control=control,
+                                     cpus=spec.machine.cpus)
+        missing = probes.missing_symbols(probe_names, build.image.parent / "System.map")
+        if missing:
+            return self._fail(cell, d, "probe-failed: " + "; ".join(
+                f"probe {name}: {', '.join(syms)} not in this kernel's System.map (inlined, renamed or "
+                "configured out): it cannot attach" for name, syms in missing.items()))
         # Same spec, kernel, workload binary and guest script: the stored result still stands.
         probe_scripts = {name: probes.render(name) for name in probe_names}
         fingerprint = sha256_json({"spec": spec.model_dump(mode="json"), "kernel": build.key,
@@ -190,9 +200,13 @@ class Runner:
         for attempt in range(INFRA_RETRIES + 1):
             mode = f"{choice.accel}, {'virtual time' if timing == 'virtual' else 'real time'}"
             self.console.print(f"    boot + run ({mode}), attempt {attempt + 1} ...", highlight=False)
-            res = run_guest(cfg, d, f"sh {guest_script.GUEST_RESULTS}/guest.sh", spec.machine.run_timeout_s,
-                            console_name=f"console-{attempt}.log" if attempt else "console.log",
-                            boot_timeout_s=spec.machine.boot_timeout_s)
+            with contextlib.ExitStack() as stack:   # a fresh scratch filesystem per boot
+                if spec.workload.phases.disk_mb:
+                    image = stack.enter_context(scratch_disk(self.cache.root / "tmp", spec.workload.phases.disk_mb))
+                    cfg = dataclasses.replace(cfg, disks=(image,))
+                res = run_guest(cfg, d, f"sh {guest_script.GUEST_RESULTS}/guest.sh", spec.machine.run_timeout_s,
+                                console_name=f"console-{attempt}.log" if attempt else "console.log",
+                                boot_timeout_s=spec.machine.boot_timeout_s)
             attempts.append({"outcome": res.outcome, "reason": res.reason, "console": res.console_log.name,
                              "wall_s": round(res.wall_s, 1)})
             if not res.infrastructure:
@@ -247,23 +261,20 @@ class Runner:
                                               self.le.experiment.repeats * w.agents * (w.steps + w.warmup))
         stats.update({k: meta["platform"][k] for k in ("energy_per_step_uj", "avg_power_mw")})
         probe_stats = {}
+        if probe_names:
+            raw = [read_steps_csv(d / f"steps-r{r}.csv", r) for r in range(self.le.experiment.repeats)]
+            ctx = ProbeContext(cur_khz=snaps[0][0].cur_khz,   # per-CPU policies: policy N is cpu N
+                               loop=LoopTimeline.from_columns({k: np.concatenate([c[k] for c in raw])
+                                                               for k in raw[0]}),
+                               files=guest_script.read_file_index(d))
         for name in probe_names:
             tool = probes.get(name)
             try:
-                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"),
-                                    {"cur_khz": snaps[0][0].cur_khz})   # per-CPU policies: policy N is cpu N
+                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"), ctx)
             except (OSError, bpftrace_json.ProbeOutputError) as e:
                 return self._fail(cell, d, f"probe {name}: output unreadable: {e}", meta)
             atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))
-            probe_stats[name] = tool.summary(recs)
-            if name == "wakeup_latency":   # the probe against the loop's own stamps, step by step
-                raw = [read_steps_csv(d / f"steps-r{r}.csv", r) for r in range(self.le.experiment.repeats)]
-                a = wakeup_latency.agree(recs, np.concatenate([c["signal_ns"] for c in raw]),
-                                         np.concatenate([c["wake_ns"] for c in raw]))
-                probe_stats[name].update({
-                    "matched_steps": a.matched, "measured_steps": a.steps,
-                    "loop_minus_probe_p50_us": float(np.percentile(a.excess_us, 50)) if a.matched else None,
-                    "loop_minus_probe_p99_us": float(np.percentile(a.excess_us, 99)) if a.matched else None})
+            probe_stats[name] = tool.summary(recs, ctx)
         if control:
             try:
                 ctrl = cell_stats(load_steps([d / guest_script.CONTROL_STEPS])).as_dict()

@@ -46,6 +46,8 @@ def test_vng_command_kvm_real_time_x86():
     (255, False, "int3: 0000 [#1] SMP\n", {}, "boot-failed", "int3: 0000"),
     (None, True, "", {"workload_start": "5.0", "workload_end": "42.7"}, "hang", "after the loop ended"),
     (255, False, "", {"workload_start": "5.0", "workload_end": "42.7"}, "hang", "after the loop ended"),
+    (0, False, "[ 9.2] WARNING: possible circular locking dependency detected\n[ 9.3] BUG: KASAN: x\n",
+     {"workload_start": "5.1", "workload_exit": "0"}, "splat", "(2x): WARNING: possible circular locking"),
 ])
 def test_classify(rc, timed_out, console, status, outcome, words):
     got, reason = classify(rc, timed_out, console, status)
@@ -175,3 +177,50 @@ def test_control_run_comes_before_the_probes_and_only_with_probes():
     assert "--seed 1 --out /mnt/steps-control.csv" in text     # repeat 0's seed: the same waits
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)
     assert "steps-control" not in guest_script.render(w, repeats=2, control=True)
+
+
+def test_probes_run_off_the_pinned_agents_cpu():
+    free = WorkloadSpec(steps=10, warmup=1)
+    pinned = WorkloadSpec(steps=10, warmup=1, agent_cpu=1, world_cpu=0)
+    assert guest_script.probe_cpus(free, 4) is None and guest_script.probe_cpus(pinned, 1) is None
+    assert guest_script.probe_cpus(pinned, 4) == "0,2,3"
+    text = guest_script.render(pinned, repeats=1, probes=["wakeup_latency"], cpus=2)
+    assert "taskset -c 0 bpftrace -f json /mnt/probes/wakeup_latency.bt" in text
+    assert "taskset" not in guest_script.render(free, repeats=1, probes=["wakeup_latency"], cpus=2)
+
+
+def test_file_phases_on_a_scratch_disk(tmp_path):
+    w = WorkloadSpec(steps=10, warmup=1, phases={"read_kb": 8, "drop_cache_every": 2, "path_depth": 3,
+                                                 "path_misses": True, "disk_mb": 32})
+    text = guest_script.render(w, repeats=1)
+    mount = text.index("mount -t ext4 -o noatime /dev/$dev /tmp/scratch")
+    assert mount < text.index("agentloop ")
+    assert "--workdir /tmp/scratch" in text and "--path-miss" in text and "--drop-cache-every 2" in text
+    assert "find /tmp/scratch -xdev -path '*agentloop-*' -printf '%D %i %p\\n' > /mnt/files.txt" in text
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+    assert "--workdir /tmp " in guest_script.render(WorkloadSpec(steps=10, warmup=1), repeats=1)
+    # stat's st_dev for 254:1 and 8:17, as find -printf %D prints them
+    (tmp_path / "files.txt").write_text(f"{(254 << 8) | 1} 12 /tmp/scratch/agentloop-data-0\n"
+                                        f"{(8 << 8) | 17} 13 /tmp/x y\nbad line\n")
+    assert guest_script.read_file_index(tmp_path) == {((254 << 20) | 1, 12): "/tmp/scratch/agentloop-data-0",
+                                                      ((8 << 20) | 17, 13): "/tmp/x y"}
+
+
+@pytest.mark.parametrize("phases,words", [
+    ({"read_kb": 8, "drop_cache_every": 2}, "drop_cache_every needs disk_mb"),
+    ({"path_misses": True}, "path_misses needs path_depth"),
+])
+def test_phase_options_that_cannot_work_are_refused(phases, words):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=words):
+        WorkloadSpec(phases=phases)
+
+
+def test_scratch_disk_is_a_formatted_image_removed_afterwards(tmp_path):
+    from harness.guest.scratch import scratch_disk
+
+    with scratch_disk(tmp_path, 16) as image:
+        assert image.stat().st_size == 16 << 20
+        assert b"\x53\xef" == image.read_bytes()[1024 + 0x38:1024 + 0x3A]   # the ext4 superblock magic
+    assert not image.exists() and not list(tmp_path.iterdir())

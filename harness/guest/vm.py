@@ -38,11 +38,12 @@ class GuestConfig:
     cmdline: tuple[str, ...] = ()
     root: Path | None = None      # arm64 rootfs; None = the host's filesystem
     tools_dir: Path | None = None
+    disks: tuple[Path, ...] = ()  # raw images, seen in the guest as /dev/vd* (virtio-blk) in this order
 
 
 @dataclass
 class GuestResult:
-    outcome: str                  # ok | workload-failed | panic | hang | boot-failed
+    outcome: str                  # ok | splat | workload-failed | panic | hang | boot-failed
     reason: str
     console_log: Path
     wall_s: float
@@ -85,6 +86,8 @@ def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
            "--force-9p", "--cwd", str(cfg.root or "/"), f"--rwdir={GUEST_RESULTS}={results_dir}"]
     if cfg.tools_dir is not None:
         cmd.append(f"--rodir={GUEST_TOOLS}={cfg.tools_dir}")
+    for disk in cfg.disks:
+        cmd += ["--disk", str(disk)]
     if cfg.accel != "kvm":
         cmd.append("--disable-kvm")
     if cfg.arch == "arm64":
@@ -118,6 +121,13 @@ def read_status(path: Path) -> dict[str, str]:
 
 _PANIC = re.compile(r"Kernel panic - not syncing[^\n]*")
 _OOPS = re.compile(r"(BUG: [^\n]*|Oops: [^\n]*|general protection fault[^\n]*|int3: [^\n]*)")
+# What the kernel's checkers print (lockdep, KASAN, UBSAN, might_sleep, WARN_ON) and the run survives.
+_SPLAT = re.compile(r"(WARNING: [^\n]*|BUG: [^\n]*|UBSAN: [^\n]*|Oops: [^\n]*|general protection fault[^\n]*)")
+
+
+def splats(console: str) -> list[str]:
+    """Every checker or oops headline in a console log, in order (empty on a clean run)."""
+    return [m.group(0).strip() for m in _SPLAT.finditer(console)]
 
 
 def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, str]) -> tuple[str, str]:
@@ -132,6 +142,8 @@ def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, st
         if "probe_failed" in status:
             return "probe-failed", f"probe {status['probe_failed']} did not attach"
         if code == 0:
+            if found := splats(console):
+                return "splat", f"workload completed but the kernel complained ({len(found)}x): {found[0]}"
             return "ok", "workload completed"
         if code == 127:
             return "workload-failed", f"workload binary not found (exit 127): {status.get('workload_cmd', '')}"

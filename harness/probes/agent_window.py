@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
+from harness.probes.context import NO_CONTEXT, ProbeContext
 
 TEMPLATE = "agent_window.bt.j2"
 DESCRIPTION = "agent latency window events: windows, frequency boosts, idle guards, placements, preemptions"
@@ -26,7 +27,7 @@ class WindowEvents:
     guards: dict[int, int] = field(default_factory=dict)
 
 
-def records(out: BpftraceOutput, context: dict | None = None) -> WindowEvents:
+def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> WindowEvents:
     ev = WindowEvents()
     for line in out.printf:
         p = line.split()
@@ -55,7 +56,7 @@ def records(out: BpftraceOutput, context: dict | None = None) -> WindowEvents:
     return ev
 
 
-def summary(ev: WindowEvents) -> dict[str, float]:
+def summary(ev: WindowEvents, ctx: ProbeContext = NO_CONTEXT) -> dict[str, float]:
     open_us = np.array([c[3] for c in ev.closes], dtype=float) / 1000.0
     out = {"windows_opened": len(ev.opens), "explicit_windows": sum(o[4] for o in ev.opens),
            "windows_closed_early": len(ev.closes), "freq_boosts": sum(ev.boosts.values()),

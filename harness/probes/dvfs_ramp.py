@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
+from harness.probes.context import NO_CONTEXT, ProbeContext
 
 TEMPLATE = "dvfs_ramp.bt.j2"
 DESCRIPTION = "frequency of the agent's CPU from its wakeup to the end of its run: start, ramp time, mean"
@@ -72,9 +73,9 @@ def _in_time_order(lines: list[str]) -> list[str]:
     return sorted(lines, key=key)
 
 
-def records(out: BpftraceOutput, context: dict | None = None) -> list[Run]:
-    """context["cur_khz"]: cpu -> frequency before the probe attached (the harness's platform
-    snapshot), for CPUs whose governor never changes it while the probe runs."""
+def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Run]:
+    """ctx.cur_khz: cpu -> frequency before the probe attached (the harness's platform snapshot),
+    for CPUs whose governor never changes it while the probe runs."""
     lines = _in_time_order(out.printf)
     freq: dict[int, list[tuple[int, int]]] = {}           # cpu -> every change, in time order
     for line in lines:
@@ -86,7 +87,7 @@ def records(out: BpftraceOutput, context: dict | None = None) -> list[Run]:
                 raise ProbeOutputError(f"dvfs_ramp: unexpected line {line!r}") from None
             freq.setdefault(cpu, []).append((ns, khz))
     times = {cpu: [t for t, _ in ev] for cpu, ev in freq.items()}
-    initial = dict((context or {}).get("cur_khz", {}))
+    initial = dict(ctx.cur_khz)
 
     def khz_at(cpu: int, ns: int) -> int | None:
         i = bisect.bisect_right(times.get(cpu, []), ns)
@@ -127,7 +128,7 @@ def records(out: BpftraceOutput, context: dict | None = None) -> list[Run]:
     return runs
 
 
-def summary(recs: list[Run]) -> dict[str, float]:
+def summary(recs: list[Run], ctx: ProbeContext = NO_CONTEXT) -> dict[str, float]:
     woken = [r for r in recs if r.waking_ns is not None]
     if not woken:
         return {"runs": 0}

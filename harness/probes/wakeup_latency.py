@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
+from harness.probes.context import NO_CONTEXT, ProbeContext
 
 TEMPLATE = "wakeup_latency.bt.j2"
 DESCRIPTION = "wakeup-to-run latency of the agent threads, per wakeup, with CPU and whether it was idle"
@@ -26,7 +27,7 @@ class Wakeup:
         return self.running_ns - self.waking_ns
 
 
-def records(out: BpftraceOutput, context: dict | None = None) -> list[Wakeup]:
+def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Wakeup]:
     recs = []
     for line in out.printf:
         parts = line.split()
@@ -68,12 +69,19 @@ def agree(recs: list[Wakeup], signal_ns, wake_ns) -> Agreement:
     return Agreement(len(signal_ns), len(loop), np.array(loop), np.array(probe))
 
 
-def summary(recs: list[Wakeup]) -> dict[str, float]:
+def summary(recs: list[Wakeup], ctx: ProbeContext = NO_CONTEXT) -> dict[str, float]:
+    """With the loop's timeline: how the probe's figures agree with the loop's, step by step."""
     if not recs:
         return {"events": 0}
     lat = np.array([r.latency_ns for r in recs], dtype=float) / 1000.0
-    return {"events": len(recs), "p50_us": float(np.percentile(lat, 50)), "p99_us": float(np.percentile(lat, 99)),
-            "idle_cpu_fraction": float(np.mean([r.cpu_was_idle for r in recs]))}
+    out = {"events": len(recs), "p50_us": float(np.percentile(lat, 50)), "p99_us": float(np.percentile(lat, 99)),
+           "idle_cpu_fraction": float(np.mean([r.cpu_was_idle for r in recs]))}
+    if ctx.loop is not None:
+        a = agree(recs, ctx.loop.signal_ns, ctx.loop.wake_ns)
+        out.update({"matched_steps": a.matched, "measured_steps": a.steps,
+                    "loop_minus_probe_p50_us": float(np.percentile(a.excess_us, 50)) if a.matched else None,
+                    "loop_minus_probe_p99_us": float(np.percentile(a.excess_us, 99)) if a.matched else None})
+    return out
 
 
 def to_csv(recs: list[Wakeup]) -> str:

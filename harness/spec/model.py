@@ -179,6 +179,22 @@ class PhasesSpec(Strict):
     read_kb: int = Field(0, ge=0, description="file data read per step")
     drop_cache_every: int = Field(0, ge=0, description="evict the file every N steps (page cache misses)")
     path_depth: int = Field(0, ge=0, le=64, description="directory depth of per-step stat/open")
+    path_misses: bool = Field(False, description="also stat a name that does not exist, new each step "
+                              "(a dentry cache miss and a filesystem lookup per step)")
+    disk_mb: int = Field(0, ge=0, le=4096, description="keep the phases' files on an ext4 disk of this size "
+                         "(virtio-blk) instead of the guest's tmpfs, where the page cache never misses")
+
+    @model_validator(mode="after")
+    def _misses_need_paths(self) -> PhasesSpec:
+        if self.path_misses and not self.path_depth:
+            raise ValueError("path_misses needs path_depth (the missing names sit next to the path's leaf)")
+        return self
+
+    @model_validator(mode="after")
+    def _drop_needs_disk(self) -> PhasesSpec:
+        if self.drop_cache_every and not self.disk_mb:
+            raise ValueError("drop_cache_every needs disk_mb: tmpfs pages cannot be dropped, so they never miss")
+        return self
 
 
 class WorkloadSpec(Strict):

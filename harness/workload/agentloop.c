@@ -58,6 +58,7 @@ struct opts {
 	int mark_agent, explicit_windows;
 	long window_us, tolerance_us, guard_us;
 	long agent_cpu, world_cpu;	/* -1: not pinned */
+	int path_miss;
 	long inject_delay_us;
 	long uclamp_min;
 };
@@ -381,6 +382,14 @@ static void phases(struct agent *a, long step)
 		if (fd < 0)
 			die("open");
 		close(fd);
+		if (o->path_miss) {
+			/* a name never looked up before: a dentry cache miss and a filesystem lookup */
+			char miss[4096];
+
+			snprintf(miss, sizeof(miss), "%s-missing-%ld", a->path, step);
+			if (!stat(miss, &st) || errno != ENOENT)
+				die("stat of a missing name");
+		}
 	}
 }
 
@@ -582,7 +591,7 @@ static void usage(void)
 	      "  [--wait-file F] [--seed S] [--touch-pages N] [--read-kb N] [--drop-cache-every N]\n"
 	      "  [--path-depth N] [--workdir DIR] [--mark-agent] [--window-us US] [--out FILE.csv]\n"
 	      "  [--tolerance-us US] [--guard-us US] [--explicit-windows] [--agent-cpu N] [--world-cpu N]\n"
-	      "  [--inject-delay-us US] [--uclamp-min 0..1024]\n",
+	      "  [--inject-delay-us US] [--uclamp-min 0..1024] [--path-miss]\n",
 	      stderr);
 	exit(2);
 }
@@ -610,7 +619,7 @@ int main(int argc, char **argv)
 		{ "agent-cpu", 1, 0, 'C' }, { "world-cpu", 1, 0, 'V' },
 		{ "tolerance-us", 1, 0, 'T' }, { "guard-us", 1, 0, 'G' }, { "explicit-windows", 0, 0, 'X' },
 		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "uclamp-min", 1, 0, 'U' },
-		{ "help", 0, 0, 'h' },
+		{ "path-miss", 0, 0, 'Z' }, { "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
 	struct agent *agents;
@@ -637,6 +646,7 @@ int main(int argc, char **argv)
 		case 'P': o.path_depth = parse_long(optarg, "path-depth"); break;
 		case 'k': o.workdir = optarg; break;
 		case 'A': o.mark_agent = 1; break;
+		case 'Z': o.path_miss = 1; break;
 		case 'N': o.window_us = parse_long(optarg, "window-us"); break;
 		case 'T': o.tolerance_us = parse_long(optarg, "tolerance-us"); break;
 		case 'G': o.guard_us = parse_long(optarg, "guard-us"); break;

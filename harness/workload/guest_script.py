@@ -11,23 +11,28 @@ from pathlib import Path
 
 import jinja2
 
-from harness.guest import platform
+from harness.guest import platform, scratch
 from harness.guest.vm import GUEST_RESULTS, GUEST_TOOLS, STATUS_FILE
 from harness.spec.model import WorkloadSpec
 
 WAIT_FILE = "wait-times.txt"
 CONTROL_STEPS = "steps-control.csv"
+FILE_INDEX = "files.txt"   # device, inode and path of the workload's files, for probes that see inodes
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def workload_args(w: WorkloadSpec, repeat: int, out: str, workdir: str = "/tmp") -> list[str]:
+def workdir(w: WorkloadSpec) -> str:
+    return scratch.MOUNT if w.phases.disk_mb else "/tmp"
+
+
+def workload_args(w: WorkloadSpec, repeat: int, out: str) -> list[str]:
     """agentloop's command line for one repeat (seeds differ per repeat, reproducibly)."""
     args = [f"{GUEST_TOOLS}/agentloop", "--steps", str(w.steps), "--warmup", str(w.warmup),
             "--agents", str(w.agents), "--compute-units", str(w.compute_units),
             "--wait", w.wait.kind, "--dist", w.wait.distribution, "--wait-us", repr(w.wait.us),
-            "--seed", str(w.seed + repeat), "--out", out, "--workdir", workdir]
+            "--seed", str(w.seed + repeat), "--out", out, "--workdir", workdir(w)]
     if w.wait.min_us is not None:
         args += ["--min-us", repr(w.wait.min_us)]
     if w.wait.max_us is not None:
@@ -39,6 +44,8 @@ def workload_args(w: WorkloadSpec, repeat: int, out: str, workdir: str = "/tmp")
                         ("--drop-cache-every", p.drop_cache_every), ("--path-depth", p.path_depth)):
         if value:
             args += [flag, str(value)]
+    if p.path_misses:
+        args.append("--path-miss")
     if w.mark_agent:
         args.append("--mark-agent")
     for flag, value in (("--window-us", w.window_us), ("--tolerance-us", w.window_tolerance_us),
@@ -65,9 +72,17 @@ def probe_paths(name: str) -> dict[str, str]:
             "out": f"{GUEST_RESULTS}/probe-{name}.json", "err": f"{GUEST_RESULTS}/probe-{name}.err"}
 
 
+def probe_cpus(w: WorkloadSpec, cpus: int) -> str | None:
+    """Where bpftrace runs: off the agent's CPU when the agent is pinned, so draining the probes'
+    buffers neither takes the agent's CPU nor wakes it from idle. None: anywhere."""
+    if w.agent_cpu is None or cpus < 2:
+        return None
+    return ",".join(str(c) for c in range(cpus) if c != w.agent_cpu)
+
+
 def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
            extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120,
-           control: bool = False) -> str:
+           control: bool = False, cpus: int = 1) -> str:
     """control: before the probes start, one more run (repeat 0's seed) without them, to measure
     what the probes cost the loop (steps-control.csv)."""
     runs = []
@@ -77,8 +92,31 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
     control_cmd = None
     if control and probes:
         control_cmd = shlex.join(workload_args(w, 0, f"{GUEST_RESULTS}/{CONTROL_STEPS}") + list(extra_args))
+    if w.phases.disk_mb:
+        setup = [scratch.guest_mount_command(), *setup]
     return _ENV.get_template("run.sh.j2").render(status=f"{GUEST_RESULTS}/{STATUS_FILE}", results=GUEST_RESULTS,
                                                  runs=runs, setup=list(setup), teardown=list(teardown),
+                                                 workdir=workdir(w), file_index=f"{GUEST_RESULTS}/{FILE_INDEX}",
+                                                 probe_cpus=probe_cpus(w, cpus),
                                                  probes=[probe_paths(p) for p in probes],
                                                  attach_timeout_ds=attach_timeout_s * 10, cpu=platform.CPU,
                                                  control_cmd=control_cmd)
+
+
+def _kernel_dev(user_dev: int) -> int:
+    """stat's st_dev (glibc's encoding) -> the kernel's dev_t (major << 20 | minor), as tracepoints print it."""
+    major = ((user_dev >> 8) & 0xFFF) | ((user_dev >> 32) & ~0xFFF)
+    minor = (user_dev & 0xFF) | ((user_dev >> 12) & ~0xFF)
+    return (major << 20) | minor
+
+
+def read_file_index(results_dir: Path) -> dict[tuple[int, int], str]:
+    """(kernel dev_t, inode) -> path of the files the workload used (empty when none were listed)."""
+    path = results_dir / FILE_INDEX
+    out = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                out[(_kernel_dev(int(parts[0])), int(parts[1]))] = parts[2]
+    return out
