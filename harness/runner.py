@@ -150,9 +150,8 @@ class Runner:
         plat = platform.plan(spec.platform, spec.arch)
         probe_names = [p for p in spec.probes if p in probes.PROBES]
         probes_pending = [p for p in spec.probes if p not in probes.PROBES]
-        control = spec.control_without_probes and bool(probe_names)
         script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
-                                     extra_args=plat.workload_args, probes=probe_names, control=control,
+                                     extra_args=plat.workload_args, probes=probe_names, probe_run=spec.probe_run,
                                      cpus=spec.machine.cpus)
         missing = probes.missing_symbols(probe_names, build.image.parent / "System.map")
         if missing:
@@ -260,29 +259,10 @@ class Runner:
         meta["platform"] = platform.summarize([platform.delta(b, a) for b, a in snaps],
                                               self.le.experiment.repeats * w.agents * (w.steps + w.warmup))
         stats.update({k: meta["platform"][k] for k in ("energy_per_step_uj", "avg_power_mw")})
-        probe_stats = {}
-        if probe_names:
-            raw = [read_steps_csv(d / f"steps-r{r}.csv", r) for r in range(self.le.experiment.repeats)]
-            ctx = ProbeContext(cur_khz=snaps[0][0].cur_khz,   # per-CPU policies: policy N is cpu N
-                               loop=LoopTimeline.from_columns({k: np.concatenate([c[k] for c in raw])
-                                                               for k in raw[0]}),
-                               files=guest_script.read_file_index(d))
-        for name in probe_names:
-            tool = probes.get(name)
-            try:
-                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"), ctx)
-            except (OSError, bpftrace_json.ProbeOutputError) as e:
-                return self._fail(cell, d, f"probe {name}: output unreadable: {e}", meta)
-            atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))
-            probe_stats[name] = tool.summary(recs, ctx)
-        if control:
-            try:
-                ctrl = cell_stats(load_steps([d / guest_script.CONTROL_STEPS])).as_dict()
-            except (OSError, StepsFormatError) as e:
-                return self._fail(cell, d, f"control run output unreadable: {e}", meta)
-            meta["control_without_probes"] = ctrl
-            for q in ("p50", "p99"):
-                stats[f"probe_overhead_{q}"] = stats[f"step_{q}_us"] / ctrl[f"step_{q}_us"] - 1
+        try:
+            probe_stats = self._probe_stats(spec, d, probe_names, snaps, stats, meta)
+        except (OSError, ValueError, StepsFormatError) as e:
+            return self._fail(cell, d, f"probe output unreadable: {e}", meta)
         meta.update({"status": "ok", "reason": "", "stats": stats, "probes": probe_stats})
         atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
         boot = (f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest / {res.boot_wall_s:.0f}s wall"
@@ -290,6 +270,36 @@ class Runner:
         return CellOutcome(cell, "ok", f"{stats['steps']} steps, wake p50 {stats['wake_p50_us']:.0f}us, "
                            f"step p50 {stats['step_p50_us']:.0f}us ({meta['cell_wall_s']:.0f}s wall{boot})",
                            d, stats, meta)
+
+    def _probe_stats(self, spec, d: Path, names: list[str], snaps, stats: dict, meta: dict) -> dict:
+        """Parse each probe's output against the loop run it traced. With a separate probed run,
+        that run (repeat 0's seed) against repeat 0 is the probes' overhead."""
+        if not names:
+            return {}
+        if spec.probe_run == "separate":
+            raw = [read_steps_csv(d / guest_script.PROBED_STEPS, 0)]
+            cur_khz = platform.read_snapshot(d / "platform-probed-before.txt").cur_khz
+            probed = cell_stats(load_steps([d / guest_script.PROBED_STEPS])).as_dict()
+            first = cell_stats(load_steps([d / "steps-r0.csv"])).as_dict()
+            meta["probed_run"] = probed
+            for q in ("p50", "p99"):
+                stats[f"probe_overhead_{q}"] = probed[f"step_{q}_us"] / first[f"step_{q}_us"] - 1
+        else:
+            raw = [read_steps_csv(d / f"steps-r{r}.csv", r) for r in range(self.le.experiment.repeats)]
+            cur_khz = snaps[0][0].cur_khz
+        ctx = ProbeContext(cur_khz=cur_khz,   # per-CPU policies: policy N is cpu N
+                           loop=LoopTimeline.from_columns({k: np.concatenate([c[k] for c in raw]) for k in raw[0]}),
+                           files=guest_script.read_file_index(d))
+        out = {}
+        for name in names:
+            tool = probes.get(name)
+            try:
+                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"), ctx)
+            except bpftrace_json.ProbeOutputError as e:
+                raise ValueError(f"probe {name}: {e}") from None
+            atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))
+            out[name] = tool.summary(recs, ctx)
+        return out
 
     def _fail(self, cell: Cell, d: Path, reason: str, meta: dict | None = None) -> CellOutcome:
         d.mkdir(parents=True, exist_ok=True)

@@ -170,13 +170,19 @@ def test_uclamp_flag_reaches_sched_setattr(agentloop, tmp_path):
     assert proc.returncode == 2 and b"uclamp-min must be in 0..1024" in proc.stderr
 
 
-def test_control_run_comes_before_the_probes_and_only_with_probes():
+def test_probes_get_a_run_of_their_own_after_the_untraced_repeats():
     w = WorkloadSpec(steps=10, warmup=1)
-    text = guest_script.render(w, repeats=2, probes=["wakeup_latency"], control=True)
-    assert text.index("/mnt/steps-control.csv") < text.index("bpftrace -f json")
-    assert "--seed 1 --out /mnt/steps-control.csv" in text     # repeat 0's seed: the same waits
+    text = guest_script.render(w, repeats=2, probes=["wakeup_latency"])
+    assert text.index("/mnt/steps-r1.csv") < text.index("bpftrace -f json") < text.index("/mnt/steps-probed.csv")
+    assert "--seed 1 --out /mnt/steps-probed.csv" in text     # repeat 0's seed: the same waits
+    assert text.index("steps-probed.csv") < text.rindex("stop_probes\n")
+    # bpftrace writes to tmpfs; its output reaches the results when it stops
+    assert "> /tmp/probe-wakeup_latency.json" in text
+    assert "cp /tmp/probe-wakeup_latency.json /mnt/probe-wakeup_latency.json" in text
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)
-    assert "steps-control" not in guest_script.render(w, repeats=2, control=True)
+    assert "steps-probed" not in guest_script.render(w, repeats=2)
+    riding = guest_script.render(w, repeats=2, probes=["wakeup_latency"], probe_run="in-repeats")
+    assert "steps-probed" not in riding and riding.index("bpftrace -f json") < riding.index("/mnt/steps-r0.csv")
 
 
 def test_probes_run_off_the_pinned_agents_cpu():
@@ -196,7 +202,7 @@ def test_file_phases_on_a_scratch_disk(tmp_path):
     mount = text.index("mount -t ext4 -o noatime /dev/$dev /tmp/scratch")
     assert mount < text.index("agentloop ")
     assert "--workdir /tmp/scratch" in text and "--path-miss" in text and "--drop-cache-every 2" in text
-    assert "find /tmp/scratch -xdev -path '*agentloop-*' -printf '%D %i %p\\n' > /mnt/files.txt" in text
+    assert "find /tmp/scratch/agentloop-* -xdev -printf '%D %i %p\\n' > /mnt/files.txt" in text
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)
     assert "--workdir /tmp " in guest_script.render(WorkloadSpec(steps=10, warmup=1), repeats=1)
     # stat's st_dev for 254:1 and 8:17, as find -printf %D prints them

@@ -152,10 +152,9 @@ def test_workqueue_delay_pairs_items_and_finds_the_wake_path():
         "S 4096 130 0 vmstat_update", "E 4096 160 0",
         "Q 8192 200 1 1 lru_add_drain_per_cpu mm_percpu_wq",
         "S 8192 205 1 lru_add_drain_per_cpu",
-        "W 7 209 1 8192",                  # the work's worker wakes agent 7: on its wake path
-        "E 8192 210 1",
-        "R 7 212 1",
-        "W 7 300 0 0", "S 12288 305 0 flush_to_ldisc", "E 12288 320 0", "R 7 330 0",   # ran while 7 waited
+        "K 8192 209 7",                    # the work's worker wakes agent 7: on its wake path
+        "E 8192 210 1", "D 8192 210 1",    # and returns while the woken agent waits on its CPU
+        "S 12288 305 0 flush_to_ldisc", "E 12288 320 0", "D 12288 320 0",   # ran while an agent waited
         "S 16384 400 0 psi_avgs_work",     # queued before the probe attached, still running at the end
     ])
     items = workqueue_delay.records(out, ProbeContext(loop=_timeline()))
@@ -204,9 +203,9 @@ def test_vfs_metadata_reads_slow_paths():
     from harness.probes import vfs_metadata
 
     out = bpftrace_json.BpftraceOutput(printf=[
-        "O stat 5 agent-0 112 116 0 1 7 0 0 1 0 0",     # RCU walk, all in the dcache
-        "O open 5 agent-0 116 119 0 1 7 0 0 1 0 0",
-        "O stat 5 agent-0 121 142 1 2 8 1 1 2 1 1",     # missing name: dcache miss, ->lookup, ref walk
+        "O stat 5 agent-0 112 116 0 1 7 0 1 0 0",     # RCU walk, all in the dcache
+        "O open 5 agent-0 116 119 0 1 7 0 1 0 0",
+        "O stat 5 agent-0 121 142 1 2 8 1 2 1 1",     # missing name: dcache miss, ->lookup, ref walk
     ])
     recs = vfs_metadata.records(out, ProbeContext(loop=_timeline()))
     assert [r.phase for r in recs] == ["phases", "phases", "compute"]
@@ -216,7 +215,7 @@ def test_vfs_metadata_reads_slow_paths():
     assert s["by_op"]["stat"]["fs_lookup_fraction"] == 0.5 and s["dentries_allocated"] == 1
     assert s["fastpath_cost_p50_us"] == pytest.approx(0.0035) and s["slowpath_cost_p50_us"] == pytest.approx(0.021)
     with pytest.raises(bpftrace_json.ProbeOutputError, match="unexpected line"):
-        vfs_metadata.records(bpftrace_json.BpftraceOutput(printf=["O lstat 5 agent-0 1 2 0 1 1 0 0 1 0 0"]))
+        vfs_metadata.records(bpftrace_json.BpftraceOutput(printf=["O lstat 5 agent-0 1 2 0 1 1 0 1 0 0"]))
 
 
 @pytest.mark.parametrize("name", ["workqueue_delay", "pagecache", "vfs_metadata"])
@@ -237,3 +236,18 @@ def test_missing_kprobe_symbols_are_named_before_boot(tmp_path):
     assert list(miss) == ["vfs_metadata"] and "lookup_fast" in miss["vfs_metadata"]
     assert "filename_lookup" not in miss["vfs_metadata"]
     assert missing_symbols(["wakeup_latency"], tmp_path / "none") == {}
+
+
+def test_pagecache_golden():
+    """bpftrace 0.17 in an x86_64 guest (experiments/probes.yaml): 64 KiB read per step from a file on
+    the ext4 scratch disk (vda, 254:0), evicted every 4th step. Pages come and go one 4 KiB folio at a
+    time; each step's read is one 16-page lookup."""
+    from harness.probes import pagecache
+
+    out = bpftrace_json.read(GOLDEN / "pagecache.json")
+    assert out.attached == 4
+    recs = pagecache.records(out, ProbeContext(files={(254 << 20, 12): "/tmp/scratch/agentloop-data-0"}))
+    assert recs[0].kind == "evict" and recs[0].file == "/tmp/scratch/agentloop-data-0" and recs[0].comm == "agent-0"
+    s = pagecache.summary(recs)
+    assert (s["lookups"], s["misses"], s["evicted"]) == (320, 80, 80)
+    assert s["by_file"]["/tmp/scratch/agentloop-data-0"]["miss_ratio"] == 0.25

@@ -19,7 +19,7 @@ from harness.probes.context import NO_CONTEXT, OUTSIDE, ProbeContext, agent_of
 TEMPLATE = "vfs_metadata.bt.j2"
 DESCRIPTION = "path lookup cost of stat/open, RCU-walk fallbacks, dcache misses, filesystem lookups"
 TRACEPOINTS = ("kprobe:filename_lookup", "kprobe:do_filp_open", "kprobe:path_lookupat", "kprobe:path_openat",
-               "kretprobe:lookup_fast", "kprobe:__lookup_slow", "kretprobe:try_to_unlazy",
+               "kprobe:lookup_fast", "kprobe:__lookup_slow", "kretprobe:try_to_unlazy",
                "kprobe:d_alloc_parallel")
 OUTPUTS = ("events", "summary")
 
@@ -33,9 +33,8 @@ class Lookup:
     end_ns: int
     failed: bool       # returned an error (ENOENT for a name that does not exist, ...)
     walks: int         # path walks: 1 = RCU walk sufficed; more = retried as ref walk / revalidated
-    fast: int          # lookup_fast calls (one per path component found or tried in the dcache)
-    fast_miss: int     # ... that found nothing
-    slow: int          # __lookup_slow: the filesystem's ->lookup
+    fast: int          # lookup_fast calls (one per path component looked up in the dcache)
+    slow: int          # __lookup_slow: not in the dcache, the filesystem's ->lookup was asked
     unlazy: int        # try_to_unlazy: leaving RCU mode
     unlazy_failed: int
     dalloc: int        # d_alloc_parallel: dentries allocated (dcache misses)
@@ -47,7 +46,7 @@ class Lookup:
 
     @property
     def slowpath(self) -> bool:
-        return self.walks > 1 or self.fast_miss > 0 or self.slow > 0 or self.dalloc > 0
+        return self.walks > 1 or self.slow > 0 or self.dalloc > 0
 
 
 def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Lookup]:
@@ -55,7 +54,7 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Lookup]
     for line in out.printf:
         p = line.split()
         try:
-            if p[0] != "O" or p[1] not in ("stat", "open") or len(p) != 14:
+            if p[0] != "O" or p[1] not in ("stat", "open") or len(p) != 13:
                 raise ValueError
             tid, (start, end, failed, *counts) = int(p[2]), (int(x) for x in p[4:])
         except (IndexError, ValueError):
@@ -72,7 +71,7 @@ def _stats(recs: list[Lookup]) -> dict:
     out = {"ops": n, "failed": sum(r.failed for r in recs),
            "cost_p50_us": float(np.percentile(cost, 50)), "cost_p99_us": float(np.percentile(cost, 99)),
            "ref_walk_fraction": sum(r.walks > 1 for r in recs) / n,
-           "dcache_miss_fraction": sum(r.fast_miss > 0 or r.dalloc > 0 for r in recs) / n,
+           "dcache_miss_fraction": sum(r.slow > 0 or r.dalloc > 0 for r in recs) / n,
            "fs_lookup_fraction": sum(r.slow > 0 for r in recs) / n,
            "unlazy_failed": sum(r.unlazy_failed for r in recs), "dentries_allocated": sum(r.dalloc for r in recs)}
     fast = [r.cost_ns for r in recs if not r.slowpath]
@@ -94,7 +93,7 @@ def summary(recs: list[Lookup], ctx: ProbeContext = NO_CONTEXT) -> dict:
             "in_loop_phases": sum(r.phase == "phases" for r in recs)}
 
 
-_CSV_FIELDS = ("op", "tid", "comm", "start_ns", "end_ns", "cost_ns", "failed", "walks", "fast", "fast_miss", "slow",
+_CSV_FIELDS = ("op", "tid", "comm", "start_ns", "end_ns", "cost_ns", "failed", "walks", "fast", "slow",
                "unlazy", "unlazy_failed", "dalloc", "phase")
 
 

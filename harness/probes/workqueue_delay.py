@@ -1,14 +1,13 @@
 """Tool 3: workqueue execution delay (workqueue:workqueue_queue_work/execute_start/execute_end).
 
-One record per work item: queued -> started -> returned, with its function, workqueue and CPUs.
-Joined with the agent's wakeups (sched_waking -> sched_switch in) to tell which items sit on the
-agent's wake path: the item whose worker woke the agent (the wakeup waited for it), and items
-that ran on the agent's CPU between its wakeup and its running (the wakeup waited behind them).
+One record per work item: queued -> started -> returned, with its function, workqueue and CPUs,
+and whether it sits on the agent's wake path: its worker woke the agent (the wakeup waited for
+it), or it ran on the CPU a woken agent was waiting to run on (the wakeup waited behind it). The
+script decides the latter in the kernel, so it prints a line per work item, never one per step.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -61,7 +60,7 @@ def _ints(vals: list[str], line: str) -> list[int]:
 
 def _time(line: str) -> int:
     p = line.split()
-    if len(p) < 3 or p[0] not in "QSEWR":
+    if len(p) < 3 or p[0] not in "QSEKD":
         raise ProbeOutputError(f"workqueue_delay: unexpected line {line!r}")
     return _ints([p[2]], line)[0]
 
@@ -71,9 +70,6 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[WorkIte
     queued: dict[int, tuple[int, int, int, str]] = {}       # work -> (ns, cpu, target, workqueue)
     running: dict[int, dict] = {}                            # work -> the started item
     items: list[dict] = []
-    wakes: dict[int, tuple[int, int]] = {}                   # tid -> (waking ns, target cpu)
-    delay_windows: list[tuple[int, int, int]] = []           # (cpu, waking ns, running ns)
-    woke: set[int] = set()                                   # ids of items that woke an agent
     for line in lines:
         p = line.split()
         kind = p[0]
@@ -85,41 +81,25 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[WorkIte
             q = queued.pop(work, None)
             item = {"work": work, "function": p[4], "workqueue": q[3] if q else None, "queue_cpu": q[1] if q else None,
                     "target_cpu": q[2] if q else None, "exec_cpu": cpu, "queue_ns": q[0] if q else None,
-                    "start_ns": ns, "end_ns": None}
+                    "start_ns": ns, "end_ns": None, "woke_agent": False, "delayed_agent": False}
             running[work] = item
             items.append(item)
         elif kind == "E" and len(p) == 4:
             work, ns, _cpu = _ints(p[1:4], line)
             if work in running:
-                running.pop(work)["end_ns"] = ns
-        elif kind == "W" and len(p) == 5:
-            tid, ns, target, work = _ints(p[1:5], line)
-            wakes[tid] = (ns, target)
-            if work and work in running:
-                woke.add(id(running[work]))
-        elif kind == "R" and len(p) == 4:
-            tid, ns, cpu = _ints(p[1:4], line)
-            if tid in wakes:
-                w_ns, _ = wakes.pop(tid)
-                delay_windows.append((cpu, w_ns, ns))
+                running[work]["end_ns"] = ns
+        elif kind == "K" and len(p) == 4:          # the running item's worker woke an agent thread
+            work, _ns, _tid = _ints(p[1:4], line)
+            if work in running:
+                running[work]["woke_agent"] = True
+        elif kind == "D" and len(p) == 4:          # it returned while a woken agent waited on its CPU
+            work, _ns, _cpu = _ints(p[1:4], line)
+            if work in running:
+                running.pop(work)["delayed_agent"] = True
         else:
             raise ProbeOutputError(f"workqueue_delay: unexpected line {line!r}")
-    by_cpu: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for cpu, lo, hi in delay_windows:
-        by_cpu[cpu].append((lo, hi))
-    for v in by_cpu.values():
-        v.sort()
-
-    def delayed(item: dict) -> bool:
-        """Did it run on a CPU while an agent woken there waited to run?"""
-        wins = by_cpu.get(item["exec_cpu"], [])
-        end = item["end_ns"] if item["end_ns"] is not None else item["start_ns"]
-        i = bisect.bisect_right(wins, (end, 1 << 62))
-        return any(lo <= end and item["start_ns"] <= hi for lo, hi in wins[max(0, i - 4):i])
-
     loop = ctx.loop
-    return [WorkItem(**it, woke_agent=id(it) in woke, delayed_agent=delayed(it),
-                     phase=loop.phase_at(it["start_ns"]) if loop is not None else OUTSIDE) for it in items]
+    return [WorkItem(**it, phase=loop.phase_at(it["start_ns"]) if loop is not None else OUTSIDE) for it in items]
 
 
 def summary(recs: list[WorkItem], ctx: ProbeContext = NO_CONTEXT) -> dict:

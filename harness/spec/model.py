@@ -236,6 +236,7 @@ class WorkloadSpec(Strict):
         return self
 
 
+ProbeRun = Literal["separate", "in-repeats"]
 Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window"]
 
 
@@ -248,7 +249,9 @@ class CellSpec(Strict):
     platform: PlatformSpec = PlatformSpec()
     workload: WorkloadSpec = WorkloadSpec()
     probes: list[Probe] = []
-    control_without_probes: bool = Field(True, description="also run once without probes to measure their overhead")
+    probe_run: ProbeRun = Field("separate", description="separate: the repeats run without probes (their statistics "
+                                "are the cell's) and the probes attach for one more run, which gives their records "
+                                "and their overhead; in-repeats: the probes ride on every repeat")
 
     @model_validator(mode="after")
     def _pinned_cpus_exist(self) -> CellSpec:
@@ -277,7 +280,7 @@ class Experiment(Strict):
     platform: PlatformSpec = PlatformSpec()
     workload: WorkloadSpec = WorkloadSpec()
     probes: list[Probe] = []
-    control_without_probes: bool = True
+    probe_run: ProbeRun = "separate"
     repeats: int = Field(1, ge=1, le=1000)
     matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
         {}, description="dotted cell field -> values; the cross product gives the cells")

@@ -386,7 +386,8 @@ static void phases(struct agent *a, long step)
 			/* a name never looked up before: a dentry cache miss and a filesystem lookup */
 			char miss[4096];
 
-			snprintf(miss, sizeof(miss), "%s-missing-%ld", a->path, step);
+			/* the pid too: a name an earlier run looked up is a cached negative dentry */
+			snprintf(miss, sizeof(miss), "%s-missing-%d-%ld", a->path, (int)getpid(), step);
 			if (!stat(miss, &st) || errno != ENOENT)
 				die("stat of a missing name");
 		}

@@ -16,7 +16,7 @@ from harness.guest.vm import GUEST_RESULTS, GUEST_TOOLS, STATUS_FILE
 from harness.spec.model import WorkloadSpec
 
 WAIT_FILE = "wait-times.txt"
-CONTROL_STEPS = "steps-control.csv"
+PROBED_STEPS = "steps-probed.csv"   # the run the probes attach to, when they get a run of their own
 FILE_INDEX = "files.txt"   # device, inode and path of the workload's files, for probes that see inodes
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
@@ -67,9 +67,12 @@ PROBES_DIR = "probes"
 
 
 def probe_paths(name: str) -> dict[str, str]:
-    """Where a probe's script, output and stderr live, as the guest sees them."""
+    """Where a probe's script, output and stderr live, as the guest sees them. bpftrace writes to
+    the guest's tmpfs, copied to the results when it stops: a write per event over 9p would show
+    up in the loop's timings and in the workqueue tool's records."""
     return {"name": name, "script": f"{GUEST_RESULTS}/{PROBES_DIR}/{name}.bt",
-            "out": f"{GUEST_RESULTS}/probe-{name}.json", "err": f"{GUEST_RESULTS}/probe-{name}.err"}
+            "out": f"/tmp/probe-{name}.json", "result": f"{GUEST_RESULTS}/probe-{name}.json",
+            "err": f"{GUEST_RESULTS}/probe-{name}.err"}
 
 
 def probe_cpus(w: WorkloadSpec, cpus: int) -> str | None:
@@ -82,16 +85,17 @@ def probe_cpus(w: WorkloadSpec, cpus: int) -> str | None:
 
 def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
            extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120,
-           control: bool = False, cpus: int = 1) -> str:
-    """control: before the probes start, one more run (repeat 0's seed) without them, to measure
-    what the probes cost the loop (steps-control.csv)."""
+           probe_run: str = "separate", cpus: int = 1) -> str:
+    """probe_run "separate": the repeats run untraced, then the probes attach for one more run with
+    repeat 0's seed (steps-probed.csv), so the cell's figures never carry the observer's cost and
+    that run against repeat 0 is the probes' overhead. "in-repeats": the probes trace every repeat."""
     runs = []
     for r in range(repeats):
         args = workload_args(w, r, f"{GUEST_RESULTS}/steps-r{r}.csv") + list(extra_args)
         runs.append({"index": r, "cmd": shlex.join(args)})
-    control_cmd = None
-    if control and probes:
-        control_cmd = shlex.join(workload_args(w, 0, f"{GUEST_RESULTS}/{CONTROL_STEPS}") + list(extra_args))
+    probed_cmd = None
+    if probes and probe_run == "separate":
+        probed_cmd = shlex.join(workload_args(w, 0, f"{GUEST_RESULTS}/{PROBED_STEPS}") + list(extra_args))
     if w.phases.disk_mb:
         setup = [scratch.guest_mount_command(), *setup]
     return _ENV.get_template("run.sh.j2").render(status=f"{GUEST_RESULTS}/{STATUS_FILE}", results=GUEST_RESULTS,
@@ -100,7 +104,7 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
                                                  probe_cpus=probe_cpus(w, cpus),
                                                  probes=[probe_paths(p) for p in probes],
                                                  attach_timeout_ds=attach_timeout_s * 10, cpu=platform.CPU,
-                                                 control_cmd=control_cmd)
+                                                 probed_cmd=probed_cmd)
 
 
 def _kernel_dev(user_dev: int) -> int:
