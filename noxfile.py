@@ -3,6 +3,7 @@ prepared (no per-session virtualenv: the kernel toolchain and QEMU are system pa
 
     nox -s tests                  the test suite (what .ci/run runs)
     nox -s tests-arm64            arm64 guests end to end (slow when cold)
+    nox -s tests-measure          the x86_64 measurement tests (platform calibration): tens of minutes
     nox -s build-kernel           build the kernels of experiments/dvfs_ramp.yaml
     nox -s build-kernel -- --arch arm64 --config agent-on
     nox -s smoke                  build, boot and run experiments/smoke.yaml
@@ -29,6 +30,13 @@ def tests(session):
 def tests_arm64(session):
     """arm64 guests end to end (cross-built kernel, mmdebstrap rootfs, TCG): slow when cold."""
     session.run("python", "-m", "pytest", "-m", "arm64", *(session.posargs or ["-q"]))
+
+
+@nox.session(name="tests-measure")
+def tests_measure(session):
+    """The measurement tests on x86_64 guests (the simulated platform's calibration): many cells,
+    tens of minutes, so CI leaves them to developers and to the workflow matrix."""
+    session.run("python", "-m", "pytest", "-m", "measurement and not arm64", *(session.posargs or ["-q"]))
 
 
 @nox.session(name="build-kernel")

@@ -1,6 +1,7 @@
 """The simulated DVFS/cpuidle platform, observed in booted guests (experiments/sim_platform.yaml,
 shortened): a frequency costs what it should, a deep idle state costs its exit latency, schedutil
-ramps after agent wakeups and performance does not. x86_64 runs in CI; arm64 is opt-in."""
+ramps after agent wakeups and performance does not. Six cells, tens of minutes: nox -s tests-measure
+(x86_64) and nox -s tests-arm64."""
 
 import json
 
@@ -10,7 +11,7 @@ from harness import paths
 from harness.runner import Runner
 from harness.spec import load_experiment
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.measurement]
 
 
 def run_calibration(tmp_path, arch):
