@@ -1,6 +1,7 @@
 """Guest-side logic that needs no VM: the vng command line, outcome classification, the
 guest script, the agent loop's CSV parsing and statistics."""
 
+import csv
 import subprocess
 from pathlib import Path
 
@@ -230,3 +231,19 @@ def test_scratch_disk_is_a_formatted_image_removed_afterwards(tmp_path):
         assert image.stat().st_size == 16 << 20
         assert b"\x53\xef" == image.read_bytes()[1024 + 0x38:1024 + 0x3A]   # the ext4 superblock magic
     assert not image.exists() and not list(tmp_path.iterdir())
+
+
+def test_burst_steps_compute_more_on_every_nth_step(agentloop, tmp_path):
+    """Every 4th step (warm-up counted) runs 50x the work: the demand changes, as an agent's
+    tool calls do, so the governor cannot predict it from the last step."""
+    out = tmp_path / "b.csv"
+    w = WorkloadSpec(steps=16, warmup=4, compute_units=20000, burst_every=4, burst_units=1000000, wait={"us": 100})
+    args = guest_script.workload_args(w, 0, str(out))
+    subprocess.run([str(agentloop), *args[1:]], check=True, capture_output=True, timeout=60)
+    rows = list(csv.DictReader(out.open()))
+    compute = np.array([int(r["done_ns"]) - int(r["phases_ns"]) for r in rows])
+    burst = np.array([int(r["step"]) % 4 == 3 for r in rows])
+    assert len(rows) == 20 and burst.sum() == 5
+    assert compute[burst].min() > 10 * compute[~burst].max()
+    with pytest.raises(ValueError, match="burst_every and burst_units go together"):
+        WorkloadSpec(burst_every=4)

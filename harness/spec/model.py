@@ -204,6 +204,9 @@ class WorkloadSpec(Strict):
     warmup: int = Field(100, ge=0, le=50_000_000)
     agents: int = Field(1, ge=1, le=64)
     compute_units: int = Field(200_000, ge=0, description="fixed work per step, in loop iterations (not time)")
+    burst_every: int = Field(0, ge=0, description="every Nth step (warm-up included) computes burst_units "
+                             "instead: the demand changes, so util_est no longer predicts it (0 = never)")
+    burst_units: int = Field(0, ge=0, description="work of a burst step, in loop iterations")
     wait: WaitSpec = WaitSpec()
     phases: PhasesSpec = PhasesSpec()
     seed: int = 1
@@ -227,6 +230,12 @@ class WorkloadSpec(Strict):
                  if getattr(self, n)]
         if given and not self.mark_agent:
             raise ValueError(f"{', '.join(given)} need mark_agent: true")
+        return self
+
+    @model_validator(mode="after")
+    def _burst_fields(self) -> WorkloadSpec:
+        if bool(self.burst_every) != bool(self.burst_units):
+            raise ValueError("burst_every and burst_units go together")
         return self
 
     @model_validator(mode="after")

@@ -49,6 +49,7 @@ static const char *const dist_names[] = { "fixed", "uniform", "exponential", "fi
 
 struct opts {
 	long steps, warmup, agents, compute_units;
+	long burst_every, burst_units;	/* every Nth step computes burst_units instead */
 	enum wait_kind wait;
 	enum dist_kind dist;
 	double wait_us, min_us, max_us;
@@ -553,7 +554,8 @@ static void *agent_main(void *arg)
 		window(o, 1);
 		phases(a, i);
 		r->phases_ns = now_ns();
-		x = compute(o->compute_units, x);
+		x = compute(o->burst_every && i % o->burst_every == o->burst_every - 1 ?
+			    o->burst_units : o->compute_units, x);
 		r->done_ns = now_ns();
 		window(o, 0);
 		atomic_store(&a->done_seq, (int)i + 1);
@@ -587,6 +589,7 @@ static int lookup(const char *const *names, int n, const char *s, const char *wh
 static void usage(void)
 {
 	fputs("usage: agentloop [--steps N] [--warmup N] [--agents N] [--compute-units N]\n"
+	      "  [--burst-every N --burst-units N]\n"
 	      "  [--wait futex|eventfd|pipe|timerfd|epoll|io_uring|nanosleep]\n"
 	      "  [--dist fixed|uniform|exponential|file] [--wait-us US] [--min-us US] [--max-us US]\n"
 	      "  [--wait-file F] [--seed S] [--touch-pages N] [--read-kb N] [--drop-cache-every N]\n"
@@ -620,7 +623,8 @@ int main(int argc, char **argv)
 		{ "agent-cpu", 1, 0, 'C' }, { "world-cpu", 1, 0, 'V' },
 		{ "tolerance-us", 1, 0, 'T' }, { "guard-us", 1, 0, 'G' }, { "explicit-windows", 0, 0, 'X' },
 		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "uclamp-min", 1, 0, 'U' },
-		{ "path-miss", 0, 0, 'Z' }, { "help", 0, 0, 'h' },
+		{ "path-miss", 0, 0, 'Z' }, { "burst-every", 1, 0, 'b' }, { "burst-units", 1, 0, 'B' },
+		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
 	struct agent *agents;
@@ -634,6 +638,8 @@ int main(int argc, char **argv)
 		case 'w': o.warmup = parse_long(optarg, "warmup"); break;
 		case 'a': o.agents = parse_long(optarg, "agents"); break;
 		case 'c': o.compute_units = parse_long(optarg, "compute-units"); break;
+		case 'b': o.burst_every = parse_long(optarg, "burst-every"); break;
+		case 'B': o.burst_units = parse_long(optarg, "burst-units"); break;
 		case 'W': o.wait = lookup(wait_names, 7, optarg, "wait kind"); break;
 		case 'd': o.dist = lookup(dist_names, 4, optarg, "distribution"); break;
 		case 'u': o.wait_us = atof(optarg); break;

@@ -33,6 +33,8 @@ def workload_args(w: WorkloadSpec, repeat: int, out: str) -> list[str]:
             "--agents", str(w.agents), "--compute-units", str(w.compute_units),
             "--wait", w.wait.kind, "--dist", w.wait.distribution, "--wait-us", repr(w.wait.us),
             "--seed", str(w.seed + repeat), "--out", out, "--workdir", workdir(w)]
+    if w.burst_every:
+        args += ["--burst-every", str(w.burst_every), "--burst-units", str(w.burst_units)]
     if w.wait.min_us is not None:
         args += ["--min-us", repr(w.wait.min_us)]
     if w.wait.max_us is not None:
