@@ -57,7 +57,9 @@ def check_suite(result, d):
     assert v["slowpath_cost_p50_us"] > v["fastpath_cost_p50_us"]
     for tool in TOOLS:
         assert (d / f"probe-{tool}.csv").stat().st_size > 100
-    assert result["stats"]["probe_overhead_p50"] is not None
+    # all five tools at once, against the untraced repeat: measured +12 % on x86_64 (each alone
+    # costs 0.2-7 %, README); a traced run that takes a third longer means a tool went wrong
+    assert -0.05 < result["stats"]["probe_overhead_p50"] < 0.33, result["stats"]
 
 
 def test_probe_suite_x86_64(tmp_path):

@@ -251,3 +251,22 @@ def test_pagecache_golden():
     s = pagecache.summary(recs)
     assert (s["lookups"], s["misses"], s["evicted"]) == (320, 80, 80)
     assert s["by_file"]["/tmp/scratch/agentloop-data-0"]["miss_ratio"] == 0.25
+
+
+def _probe_cases():
+    from harness.probes import PROBES, outputs
+    return [(n, o) for n in PROBES for o in outputs(n)]
+
+
+@pytest.mark.parametrize("name,output", _probe_cases())
+def test_every_map_a_script_clears_or_reads_is_one_it_writes(name, output):
+    """bpftrace refuses a script that names a map it never assigns ("Undefined map"); the host has no
+    tracefs to load the scripts, so every rendered tool and output mode is checked here."""
+    import re
+
+    text = render(name, output=output)
+    code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    key = r"(?:\[(?:[^\[\]]|\[[^\]]*\])*\])?"      # a map key, one level of nesting: @m[ksym(@f[tid])]
+    written = set(re.findall(r"@(\w+)" + key + r"\s*(?:=(?!=)|\+=|-=)", code))
+    used = set(re.findall(r"@(\w+)", code))
+    assert used <= written, f"{name} ({output}): maps never assigned: {sorted(used - written)}"

@@ -30,11 +30,13 @@ def run_calibration(tmp_path, arch):
     return cells
 
 
-def burst_runs(d):
-    """The dvfs_ramp records of the burst steps (runs over 10 ms that began with a wakeup)."""
+def burst_runs(d, cut_us):
+    """The dvfs_ramp records of the burst steps: runs that began with a wakeup and lasted over
+    cut_us. Half a burst at fmax separates them from short steps even at fmin (fmax/4 here: a
+    short step then takes 0.4 bursts at fmax)."""
     with open(d / "probe-dvfs_ramp.csv") as f:
         return [r for r in csv.DictReader(f)
-                if r["waking_ns"] and int(r["stop_ns"]) - int(r["start_ns"]) > 10_000_000]
+                if r["waking_ns"] and int(r["stop_ns"]) - int(r["start_ns"]) > cut_us * 1000]
 
 
 def burst_compute_us(d):
@@ -58,7 +60,8 @@ def check_calibration(cells):
 
     # bursts after short steps: schedutil starts them below the top and raises the frequency after
     # the wakeup; performance never changes it; the bursts take longer under schedutil
-    su, perf = burst_runs(cells["schedutil"]["dir"]), burst_runs(cells["perf-long"]["dir"])
+    cut_us = 0.5 * burst_compute_us(cells["perf-long"]["dir"])    # performance: bursts at fmax
+    su, perf = burst_runs(cells["schedutil"]["dir"], cut_us), burst_runs(cells["perf-long"]["dir"], cut_us)
     assert len(su) >= 15 and len(perf) >= 15, (len(su), len(perf))
     ramped = [r for r in su if int(r["changes"]) > 0 and int(r["start_khz"]) < int(r["max_khz"])]
     assert len(ramped) >= 0.8 * len(su), su

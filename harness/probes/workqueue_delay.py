@@ -19,7 +19,7 @@ from harness.probes.context import NO_CONTEXT, OUTSIDE, ProbeContext
 TEMPLATE = "workqueue_delay.bt.j2"
 DESCRIPTION = "work items: queue -> start -> end delay per function, and the ones on the agent's wake path"
 TRACEPOINTS = ("workqueue:workqueue_queue_work", "workqueue:workqueue_execute_start",
-               "workqueue:workqueue_execute_end", "sched:sched_waking", "sched:sched_switch")
+               "workqueue:workqueue_execute_end", "sched:sched_waking", "sched:sched_wakeup", "sched:sched_switch")
 OUTPUTS = ("events", "summary")
 
 
