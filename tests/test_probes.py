@@ -150,6 +150,7 @@ def test_workqueue_delay_pairs_items_and_finds_the_wake_path():
     out = bpftrace_json.BpftraceOutput(printf=[
         "Q 4096 100 0 -1 vmstat_update events",
         "S 4096 130 0 vmstat_update", "E 4096 160 0",
+        "E 4096 900 0",                    # an end whose start was lost: it must not stretch the item above
         "Q 8192 200 1 1 lru_add_drain_per_cpu mm_percpu_wq",
         "S 8192 205 1 lru_add_drain_per_cpu",
         "K 8192 209 7",                    # the work's worker wakes agent 7: on its wake path

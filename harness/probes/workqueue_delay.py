@@ -69,6 +69,7 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[WorkIte
     lines = sorted(out.printf, key=_time)   # one perf buffer per CPU: merge by time
     queued: dict[int, tuple[int, int, int, str]] = {}       # work -> (ns, cpu, target, workqueue)
     running: dict[int, dict] = {}                            # work -> the started item
+    ended: dict[int, dict] = {}                              # work -> the item that just returned (for D)
     items: list[dict] = []
     for line in lines:
         p = line.split()
@@ -86,16 +87,18 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[WorkIte
             items.append(item)
         elif kind == "E" and len(p) == 4:
             work, ns, _cpu = _ints(p[1:4], line)
-            if work in running:
-                running[work]["end_ns"] = ns
+            if work in running:               # popped: a later E without its S must not stretch this item
+                item = running.pop(work)
+                item["end_ns"] = ns
+                ended[work] = item
         elif kind == "K" and len(p) == 4:          # the running item's worker woke an agent thread
             work, _ns, _tid = _ints(p[1:4], line)
             if work in running:
                 running[work]["woke_agent"] = True
         elif kind == "D" and len(p) == 4:          # it returned while a woken agent waited on its CPU
             work, _ns, _cpu = _ints(p[1:4], line)
-            if work in running:
-                running.pop(work)["delayed_agent"] = True
+            if work in ended:
+                ended.pop(work)["delayed_agent"] = True
         else:
             raise ProbeOutputError(f"workqueue_delay: unexpected line {line!r}")
     loop = ctx.loop
