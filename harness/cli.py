@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from harness import paths
+from harness import paths, procs
 from harness.errors import HarnessError, InputError
 from harness.kernel.build import KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache
@@ -143,30 +144,44 @@ def cmd_run(args, out: Console) -> int:
     return 1 if failed else 0
 
 
+def cmd_report(args, out: Console) -> int:
+    from harness.analysis.report import write_run_report
+
+    for run_dir in args.run_dir:
+        rep = write_run_report(run_dir)
+        if rep.table is not None:
+            out.print(rep.table)
+        for line in rep.notes:
+            out.print(line, highlight=False, markup=False)
+        if rep.summary:
+            out.print(f"summary: {rep.summary}", highlight=False)
+    return 0
+
+
 def cmd_compare(args, out: Console) -> int:
     import json
 
     from harness.analysis.compare import compare
 
-    if not args.run_dir.is_dir():
-        raise InputError(f"{args.run_dir}: no such run directory")
     res = compare(args.run_dir, args.treatment, args.stock, args.floor)
-    if not res:
-        raise InputError(f"{args.run_dir}: no cells named *-{args.treatment} with *-{args.stock} and "
-                         f"*-{args.floor} beside them")
+    for cell, why in sorted(res.left_out.items()):
+        out.print(f"left out {cell}: {why}", highlight=False, markup=False)
+    if not res.groups:
+        raise InputError(f"{args.run_dir}: no arch and matrix point has ok cells of the variants "
+                         f"{args.treatment}, {args.stock} and {args.floor}")
     t = Table(title=f"{args.treatment} vs {args.stock} (gap to {args.floor}); 95% bootstrap CIs")
     for col in ("cells", "gap closed p50", "gap closed p99", f"energy / {args.stock}", f"energy / {args.floor}"):
         t.add_column(col)
 
     def fmt(e):
-        return f"{e['value']:.2f} [{e['ci95_lo']:.2f}, {e['ci95_hi']:.2f}]"
+        return f"{e['value']:.4f} [{e['ci95_lo']:.4f}, {e['ci95_hi']:.4f}]"
 
-    for prefix, r in res.items():
-        t.add_row(prefix, fmt(r["gap_closed_p50"]), fmt(r["gap_closed_p99"]), fmt(r["energy_vs_stock"]),
+    for label, r in res.groups.items():
+        t.add_row(label, fmt(r["gap_closed_p50"]), fmt(r["gap_closed_p99"]), fmt(r["energy_vs_stock"]),
                   fmt(r["energy_vs_floor"]))
     out.print(t)
     if args.json:
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        args.json.write_text(json.dumps({"groups": res.groups, "left_out": res.left_out}, indent=2) + "\n")
     return 0
 
 
@@ -230,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
     sp.set_defaults(func=cmd_run)
 
+    sp = sub.add_parser("report", help="re-derive a run's summary and plot from its records (no build, no boot)")
+    sp.add_argument("run_dir", type=Path, nargs="+", help="run directories (results/<experiment>-<hash>)")
+    sp.set_defaults(func=cmd_report)
+
     sp = sub.add_parser("compare", help="gap closed between stock and floor by a treatment, and its energy")
     sp.add_argument("run_dir", type=Path, help="a run directory (results/<experiment>-<hash>)")
     sp.add_argument("--treatment", default="agent", help="variant under test (default: agent)")
@@ -269,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # whatever dispositions were inherited (nohup, a background job): stop, and stop the children
+        procs.install_signal_handlers()
     out = Console(soft_wrap=True)
     if not out.is_terminal:
         out = Console(soft_wrap=True, width=200)   # logs and CI: keep table rows on one line
@@ -277,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:  # InputError (exit 2) included: plain text, never wrapped
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:   # procs.Terminated too: SIGINT, SIGTERM, SIGHUP
+        code = getattr(e, "exit_code", 130)
+        print(f"interrupted (signal {code - 128}): every guest and build this run started is stopped",
+              file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@ Input errors (a bad experiment file, a bad flag) exit 2; build or run failures e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# Characters that would break a message's one line (or hide part of it) are shown escaped.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    return _UNPRINTABLE.sub(lambda m: repr(m.group(0))[1:-1], text)
 
 
 class HarnessError(Exception):
@@ -22,7 +30,7 @@ class InputError(HarnessError):
 
 @dataclass(frozen=True)
 class SpecIssue:
-    """One problem in an experiment file, located to the character."""
+    """One problem in an experiment file, located to the character (line 0: the file as a whole)."""
 
     file: str
     line: int
@@ -31,8 +39,9 @@ class SpecIssue:
     reason: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
+        where = f"{self.file}:{self.line}:{self.column}" if self.line > 0 else self.file
+        text = f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
+        return one_line(text)
 
 
 class SpecError(InputError):
@@ -40,4 +49,5 @@ class SpecError(InputError):
 
     def __init__(self, issues: list[SpecIssue]):
         self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
+        # The CLI prints "error: " before the message: every further problem gets its own.
+        super().__init__("\nerror: ".join(str(i) for i in issues))

@@ -1,13 +1,22 @@
-"""`python -m harness run`: every cell of an experiment, built, booted, run and parsed.
+"""`python -m harness run`: plan -> prepare -> execute on a guest backend -> collect -> record.
 
-Each cell is isolated: a build failure, a kernel panic, a hang or a crashing workload marks
-that cell failed (with its reason and console log) and the next cell runs. A guest that dies
-before the workload starts is retried (`INFRA_RETRIES`) and every retry is counted as an
-infrastructure failure in the cell's result. A cell whose result.json says "ok" is skipped
-when the same run is started again, unless `redo` is set.
+- plan: the cells to run, each with its kernel request, guest script and probe scripts; no side
+  effects, every input error found here (exit 2, nothing created).
+- prepare: kernels, accelerator, root filesystem and workload binary for every planned cell, still
+  before the run directory exists (a kernel-stage input error is exit 2 with nothing written; a
+  failed build fails only the cells that need that kernel).
+- execute: per cell, a fresh share with the host's inputs, then the guest, on the backend
+  (virtme-ng, or a fake that replays recordings). A guest that dies before the workload starts is
+  retried (`INFRA_RETRIES`), each retry counted as an infrastructure failure.
+- collect: what the guest wrote, read from the share without following links and within caps,
+  parsed into steps, platform and probe records; unreadable output fails the cell, not the run.
+- record: the cell's typed record (`harness.records`), then the run index; the summary and plot
+  are derived from the records by the same offline path `python -m harness report` takes.
 
-Layout: <results>/<run-id>/{experiment.yaml, run.json, summary.txt, latency_cdf.png,
-<cell-id>/{result.json, steps.csv, steps-r*.csv, console.log, guest.sh, ...}}
+Each cell is isolated: a build failure, a panic, a hang or bad output marks that cell failed (with
+its reason and console log) and the next cell runs. A cell whose record says ok, with the same
+fingerprint (spec, kernel, workload binary, script, probes), is skipped when the run is started
+again, unless `redo` is set. A run directory is locked against a second concurrent run.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
+import fcntl
+import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,24 +35,23 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from harness import probes
+from harness import probes, records
 from harness.analysis import report
-from harness.analysis.steps import StepsFormatError, cell_stats, load_steps, read_steps_csv
+from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns, to_parsed_csv
 from harness.errors import HarnessError, InputError
-from harness.guest import accel as accelmod
-from harness.guest import platform
-from harness.guest.rootfs import ensure_rootfs
-from harness.guest.scratch import scratch_disk
-from harness.guest.vm import X86_TCG_CPU, GuestConfig, run_guest
-from harness.kernel.build import KernelBuilder, KernelRequest
+from harness.guest import platform, protocol, share
+from harness.guest.accel import AccelChoice
+from harness.guest.backend import GuestBackend, VngBackend
+from harness.guest.vm import X86_TCG_CPU, GuestConfig, GuestResult, check_path
+from harness.kernel.build import BuildResult, KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
 from harness.probes import bpftrace_json
 from harness.probes.context import LoopTimeline, ProbeContext
+from harness.records import CellResult, RunIndex
 from harness.spec.loader import Cell, LoadedExperiment
-from harness.workload import guest_script
-from harness.workload.build import workload_dir
 
 INFRA_RETRIES = 2
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,95}$")
 
 
 @dataclass
@@ -50,8 +60,38 @@ class CellOutcome:
     status: str                  # ok | failed | skipped (already done)
     reason: str = ""
     dir: Path | None = None
-    stats: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
+    record: CellResult | None = None
+
+    @property
+    def stats(self) -> dict:
+        return self.record.stats.model_dump() if self.record and self.record.stats else {}
+
+
+@dataclass
+class CellPlan:
+    """One cell, resolved down to what the guest will run."""
+
+    cell: Cell
+    request: KernelRequest
+    probes: list[str]
+    probes_pending: list[str]
+    platform: platform.PlatformPlan
+    script: str
+    probe_scripts: dict[str, str]
+    wait_file: Path | None
+
+
+@dataclass
+class Prepared:
+    """What a cell's guest needs besides its script, resolved before the run directory exists."""
+
+    kernel: BuildResult | None = None
+    kernel_error: str = ""
+    accel: AccelChoice | None = None
+    timing: str = ""
+    rootfs: Path | None = None
+    tools: Path | None = None
+    host: dict[str, str] = field(default_factory=dict)
 
 
 def run_id_for(le: LoadedExperiment) -> str:
@@ -61,266 +101,379 @@ def run_id_for(le: LoadedExperiment) -> str:
 
 class Runner:
     def __init__(self, le: LoadedExperiment, results_root: Path, run_id: str | None = None, redo: bool = False,
-                 cache: BuildCache | None = None, console: Console | None = None, only: list[str] | None = None):
+                 cache: BuildCache | None = None, console: Console | None = None, only: list[str] | None = None,
+                 backend: GuestBackend | None = None, builder=None):
         self.le = le
         self.cache = cache or BuildCache()
-        self.builder = KernelBuilder(self.cache, console=Console(stderr=True))
-        self.run_dir = results_root / (run_id or run_id_for(le))
+        self.builder = builder or KernelBuilder(self.cache, console=Console(stderr=True))
+        self.backend = backend or VngBackend(self.cache)
+        run_id = run_id or run_id_for(le)
+        if not RUN_ID.match(run_id):
+            raise InputError(f"--run-id {run_id!r}: a run id is one name of letters, digits and ._+- "
+                             "(at most 96 characters), inside the results directory")
+        self.results_root = results_root.resolve()
+        self.run_dir = self.results_root / run_id
         self.redo = redo
         self.console = console or Console()
         self.only = only
 
+    # -- plan ------------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
         if not self.only:
             return self.le.cells
         picked = [c for c in self.le.cells if any(pat in c.id for pat in self.only)]
         if not picked:
-            raise InputError(f"no cell id contains any of {self.only}")
+            ids = ", ".join(c.id for c in self.le.cells)
+            raise InputError(f"no cell id contains any of {self.only} (cells: {ids})")
         return picked
 
-    def run(self) -> list[CellOutcome]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.le.path, self.run_dir / "experiment.yaml")
-        started = dt.datetime.now(dt.UTC)
-        t0 = time.monotonic()
-        cells = self.cells()
-        outcomes: list[CellOutcome] = []
-        try:
-            for i, cell in enumerate(cells, 1):
-                self.console.print(f"[bold][{i}/{len(cells)}][/] {cell.id}", highlight=False)
+    def plan(self) -> list[CellPlan]:
+        check_path(self.run_dir, "run directory")     # virtme-ng shares <run>/<cell>/guest
+        check_path(self.cache.root, "cache directory")  # ... and boots images from the cache
+        base_dir = self.le.path.resolve().parent
+        plans = []
+        for cell in self.cells():
+            spec = cell.spec
+            plat = platform.plan(spec.platform, spec.arch)
+            names = [p for p in spec.probes if p in probes.PROBES]
+            script = protocol.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
+                                     extra_args=plat.workload_args, probes=names, probe_run=spec.probe_run,
+                                     cpus=spec.machine.cpus)
+            wf = spec.workload.wait.file
+            plans.append(CellPlan(
+                cell, KernelRequest.from_spec(spec.kernel, spec.arch, base_dir), names,
+                [p for p in spec.probes if p not in probes.PROBES], plat, script,
+                {name: probes.render(name) for name in names},
+                (Path(wf) if Path(wf).is_absolute() else base_dir / wf) if wf else None))
+        return plans
+
+    # -- prepare ---------------------------------------------------------------------------------
+    def prepare(self, plans: list[CellPlan]) -> dict[str, Prepared]:
+        """Kernels (each distinct one once), accelerator, rootfs and tools for every cell. Input
+        errors propagate (exit 2, nothing in the results); a failed build is that cell's failure."""
+        builds: dict[KernelRequest, BuildResult | str] = {}
+        out: dict[str, Prepared] = {}
+        for p in plans:
+            if p.request not in builds:
+                self.console.print(f"kernel {p.request.label} ...", highlight=False)
                 try:
-                    out = self.run_cell(cell)
+                    builds[p.request] = self.builder.build(p.request)
                 except InputError:
                     raise
                 except HarnessError as e:
-                    out = self._fail(cell, self.run_dir / cell.id, f"{e}")
-                outcomes.append(out)
-                color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
-                self.console.print(f"    [{color}]{out.status}[/]: {out.reason}", highlight=False)
-        finally:   # interrupted or not, what ran is summarised
-            self.report(outcomes)
-            atomic_write_text(self.run_dir / "run.json", json.dumps({
-                "experiment": self.le.experiment.name, "run_id": self.run_dir.name,
-                "started": started.isoformat(), "finished": dt.datetime.now(dt.UTC).isoformat(),
-                "wall_s": round(time.monotonic() - t0, 1), "complete": len(outcomes) == len(cells),
-                "cells": {o.cell.id: o.status for o in outcomes},
-            }, indent=2) + "\n")
+                    builds[p.request] = f"kernel build failed: {e}"
+            got = builds[p.request]
+            prep = Prepared()
+            out[p.cell.id] = prep
+            if isinstance(got, str):
+                prep.kernel_error = got
+                continue
+            prep.kernel = got
+            spec = p.cell.spec
+            check_path(got.image, "kernel image")
+            # Virtual time needs TCG: with `auto`, do not even probe KVM.
+            wanted = "tcg" if spec.machine.timing == "virtual" and spec.machine.accel == "auto" else spec.machine.accel
+            try:
+                prep.accel = self.backend.accel(wanted, spec.arch, got.image)
+                prep.rootfs = self.backend.rootfs(spec.arch)
+                prep.tools = self.backend.tools(spec.arch)
+                prep.host = self.backend.host_facts(spec.arch)
+            except InputError:
+                raise
+            except HarnessError as e:
+                prep.kernel_error = f"guest preparation failed: {e}"
+                continue
+            timing = spec.machine.timing
+            if timing == "auto":
+                timing = "virtual" if prep.accel.accel == "tcg" else "realtime"
+            prep.timing = timing
+            for what, path in (("root filesystem", prep.rootfs), ("tools directory", prep.tools)):
+                if path is not None:
+                    check_path(path, what)
+        return out
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> list[CellOutcome]:
+        plans = self.plan()
+        prepared = self.prepare(plans)
+        exp_sha = sha256_bytes(self.le.path.read_bytes())
+        created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        outcomes: list[CellOutcome] = []
+        try:
+            with _locked(self.run_dir):
+                index = self._open_index(exp_sha)
+                atomic_write_text(self.run_dir / records.EXPERIMENT_COPY, self.le.path.read_text())
+                inv = records.Invocation(started=_now(), cells=[p.cell.id for p in plans], interrupted=True)
+                index.invocations.append(inv)
+                t0 = time.monotonic()
+                try:
+                    for i, p in enumerate(plans, 1):
+                        self.console.print(f"[bold][{i}/{len(plans)}][/] {p.cell.id}", highlight=False)
+                        out = self.run_cell(p, prepared[p.cell.id])
+                        outcomes.append(out)
+                        color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
+                        self.console.print(f"    [{color}]{out.status}[/]: {out.reason}", highlight=False)
+                        self._index_cell(index, out)
+                        records.write(self.run_dir / records.RUN_INDEX, index)
+                    inv.interrupted = False
+                finally:   # interrupted or not, what ran is indexed and summarised
+                    inv.finished, inv.wall_s = _now(), round(time.monotonic() - t0, 1)
+                    index.complete = (len(index.cells) == index.cells_total
+                                      and all(e.status == "ok" for e in index.cells.values()))
+                    records.write(self.run_dir / records.RUN_INDEX, index)
+                    self.summarise()
+        except InputError:
+            if created:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         return outcomes
 
-    def report(self, outcomes: list[CellOutcome]) -> None:
-        """Summary of every cell of the run directory: this invocation's, and earlier ones' on disk."""
-        latest = {o.cell.id: o for o in outcomes}
-        rows, series = [], {}
-        for cell in self.le.cells:
-            d = self.run_dir / cell.id
-            if cell.id in latest:
-                o = latest[cell.id]
-                meta, status, reason, stats = o.meta, ("ok" if o.status == "skipped" else o.status), o.reason, o.stats
-            elif (d / "result.json").is_file():
-                meta = json.loads((d / "result.json").read_text())
-                status, reason, stats = meta.get("status", "?"), meta.get("reason", ""), meta.get("stats", {})
+    def _open_index(self, exp_sha: str) -> RunIndex:
+        path = self.run_dir / records.RUN_INDEX
+        if path.exists():
+            try:
+                index = records.read(path, RunIndex)
+            except records.RecordError as e:
+                self.console.print(f"[yellow]warning[/]: {e}: starting a new index", highlight=False)
             else:
-                continue
-            rows.append({"cell": cell.id, "status": status, "reason": reason, "accel": meta.get("accel", "-"),
-                         "timing": meta.get("timing", "-"), "stats": stats})
-            if status == "ok" and (d / "steps.csv").is_file():
-                series[cell.id] = _read_parsed(d / "steps.csv")
-        if not rows:
-            return
-        title = f"{self.le.experiment.name} ({self.run_dir.name})"
-        self.console.print(report.summary_table(rows, title))
-        atomic_write_text(self.run_dir / "summary.txt", report.summary_text(rows))
-        if series:
-            png = report.latency_cdf(series, self.run_dir / "latency_cdf.png", title)
-            self.console.print(f"plot: {png}")
-        self.console.print(f"results: {self.run_dir}")
+                if index.experiment_sha256 != exp_sha:
+                    raise InputError(f"{self.run_dir} holds results of another version of {self.le.path.name} "
+                                     "(its experiment file differs): pick another --run-id")
+                index.cells_total = len(self.le.cells)
+                return index
+        return RunIndex(experiment=self.le.experiment.name, run_id=self.run_dir.name, experiment_sha256=exp_sha,
+                        cells_total=len(self.le.cells))
 
-    # -- one cell ------------------------------------------------------------------------------
-    def run_cell(self, cell: Cell) -> CellOutcome:
-        d = self.run_dir / cell.id
-        spec = cell.spec
-        t_cell = time.monotonic()
-        self.console.print("    kernel ...", highlight=False)
-        req = KernelRequest.from_spec(spec.kernel, spec.arch, self.le.path.resolve().parent)
+    @staticmethod
+    def _index_cell(index: RunIndex, out: CellOutcome) -> None:
+        rec = out.record
+        if rec is None:
+            return
+        index.cells[out.cell.id] = records.CellEntry(arch=rec.arch, variant=rec.variant, axes=rec.axes,
+                                                     status=rec.status, reason=rec.reason, finished=rec.finished)
+
+    def summarise(self) -> None:
+        """The run's summary and plot, from the records on disk (the same path as `report`)."""
         try:
-            build = self.builder.build(req)
-        except HarnessError as e:
-            return self._fail(cell, d, f"kernel build failed: {e}")
-        tools = workload_dir(self.cache, spec.arch)
-        plat = platform.plan(spec.platform, spec.arch)
-        probe_names = [p for p in spec.probes if p in probes.PROBES]
-        probes_pending = [p for p in spec.probes if p not in probes.PROBES]
-        script = guest_script.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
-                                     extra_args=plat.workload_args, probes=probe_names, probe_run=spec.probe_run,
-                                     cpus=spec.machine.cpus)
-        missing = probes.missing_symbols(probe_names, build.image.parent / "System.map")
+            rep = report.write_run_report(self.run_dir)
+        except Exception as e:   # a summary must never turn a finished run into a crash
+            self.console.print(f"[yellow]warning[/]: summary not written: {e}", highlight=False)
+            return
+        if rep.table is not None:
+            self.console.print(rep.table)
+        for line in rep.notes:
+            self.console.print(line, highlight=False)
+        self.console.print(f"results: {self.run_dir}", highlight=False)
+
+    # -- one cell --------------------------------------------------------------------------------
+    def _base_record(self, p: CellPlan, **kw) -> dict:
+        c = p.cell
+        return dict(experiment=self.le.experiment.name, run_id=self.run_dir.name, cell=c.id, arch=c.spec.arch,
+                    variant=c.variant, axes=c.axes, spec=c.spec.model_dump(mode="json"),
+                    repeats=self.le.experiment.repeats, probes_pending=p.probes_pending, **kw)
+
+    def run_cell(self, p: CellPlan, prep: Prepared) -> CellOutcome:
+        cell, spec = p.cell, p.cell.spec
+        d = self.run_dir / cell.id
+        t_cell = time.monotonic()
+        if prep.kernel is None:
+            return self._fail(p, d, "kernel-build", prep.kernel_error)
+        build = prep.kernel
+        kernel = records.KernelInfo(key=build.key, request=p.request.label,
+                                    release=build.metadata.get("kernel_release"), image=str(build.image))
+        missing = probes.missing_symbols(p.probes, build.image.parent / "System.map")
         if missing:
-            return self._fail(cell, d, "probe-failed: " + "; ".join(
+            return self._fail(p, d, "probe-failed", "; ".join(
                 f"probe {name}: {', '.join(syms)} not in this kernel's System.map (inlined, renamed or "
-                "configured out): it cannot attach" for name, syms in missing.items()))
-        # Same spec, kernel, workload binary and guest script: the stored result still stands.
-        probe_scripts = {name: probes.render(name) for name in probe_names}
+                "configured out): it cannot attach" for name, syms in missing.items()), kernel=kernel)
         fingerprint = sha256_json({"spec": spec.model_dump(mode="json"), "kernel": build.key,
-                                   "workload": tools.name, "script": script, "probes": probe_scripts})
-        done = d / "result.json"
-        if done.is_file() and not self.redo:
-            prev = json.loads(done.read_text())
-            if prev.get("status") == "ok" and prev.get("fingerprint") == fingerprint:
-                return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d,
-                                   prev.get("stats", {}), prev)
-        if d.exists():
+                                   "workload": prep.tools.name, "script": p.script, "probes": p.probe_scripts,
+                                   "backend": self.backend.name})
+        if not self.redo and (prev := self._previous(d)) is not None:
+            if prev.status == "ok" and prev.fingerprint == fingerprint:
+                return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
+        if d.is_symlink():
+            d.unlink()
+        elif d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        for name, text in probe_scripts.items():
-            (d / guest_script.PROBES_DIR).mkdir(exist_ok=True)
-            (d / guest_script.PROBES_DIR / f"{name}.bt").write_text(text)
-        if spec.workload.wait.file:
-            wf = Path(spec.workload.wait.file)
-            shutil.copy(wf if wf.is_absolute() else self.le.path.resolve().parent / wf, d / guest_script.WAIT_FILE)
-        root = ensure_rootfs(self.cache, spec.arch) if spec.arch == "arm64" else None
-        # Virtual time needs TCG: with `auto`, do not even probe KVM.
-        wanted = "tcg" if spec.machine.timing == "virtual" and spec.machine.accel == "auto" else spec.machine.accel
-        choice = accelmod.resolve(wanted, spec.arch, build.image, self.cache)
-        timing = spec.machine.timing
-        if timing == "auto":
-            timing = "virtual" if choice.accel == "tcg" else "realtime"
-        if timing == "virtual" and choice.accel == "kvm":
-            raise InputError(f"{cell.id}: timing 'virtual' needs TCG but the guest runs under KVM")
-        if probes_pending:
+        atomic_write_text(d / records.GUEST_SCRIPT_COPY, p.script)
+        if p.probes_pending:
             self.console.print(f"    [yellow]warning[/]: probes not implemented yet, not run: "
-                               f"{', '.join(probes_pending)}", highlight=False)
-        cmdline = list(spec.machine.cmdline) + plat.cmdline
+                               f"{', '.join(p.probes_pending)}", highlight=False)
+        cmdline = list(spec.machine.cmdline) + p.platform.cmdline
         cfg = GuestConfig(arch=spec.arch, image=build.image, cpus=spec.machine.cpus, memory=spec.machine.memory,
-                          accel=choice.accel, timing=timing, icount_shift=spec.machine.icount_shift,
-                          arm64_cpu=spec.machine.arm64_cpu, cmdline=tuple(cmdline), root=root, tools_dir=tools)
-        (d / "guest.sh").write_text(script)
-
-        attempts, infra = [], 0
+                          accel=prep.accel.accel, timing=prep.timing, icount_shift=spec.machine.icount_shift,
+                          arm64_cpu=spec.machine.arm64_cpu, cmdline=tuple(cmdline), root=prep.rootfs,
+                          tools_dir=prep.tools)
+        share_dir = d / protocol.SHARE
+        attempts: list[records.Attempt] = []
+        res: GuestResult | None = None
         for attempt in range(INFRA_RETRIES + 1):
-            mode = f"{choice.accel}, {'virtual time' if timing == 'virtual' else 'real time'}"
+            mode = f"{prep.accel.accel}, {'virtual time' if prep.timing == 'virtual' else 'real time'}"
             self.console.print(f"    boot + run ({mode}), attempt {attempt + 1} ...", highlight=False)
+            self._fill_share(p, share_dir)
             with contextlib.ExitStack() as stack:   # a fresh scratch filesystem per boot
                 if spec.workload.phases.disk_mb:
-                    image = stack.enter_context(scratch_disk(self.cache.root / "tmp", spec.workload.phases.disk_mb))
+                    image = stack.enter_context(self.backend.scratch(spec.workload.phases.disk_mb))
                     cfg = dataclasses.replace(cfg, disks=(image,))
-                res = run_guest(cfg, d, f"sh {guest_script.GUEST_RESULTS}/guest.sh", spec.machine.run_timeout_s,
-                                console_name=f"console-{attempt}.log" if attempt else "console.log",
-                                boot_timeout_s=spec.machine.boot_timeout_s)
-            attempts.append({"outcome": res.outcome, "reason": res.reason, "console": res.console_log.name,
-                             "wall_s": round(res.wall_s, 1)})
+                res = self.backend.run(cfg, share_dir, protocol.guest_command(), spec.machine.run_timeout_s,
+                                       d / records.console_log(attempt), spec.machine.boot_timeout_s)
+            attempts.append(records.Attempt(outcome=res.outcome, reason=res.reason, console=res.console_log.name,
+                                            wall_s=round(res.wall_s, 1)))
             if not res.infrastructure:
                 break
-            infra += 1
-        meta = {
-            "cell": cell.id, "variant": cell.variant, "axes": cell.axes, "spec": spec.model_dump(mode="json"),
-            "fingerprint": fingerprint,
-            "experiment": self.le.experiment.name, "repeats": self.le.experiment.repeats,
-            "kernel": {"key": build.key, "request": req.label, "release": build.metadata.get("kernel_release"),
-                       "image": str(build.image)},
-            "accel": choice.accel, "accel_reason": choice.reason, "timing": timing,
-            "guest_cpu_model": spec.machine.arm64_cpu if spec.arch == "arm64" and choice.accel == "tcg"
-            else ("host" if choice.accel == "kvm" else X86_TCG_CPU),
-            "timing_label": "QEMU virtual time (-icount): guest time counts instructions" if timing == "virtual"
-            else ("TCG real time: guest compute dilated ~30x vs wall-clock delays" if choice.accel == "tcg"
-                  else "KVM real time"),
-            "host": accelmod.host_facts(spec.arch), "workload_dir": str(tools), "rootfs": str(root) if root else None,
-            "platform_requested": plat.applied, "kernel_cmdline": cmdline,
-            "probes_run": probe_names, "probes_pending": probes_pending,
-            "attempts": attempts, "infra_failures": infra,
-            "boot_to_workload_s": res.guest_uptime_at_start_s,
-            "boot_to_workload_wall_s": round(res.boot_wall_s, 1) if res.boot_wall_s is not None else None,
-            "guest_status": res.status,
-            "cell_wall_s": round(time.monotonic() - t_cell, 1),
-            "finished": dt.datetime.now(dt.UTC).isoformat(),
-        }
+        guest = records.GuestInfo(
+            backend=self.backend.name, accel=prep.accel.accel, accel_reason=prep.accel.reason, timing=prep.timing,
+            timing_label=_timing_label(prep.timing, prep.accel.accel),
+            cpu_model=(spec.machine.arm64_cpu if spec.arch == "arm64" and prep.accel.accel == "tcg"
+                       else ("host" if prep.accel.accel == "kvm" else X86_TCG_CPU)),
+            host=prep.host, rootfs=str(prep.rootfs) if prep.rootfs else None, workload_dir=str(prep.tools),
+            kernel_cmdline=cmdline, platform_requested=p.platform.applied,
+            boot_to_workload_s=res.guest_uptime_at_start_s,
+            boot_to_workload_wall_s=round(res.boot_wall_s, 1) if res.boot_wall_s is not None else None,
+            status={k: share.excerpt(v, 200) for k, v in list(res.status.items())[:64]})
+        # every attempt but a last one that got past the boot was an infrastructure failure
+        base = dict(kernel=kernel, guest=guest, attempts=attempts, fingerprint=fingerprint,
+                    infra_failures=len(attempts) - (0 if res.infrastructure else 1))
         if not res.ok:
             reason = res.reason
             if res.outcome == "probe-failed":   # bpftrace's own words name the missing symbol or tracepoint
-                err = d / f"probe-{res.status['probe_failed']}.err"
-                said = " ".join(err.read_text(errors="replace").split()[:60]) if err.is_file() else ""
-                reason += f": {said or 'bpftrace exited without a message'}"
-            return self._fail(cell, d, f"{res.outcome}: {reason} (console log: {res.console_log})", meta)
+                reason += f": {self._probe_error(share_dir, res.status.get(protocol.Key.PROBE_FAILED, ''))}"
+            return self._fail(p, d, res.outcome, f"{reason} (console log: {res.console_log})", **base)
         try:
-            steps = load_steps([d / f"steps-r{r}.csv" for r in range(self.le.experiment.repeats)])
-        except (OSError, StepsFormatError) as e:
-            return self._fail(cell, d, f"workload output unreadable: {e}", meta)
-        _write_steps(d / "steps.csv", steps)
-        stats = cell_stats(steps).as_dict()
-        try:
-            snaps = [(platform.read_snapshot(d / f"platform-r{r}-before.txt"),
-                      platform.read_snapshot(d / f"platform-r{r}-after.txt"))
-                     for r in range(self.le.experiment.repeats)]
-        except (OSError, ValueError) as e:
-            return self._fail(cell, d, f"platform snapshot unreadable: {e}", meta)
-        wrong = platform.verify(spec.platform, spec.arch, snaps[0][0])
-        if wrong:
-            return self._fail(cell, d, "platform-failed: " + "; ".join(wrong), meta)
-        w = spec.workload   # energy covers whole repeats: warm-up steps included
-        meta["platform"] = platform.summarize([platform.delta(b, a) for b, a in snaps],
-                                              self.le.experiment.repeats * w.agents * (w.steps + w.warmup))
-        stats.update({k: meta["platform"][k] for k in ("energy_per_step_uj", "avg_power_mw")})
-        try:
-            probe_stats = self._probe_stats(spec, d, probe_names, snaps, stats, meta)
-        except (OSError, ValueError, StepsFormatError) as e:
-            return self._fail(cell, d, f"probe output unreadable: {e}", meta)
-        meta.update({"status": "ok", "reason": "", "stats": stats, "probes": probe_stats})
-        atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
+            collected = self.collect(p, d, share_dir)
+        except (share.ShareError, StepsFormatError, platform.SnapshotError, bpftrace_json.ProbeOutputError,
+                ValueError) as e:
+            return self._fail(p, d, "output-unreadable", f"guest output unreadable: {share.excerpt(str(e), 400)}",
+                              **base)
+        if collected.get("platform_wrong"):
+            return self._fail(p, d, "platform-failed", "platform-failed: " + "; ".join(collected["platform_wrong"]),
+                              **base)
+        collected.pop("platform_wrong", None)
+        rec = CellResult(**self._base_record(p, status="ok", **base, **collected,
+                                             cell_wall_s=round(time.monotonic() - t_cell, 1)))
+        records.write(d / records.CELL_RESULT, rec)
+        st = rec.stats
         boot = (f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest / {res.boot_wall_s:.0f}s wall"
                 if res.guest_uptime_at_start_s is not None and res.boot_wall_s is not None else "")
-        return CellOutcome(cell, "ok", f"{stats['steps']} steps, wake p50 {stats['wake_p50_us']:.0f}us, "
-                           f"step p50 {stats['step_p50_us']:.0f}us ({meta['cell_wall_s']:.0f}s wall{boot})",
-                           d, stats, meta)
+        return CellOutcome(cell, "ok", f"{st.steps} steps, wake p50 {st.wake_p50_us:.0f}us, "
+                           f"step p50 {st.step_p50_us:.0f}us ({rec.cell_wall_s:.0f}s wall{boot})", d, rec)
 
-    def _probe_stats(self, spec, d: Path, names: list[str], snaps, stats: dict, meta: dict) -> dict:
-        """Parse each probe's output against the loop run it traced. With a separate probed run,
-        that run (repeat 0's seed) against repeat 0 is the probes' overhead."""
-        if not names:
-            return {}
-        if spec.probe_run == "separate":
-            raw = [read_steps_csv(d / guest_script.PROBED_STEPS, 0)]
-            cur_khz = platform.read_snapshot(d / "platform-probed-before.txt").cur_khz
-            probed = cell_stats(load_steps([d / guest_script.PROBED_STEPS])).as_dict()
-            first = cell_stats(load_steps([d / "steps-r0.csv"])).as_dict()
-            meta["probed_run"] = probed
-            for q in ("p50", "p99"):
-                stats[f"probe_overhead_{q}"] = probed[f"step_{q}_us"] / first[f"step_{q}_us"] - 1
-        else:
-            raw = [read_steps_csv(d / f"steps-r{r}.csv", r) for r in range(self.le.experiment.repeats)]
-            cur_khz = snaps[0][0].cur_khz
-        ctx = ProbeContext(cur_khz=cur_khz,   # per-CPU policies: policy N is cpu N
-                           loop=LoopTimeline.from_columns({k: np.concatenate([c[k] for c in raw]) for k in raw[0]}),
-                           files=guest_script.read_file_index(d))
-        out = {}
-        for name in names:
-            tool = probes.get(name)
-            try:
-                recs = tool.records(bpftrace_json.read(d / f"probe-{name}.json"), ctx)
-            except bpftrace_json.ProbeOutputError as e:
-                raise ValueError(f"probe {name}: {e}") from None
-            atomic_write_text(d / f"probe-{name}.csv", tool.to_csv(recs))
-            out[name] = tool.summary(recs, ctx)
+    def _previous(self, d: Path) -> CellResult | None:
+        try:
+            return records.read(d / records.CELL_RESULT, CellResult)
+        except records.RecordError:
+            return None
+
+    def _fill_share(self, p: CellPlan, share_dir: Path) -> None:
+        """An empty share with the host's inputs: whatever an earlier attempt's guest left is gone."""
+        share.reset(share_dir)
+        atomic_write_text(share_dir / protocol.GUEST_SCRIPT, p.script)
+        for name, text in p.probe_scripts.items():
+            atomic_write_text(share_dir / protocol.probe_script(name), text)
+        if p.wait_file is not None:
+            shutil.copyfile(p.wait_file, share_dir / protocol.WAIT_FILE)
+
+    @staticmethod
+    def _probe_error(share_dir: Path, name: str) -> str:
+        if name not in probes.PROBES:
+            return "bpftrace exited without a message"
+        try:
+            text = share.read_text_or_none(share_dir / protocol.probe_stderr(name), share.LIMIT_SMALL) or ""
+        except share.ShareError as e:
+            return f"its error output is unreadable ({e})"
+        return share.excerpt(" ".join(text.split()[:60]), 400) or "bpftrace exited without a message"
+
+    # -- collect ---------------------------------------------------------------------------------
+    def collect(self, p: CellPlan, d: Path, share_dir: Path) -> dict:
+        """What the guest wrote -> the record's measured parts (and host-side parsed files)."""
+        spec, repeats = p.cell.spec, self.le.experiment.repeats
+        runs = [protocol.repeat_files(r) for r in range(repeats)]
+        raw = [parse_steps_csv(share.read_text(share_dir / f.steps, share.LIMIT_STEPS), f.steps, r)
+               for r, f in enumerate(runs)]
+        steps = steps_from_columns(raw)
+        atomic_write_text(d / records.CELL_STEPS, to_parsed_csv(steps))
+        stats = cell_stats(steps)
+        snaps = [(platform.parse_snapshot(share.read_text(share_dir / f.before, share.LIMIT_SMALL), f.before),
+                  platform.parse_snapshot(share.read_text(share_dir / f.after, share.LIMIT_SMALL), f.after))
+                 for f in runs]
+        wrong = platform.verify(spec.platform, spec.arch, snaps[0][0])
+        w = spec.workload   # energy covers whole repeats: warm-up steps included
+        plat = platform.summarize([platform.delta(b, a) for b, a in snaps], w.agents * (w.steps + w.warmup))
+        out = {"stats": stats, "platform": plat, "platform_wrong": wrong}
+        if p.probes:
+            out.update(self._probes(p, d, share_dir, raw, snaps, stats))
         return out
 
-    def _fail(self, cell: Cell, d: Path, reason: str, meta: dict | None = None) -> CellOutcome:
+    def _probes(self, p: CellPlan, d: Path, share_dir: Path, raw, snaps, stats) -> dict:
+        """Parse each probe's output against the loop run it traced. With a separate probed run,
+        that run (repeat 0's seed) against repeat 0 is the probes' overhead."""
+        out: dict = {}
+        if p.cell.spec.probe_run == "separate":
+            f = protocol.PROBED_FILES
+            probed_raw = [parse_steps_csv(share.read_text(share_dir / f.steps, share.LIMIT_STEPS), f.steps, 0)]
+            probed_steps = steps_from_columns(probed_raw)
+            atomic_write_text(d / records.CELL_PROBED_STEPS, to_parsed_csv(probed_steps))
+            cur_khz = platform.parse_snapshot(share.read_text(share_dir / f.before, share.LIMIT_SMALL),
+                                              f.before).cur_khz
+            probed, first = cell_stats(probed_steps), cell_stats(steps_from_columns(raw[:1]))
+            out["probed_run"] = probed
+            out["probe_overhead"] = {q: getattr(probed, f"step_{q}_us") / getattr(first, f"step_{q}_us") - 1
+                                     for q in ("p50", "p99") if getattr(first, f"step_{q}_us") > 0}
+            traced = probed_raw
+        else:
+            traced, cur_khz = raw, snaps[0][0].cur_khz
+        ctx = ProbeContext(cur_khz=cur_khz,   # per-CPU policies: policy N is cpu N
+                           loop=LoopTimeline.from_columns({k: np.concatenate([c[k] for c in traced])
+                                                           for k in traced[0]}),
+                           files=protocol.read_file_index(share_dir))
+        summaries = {}
+        for name in p.probes:
+            tool = probes.get(name)
+            name_out = protocol.probe_output(name)
+            text = share.read_text(share_dir / name_out, share.LIMIT_PROBE)
+            try:
+                recs = tool.records(bpftrace_json.parse(text, name_out), ctx)
+            except bpftrace_json.ProbeOutputError as e:
+                raise ValueError(f"probe {name}: {e}") from None
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise ValueError(f"probe {name}: malformed output ({type(e).__name__})") from None
+            atomic_write_text(d / records.probe_records(name), tool.to_csv(recs))
+            summaries[name] = tool.summary(recs, ctx)
+        out["probes"] = summaries
+        return out
+
+    def _fail(self, p: CellPlan, d: Path, failure: str, reason: str, **kw) -> CellOutcome:
         d.mkdir(parents=True, exist_ok=True)
-        meta = {**(meta or {"cell": cell.id, "variant": cell.variant}), "status": "failed", "reason": reason}
-        atomic_write_text(d / "result.json", json.dumps(meta, indent=2) + "\n")
-        return CellOutcome(cell, "failed", reason, d, {}, meta)
+        rec = CellResult(**self._base_record(p, status="failed", failure=failure, reason=reason, **kw))
+        records.write(d / records.CELL_RESULT, rec)
+        return CellOutcome(p.cell, "failed", reason, d, rec)
 
 
-def _read_parsed(path: Path) -> dict[str, list[float]]:
-    import csv
-
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {k: [float(r[k]) for r in rows] for k in ("step_us", "wake_us")}
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _write_steps(path: Path, s) -> None:
-    """The parsed per-step data of a cell, one row per measured step, in microseconds."""
-    lines = ["repeat,agent,step,wait_us,wake_us,step_us,compute_us,phases_us,cpu"]
-    for row in zip(s.repeat, s.agent, s.step, s.wait_ns, s.wake_ns, s.step_ns, s.compute_ns, s.phases_ns, s.cpu,
-                   strict=True):
-        r, a, st, w, wk, sp, c, ph, cpu = (int(x) for x in row)
-        lines.append(f"{r},{a},{st},{w / 1e3:.3f},{wk / 1e3:.3f},{sp / 1e3:.3f},{c / 1e3:.3f},{ph / 1e3:.3f},{cpu}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
+def _timing_label(timing: str, accel: str) -> str:
+    if timing == "virtual":
+        return "QEMU virtual time (-icount): guest time counts instructions"
+    if accel == "tcg":
+        return "TCG real time: guest compute dilated ~30x vs wall-clock delays"
+    return "KVM real time"
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path):
+    """An exclusive lock on the run directory for one invocation; a second one exits 2 at once."""
+    fd = os.open(run_dir / records.RUN_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{run_dir} is in use by another `harness run` (lock {records.RUN_LOCK}); "
+                             "wait for it or pick another --run-id") from None
+        yield
+    finally:
+        os.close(fd)

@@ -1,43 +1,98 @@
-"""The stock -> floor gap closed by a treatment, on synthetic cells with known answers."""
+"""The stock -> floor gap closed by a treatment, on synthetic records with known answers: cells are
+matched by arch and matrix axes, told apart by variant, and failed or unusable cells are named."""
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from harness import records
 from harness.analysis.compare import compare
+from harness.analysis.steps import PARSED_HEADER
 from harness.cli import main
+from harness.records import CellResult, PlatformSummary, RunIndex, StepStats
 
-GOLDEN = Path(__file__).parent / "golden"
+STATS = StepStats(steps=1, wake_p50_us=1, wake_p99_us=1, wake_p999_us=1, step_p50_us=1, step_p99_us=1,
+                  compute_p50_us=1, compute_mean_us=1, step_p50_repeat_cv=0)
 
 
-def make_cell(run: Path, name: str, step_us: np.ndarray):
-    d = run / name
+def make_cell(run, arch, variant, step_us, axes=None, status="ok", energy=(100.0, 102.0)):
+    axes = axes or {}
+    cid = "-".join([arch, variant] + [f"{k.split('.')[-1]}_{v}" for k, v in axes.items()])
+    d = run / cid
     d.mkdir(parents=True)
-    lines = ["repeat,agent,step,wait_us,wake_us,step_us,compute_us,phases_us,cpu"]
-    lines += [f"0,0,{i},1000,10,{s:.3f},{s - 20:.3f},1,0" for i, s in enumerate(step_us)]
-    (d / "steps.csv").write_text("\n".join(lines) + "\n")
-    spec = {"workload": {"agents": 1, "steps": len(step_us), "warmup": 0}}
-    (d / "result.json").write_text(json.dumps({"spec": spec, "repeats": 1}))
-    shutil.copy(GOLDEN / "platform-before.txt", d / "platform-r0-before.txt")
-    shutil.copy(GOLDEN / "platform-after.txt", d / "platform-r0-after.txt")
+    lines = [PARSED_HEADER] + [f"0,0,{i},1000,10,{s:.3f},{s - 20:.3f},1,0" for i, s in enumerate(step_us)]
+    (d / records.CELL_STEPS).write_text("\n".join(lines) + "\n")
+    plat = PlatformSummary(energy_uj=1, energy_per_step_uj=float(np.mean(energy)),
+                           energy_per_step_by_repeat_uj=list(energy), avg_power_mw=1, elapsed_s=1,
+                           active_fraction=0.5, freq_residency={}, idle_residency={}, idle_entries={})
+    rec = CellResult(experiment="e", run_id=run.name, cell=cid, arch=arch, variant=variant, axes=axes,
+                     status=status, reason="" if status == "ok" else "guest timed out during the workload",
+                     failure=None if status == "ok" else "hang", spec={}, repeats=1,
+                     stats=STATS if status == "ok" else None, platform=plat if status == "ok" else None)
+    records.write(d / records.CELL_RESULT, rec)
+    return cid
+
+
+def write_index(run, ids):
+    idx = RunIndex(experiment="e", run_id=run.name, experiment_sha256="0", cells_total=len(ids))
+    for cid in ids:
+        r = records.read(run / cid / records.CELL_RESULT, CellResult)
+        idx.cells[cid] = records.CellEntry(arch=r.arch, variant=r.variant, axes=r.axes, status=r.status,
+                                           finished=r.finished)
+    records.write(run / records.RUN_INDEX, idx)
 
 
 def test_gap_closed_and_energy(tmp_path, capsys):
     rng = np.random.default_rng(3)
     base = rng.normal(0, 5, 2000)
     run = tmp_path / "run"
-    make_cell(run, "x86_64-stock", 1000 + base)
-    make_cell(run, "x86_64-floor", 600 + base)
-    make_cell(run, "x86_64-agent", 700 + base)     # closes 75 % of the gap
-    res = compare(run, "agent")["x86_64"]
+    ids = [make_cell(run, "x86_64", "stock", 1000 + base), make_cell(run, "x86_64", "floor", 600 + base),
+           make_cell(run, "x86_64", "agent", 700 + base, energy=(150.0, 153.0))]   # closes 75 % of the gap
+    write_index(run, ids)
+    res = compare(run, "agent").groups["x86_64"]
     g = res["gap_closed_p50"]
     assert g["value"] == pytest.approx(0.75, abs=0.01) and g["ci95_lo"] < 0.75 < g["ci95_hi"]
     assert g["ci95_hi"] - g["ci95_lo"] < 0.05
-    assert res["energy_vs_stock"]["value"] == pytest.approx(1.0)   # same snapshots in every cell
+    assert res["energy_vs_stock"]["value"] == pytest.approx(151.5 / 101.0)
     assert main(["compare", str(run), "--json", str(tmp_path / "c.json")]) == 0
-    assert "gap closed p50" in capsys.readouterr().out
-    assert json.loads((tmp_path / "c.json").read_text())["x86_64"]["gap_closed_p99"]["value"] > 0.5
+    out = capsys.readouterr().out
+    assert "gap closed p50" in out and "0.75" in out
+    assert json.loads((tmp_path / "c.json").read_text())["groups"]["x86_64"]["gap_closed_p99"]["value"] > 0.5
     assert main(["compare", str(run), "--treatment", "nope"]) == 2
+
+
+def test_matrix_axes_are_compared_point_by_point_and_failed_cells_are_named(tmp_path, capsys):
+    """An experiment with a matrix axis: each wait gets its own stock/agent/floor triple (the
+    old id-suffix matching found none); a failed agent cell leaves its point out, by name."""
+    base = np.random.default_rng(5).normal(0, 2, 500)
+    run = tmp_path / "run"
+    ids = []
+    for us, agent in ((500, 900), (2000, 650)):
+        ax = {"workload.wait.us": us}
+        ids += [make_cell(run, "x86_64", "stock", 1000 + base, ax), make_cell(run, "x86_64", "floor", 600 + base, ax),
+                make_cell(run, "x86_64", "agent", agent + base, ax)]
+    ax = {"workload.wait.us": 8000}
+    ids += [make_cell(run, "x86_64", "stock", 1000 + base, ax), make_cell(run, "x86_64", "floor", 600 + base, ax),
+            make_cell(run, "x86_64", "agent", 100 + base, ax, status="failed")]
+    write_index(run, ids)
+    res = compare(run, "agent")
+    assert set(res.groups) == {"x86_64 us=500", "x86_64 us=2000"}
+    assert res.groups["x86_64 us=500"]["gap_closed_p50"]["value"] == pytest.approx(0.25, abs=0.01)
+    assert res.groups["x86_64 us=2000"]["gap_closed_p50"]["value"] == pytest.approx(0.875, abs=0.01)
+    assert "failed: guest timed out" in res.left_out["x86_64-agent-us_8000"]
+    assert "no ok agent cell" in res.left_out["x86_64-stock-us_8000"]
+    assert main(["compare", str(run)]) == 0
+    assert "left out x86_64-agent-us_8000: failed" in capsys.readouterr().out
+
+
+def test_a_corrupt_record_is_left_out_and_the_rest_compared(tmp_path):
+    base = np.random.default_rng(7).normal(0, 2, 300)
+    run = tmp_path / "run"
+    ids = [make_cell(run, "arm64", v, m + base) for v, m in (("stock", 1000), ("floor", 500), ("agent", 600))]
+    ids.append(make_cell(run, "x86_64", "stock", 1000 + base))
+    write_index(run, ids)
+    p = run / "x86_64-stock" / records.CELL_RESULT
+    p.write_text(p.read_text()[:100])       # truncated
+    res = compare(run, "agent")
+    assert set(res.groups) == {"arm64"} and "not JSON" in res.left_out["x86_64-stock"]

@@ -47,9 +47,10 @@ def test_injected_delay_shows_up_in_step_latency_and_runs_resume(tmp_path):
     gap = delayed["step_p50_us"] - plain["step_p50_us"]
     assert 4500 <= gap <= 5500, (plain, delayed)
     meta = json.loads((out[0].dir / "result.json").read_text())
-    assert meta["accel"] in ("kvm", "tcg") and meta["timing"] in ("virtual", "realtime")
-    assert meta["kernel"]["release"].startswith("6.12.") and meta["host"]["qemu"].startswith("QEMU")
-    assert meta["boot_to_workload_s"] > 0 and (out[0].dir / "console.log").stat().st_size > 1000
+    assert meta["schema_version"] == 1 and meta["guest"]["backend"] == "vng"
+    assert meta["guest"]["accel"] in ("kvm", "tcg") and meta["guest"]["timing"] in ("virtual", "realtime")
+    assert meta["kernel"]["release"].startswith("6.12.") and meta["guest"]["host"]["qemu"].startswith("QEMU")
+    assert meta["guest"]["boot_to_workload_s"] > 0 and (out[0].dir / "console.log").stat().st_size > 1000
     assert (out[0].dir / "steps.csv").read_text().count("\n") == 201
     run_dir = out[0].dir.parent
     assert (run_dir / "latency_cdf.png").stat().st_size > 10_000 and (run_dir / "summary.txt").is_file()
@@ -71,7 +72,7 @@ def test_panic_and_hang_are_contained_and_the_next_cell_runs(tmp_path):
     panic, hang, fine = Runner(le, tmp_path / "results").run()
     assert panic.status == "failed" and "kernel panic before the workload started" in panic.reason
     assert "System is deadlocked on memory" in panic.reason
-    assert "console log:" in panic.reason and panic.meta["infra_failures"] == 0
+    assert "console log:" in panic.reason and panic.record.infra_failures == 0
     assert hang.status == "failed" and "timed out during the workload" in hang.reason
     assert fine.status == "ok" and fine.stats["steps"] == 20
     for o in (panic, hang):
@@ -92,23 +93,35 @@ def qemu_pids(marker: str) -> list[int]:
     return pids
 
 
-def test_ctrl_c_leaves_no_qemu_behind(tmp_path):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # as a background job of a non-interactive shell
+
+
+@pytest.mark.parametrize("sig,inherit_ignored,code", [
+    (signal.SIGTERM, False, 143),           # how a user stops a background job
+    (signal.SIGINT, True, 130),             # Ctrl-C / kill -INT of a run started with SIGINT ignored
+    (signal.SIGKILL, False, -9),            # the harness gets no say: its reaper ends the guest
+], ids=["SIGTERM", "SIGINT-inherited-ignored", "SIGKILL"])
+def test_stopping_the_harness_leaves_no_qemu_behind(tmp_path, sig, inherit_ignored, code):
     f = tmp_path / "long.yaml"
     f.write_text("name: long\n" + KERNEL + "workload: {steps: 100000, warmup: 0, wait: {kind: futex, us: 1000}}\n")
     results = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(f), "--results-dir", str(results)],
-                            cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_ignore_sigint if inherit_ignored else None)
     marker = str(results)
     deadline = time.monotonic() + 240
     while not qemu_pids(marker) and time.monotonic() < deadline:
         time.sleep(1)
     assert qemu_pids(marker), "the guest never started"
     time.sleep(3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=60)
-    time.sleep(1)
+    deadline = time.monotonic() + 15
+    while qemu_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert qemu_pids(marker) == []
-    assert proc.returncode == 130
+    assert proc.returncode == code
 
 
 def test_cli_smoke_run(tmp_path, capsys):

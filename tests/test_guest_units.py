@@ -8,10 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.analysis.steps import StepsFormatError, cell_stats, load_steps
+from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns
+from harness.errors import InputError
+from harness.guest import protocol
 from harness.guest.vm import GuestConfig, GuestResult, classify, vng_command
 from harness.spec.model import WorkloadSpec
-from harness.workload import guest_script
+from harness.workload.command import workload_args
+
+
+def load_steps(paths):
+    return steps_from_columns([parse_steps_csv(p.read_text(), p.name, i) for i, p in enumerate(paths)])
 
 
 def test_vng_command_tcg_virtual_time_arm64():
@@ -71,7 +77,7 @@ def test_only_infrastructure_failures_are_retried():
 
 def test_guest_script_runs_each_repeat_with_its_own_seed_and_status():
     w = WorkloadSpec(steps=50, warmup=5, seed=7, inject_delay_us=300)
-    text = guest_script.render(w, repeats=2, setup=["echo hi"])
+    text = protocol.render(w, repeats=2, setup=["echo hi"])
     assert "--seed 7 --out /mnt/steps-r0.csv" in text and "--seed 8 --out /mnt/steps-r1.csv" in text
     assert text.count("--inject-delay-us 300") == 3   # the two runs and workload_cmd
     assert 'echo "workload_exit=$rc" >> "$S"' in text
@@ -149,6 +155,28 @@ def test_steps_parser_rejects_bad_files(tmp_path):
     f.write_text(GOLDEN.splitlines()[0] + "\n")
     with pytest.raises(StepsFormatError, match="no steps"):
         load_steps([f])
+    f.write_text(GOLDEN.splitlines()[0] + "\n" + GOLDEN.splitlines()[1] + "\n")
+    with pytest.raises(StepsFormatError, match="only warm-up rows"):
+        load_steps([f])
+    f.write_text("secret-host-line" * 100 + "\n")
+    with pytest.raises(StepsFormatError) as e:
+        load_steps([f])
+    assert len(str(e.value)) < 260   # a header the guest wrote is quoted as a short excerpt only
+    f.write_text(GOLDEN.splitlines()[0] + "\n1,2,3\n")
+    with pytest.raises(StepsFormatError, match="wrong width|integers"):
+        load_steps([f])
+
+
+@pytest.mark.parametrize("path", ["/res/a b", "/res/$(reboot)", "/res/x;y", "/res/a=b", "/res/a,b", "/res/`id`",
+                                  "/res/\u00e9"])
+def test_vng_refuses_paths_a_shell_would_split_or_run(path):
+    cfg = GuestConfig(arch="x86_64", image=Path("/k/bzImage"))
+    with pytest.raises(InputError, match="characters virtme-ng would pass to a shell"):
+        vng_command(cfg, Path(path), "true")
+    with pytest.raises(InputError, match="kernel image"):
+        vng_command(GuestConfig(arch="x86_64", image=Path(path)), Path("/res"), "true")
+    with pytest.raises(InputError, match="single plain token"):
+        vng_command(GuestConfig(arch="x86_64", image=Path("/k"), cmdline=("a'b",)), Path("/res"), "true")
 
 
 def test_platform_plan_covers_cmdline_script_and_workload():
@@ -173,7 +201,7 @@ def test_uclamp_flag_reaches_sched_setattr(agentloop, tmp_path):
 
 def test_probes_get_a_run_of_their_own_after_the_untraced_repeats():
     w = WorkloadSpec(steps=10, warmup=1)
-    text = guest_script.render(w, repeats=2, probes=["wakeup_latency"])
+    text = protocol.render(w, repeats=2, probes=["wakeup_latency"])
     assert text.index("/mnt/steps-r1.csv") < text.index("bpftrace -f json") < text.index("/mnt/steps-probed.csv")
     assert "--seed 1 --out /mnt/steps-probed.csv" in text     # repeat 0's seed: the same waits
     assert text.index("steps-probed.csv") < text.rindex("stop_probes\n")
@@ -181,35 +209,35 @@ def test_probes_get_a_run_of_their_own_after_the_untraced_repeats():
     assert "> /tmp/probe-wakeup_latency.json" in text
     assert "cp /tmp/probe-wakeup_latency.json /mnt/probe-wakeup_latency.json" in text
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)
-    assert "steps-probed" not in guest_script.render(w, repeats=2)
-    riding = guest_script.render(w, repeats=2, probes=["wakeup_latency"], probe_run="in-repeats")
+    assert "steps-probed" not in protocol.render(w, repeats=2)
+    riding = protocol.render(w, repeats=2, probes=["wakeup_latency"], probe_run="in-repeats")
     assert "steps-probed" not in riding and riding.index("bpftrace -f json") < riding.index("/mnt/steps-r0.csv")
 
 
 def test_probes_run_off_the_pinned_agents_cpu():
     free = WorkloadSpec(steps=10, warmup=1)
     pinned = WorkloadSpec(steps=10, warmup=1, agent_cpu=1, world_cpu=0)
-    assert guest_script.probe_cpus(free, 4) is None and guest_script.probe_cpus(pinned, 1) is None
-    assert guest_script.probe_cpus(pinned, 4) == "0,2,3"
-    text = guest_script.render(pinned, repeats=1, probes=["wakeup_latency"], cpus=2)
+    assert protocol.probe_cpus(free, 4) is None and protocol.probe_cpus(pinned, 1) is None
+    assert protocol.probe_cpus(pinned, 4) == "0,2,3"
+    text = protocol.render(pinned, repeats=1, probes=["wakeup_latency"], cpus=2)
     assert "taskset -c 0 bpftrace -f json /mnt/probes/wakeup_latency.bt" in text
-    assert "taskset" not in guest_script.render(free, repeats=1, probes=["wakeup_latency"], cpus=2)
+    assert "taskset" not in protocol.render(free, repeats=1, probes=["wakeup_latency"], cpus=2)
 
 
 def test_file_phases_on_a_scratch_disk(tmp_path):
     w = WorkloadSpec(steps=10, warmup=1, phases={"read_kb": 8, "drop_cache_every": 2, "path_depth": 3,
                                                  "path_misses": True, "disk_mb": 32})
-    text = guest_script.render(w, repeats=1)
+    text = protocol.render(w, repeats=1)
     mount = text.index("mount -t ext4 -o noatime /dev/$dev /tmp/scratch")
     assert mount < text.index("agentloop ")
     assert "--workdir /tmp/scratch" in text and "--path-miss" in text and "--drop-cache-every 2" in text
     assert "find /tmp/scratch/agentloop-* -xdev -printf '%D %i %p\\n' > /mnt/files.txt" in text
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)
-    assert "--workdir /tmp " in guest_script.render(WorkloadSpec(steps=10, warmup=1), repeats=1)
+    assert "--workdir /tmp " in protocol.render(WorkloadSpec(steps=10, warmup=1), repeats=1)
     # stat's st_dev for 254:1 and 8:17, as find -printf %D prints them
     (tmp_path / "files.txt").write_text(f"{(254 << 8) | 1} 12 /tmp/scratch/agentloop-data-0\n"
                                         f"{(8 << 8) | 17} 13 /tmp/x y\nbad line\n")
-    assert guest_script.read_file_index(tmp_path) == {((254 << 20) | 1, 12): "/tmp/scratch/agentloop-data-0",
+    assert protocol.read_file_index(tmp_path) == {((254 << 20) | 1, 12): "/tmp/scratch/agentloop-data-0",
                                                       ((8 << 20) | 17, 13): "/tmp/x y"}
 
 
@@ -238,7 +266,7 @@ def test_burst_steps_compute_more_on_every_nth_step(agentloop, tmp_path):
     tool calls do, so the governor cannot predict it from the last step."""
     out = tmp_path / "b.csv"
     w = WorkloadSpec(steps=16, warmup=4, compute_units=20000, burst_every=4, burst_units=1000000, wait={"us": 100})
-    args = guest_script.workload_args(w, 0, str(out))
+    args = workload_args(w, 0, str(out), "agentloop")
     subprocess.run([str(agentloop), *args[1:]], check=True, capture_output=True, timeout=60)
     rows = list(csv.DictReader(out.open()))
     compute = np.array([int(r["done_ns"]) - int(r["phases_ns"]) for r in rows])

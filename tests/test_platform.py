@@ -52,8 +52,8 @@ def test_inconsistent_knobs_are_refused(knobs, words):
 
 
 def test_snapshot_delta_gives_energy_and_residency():
-    before = platform.read_snapshot(GOLDEN / "platform-before.txt")
-    after = platform.read_snapshot(GOLDEN / "platform-after.txt")
+    before = platform.parse_snapshot((GOLDEN / "platform-before.txt").read_text())
+    after = platform.parse_snapshot((GOLDEN / "platform-after.txt").read_text())
     assert before.cpufreq_driver == "sim-cpufreq" and before.cpuidle_driver == "sim-cpuidle"
     assert before.available_khz == [800000, 1600000, 2400000, 3200000]
     assert [s.name for s in before.idle[0]] == ["POLL", "C1", "C3", "C6"]
@@ -62,10 +62,11 @@ def test_snapshot_delta_gives_energy_and_residency():
     assert d.elapsed_s > 0.5 and d.energy_uj > 0
     # the meter's active + idle time is the CPU time of both CPUs over the repeat
     assert d.active_us + d.idle_us == pytest.approx(2 * d.elapsed_s * 1e6, rel=0.05)
-    s = platform.summarize([d], steps=330)
-    assert sum(s["freq_residency"].values()) == pytest.approx(1.0, abs=0.01)
-    assert 0 < s["active_fraction"] < 1
-    assert s["avg_power_mw"] == pytest.approx(d.energy_uj / d.elapsed_s / 1e3, rel=0.01)
+    s = platform.summarize([d], steps_per_repeat=330)
+    assert sum(s.freq_residency.values()) == pytest.approx(1.0, abs=0.01)
+    assert 0 < s.active_fraction < 1
+    assert s.avg_power_mw == pytest.approx(d.energy_uj / d.elapsed_s / 1e3, rel=0.01)
+    assert s.energy_per_step_by_repeat_uj == [pytest.approx(d.energy_uj / 330, abs=0.01)]
     # cpuidle's own residency counts the exit latency as idle, the meter counts it as active:
     # the two agree once every entry's exit latency is moved over
     lat = {st.name: st.latency_us for st in after.idle[0]}
@@ -74,7 +75,7 @@ def test_snapshot_delta_gives_energy_and_residency():
 
 
 def test_verify_names_every_knob_that_did_not_hold():
-    snap = platform.read_snapshot(GOLDEN / "platform-before.txt")
+    snap = platform.parse_snapshot((GOLDEN / "platform-before.txt").read_text())
     assert platform.verify(PlatformSpec(), "x86_64", snap) == []
     wrong = platform.verify(PlatformSpec(governor="performance", idle_governor="teo", pm_qos_latency_us=0),
                             "x86_64", snap)
@@ -84,3 +85,16 @@ def test_verify_names_every_knob_that_did_not_hold():
     other = PlatformSpec(sim={"opps": [{"khz": 1_000_000, "power_mw": 1}]})
     assert any("OPPs are" in w for w in platform.verify(other, "x86_64", snap))
     assert any("idle states are" in w for w in platform.verify(PlatformSpec(), "arm64", snap))
+
+
+@pytest.mark.parametrize("line,words", [
+    ("/sys/devices/system/cpu/sim_power/energy_uj:lots", "energy_uj: unexpected value"),
+    ("/sys/devices/system/cpu/cpu0/cpuidle/state0/name:$(rm -rf /)", "idle state named"),
+    ("/sys/devices/system/cpu/cpufreq/policy0/scaling_cur_freq:" + "9" * 40, "unexpected value"),
+    ("uptime:nan", "uptime: unexpected value"),
+])
+def test_odd_snapshot_values_are_named_errors(line, words):
+    text = (GOLDEN / "platform-before.txt").read_text() + line + "\n"
+    with pytest.raises(platform.SnapshotError, match=words) as e:
+        platform.parse_snapshot(text, "platform-r0-before.txt")
+    assert "platform-r0-before.txt" in str(e.value) and len(str(e.value)) < 300

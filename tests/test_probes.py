@@ -1,5 +1,6 @@
 """Probe tools: rendering, and parsers checked against real bpftrace output (golden files)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +87,10 @@ def test_wakeup_latency_agrees_with_the_loop_step_by_step():
     the stated tolerance."""
     import numpy as np
 
-    from harness.analysis.steps import read_steps_csv
+    from harness.analysis.steps import parse_steps_csv
 
     recs = wakeup_latency.records(bpftrace_json.read(GOLDEN / "agreement-wakeup_latency.json"))
-    cols = read_steps_csv(GOLDEN / "agreement-steps.csv", 0)
+    cols = parse_steps_csv((GOLDEN / "agreement-steps.csv").read_text(), "agreement-steps.csv", 0)
     a = wakeup_latency.agree(recs, cols["signal_ns"], cols["wake_ns"])
     assert a.steps == 300 and a.matched == a.steps   # the measured steps (warm-up dropped)
     assert (a.excess_us >= 0).all()
@@ -254,6 +255,116 @@ def test_pagecache_golden():
     assert s["by_file"]["/tmp/scratch/agentloop-data-0"]["miss_ratio"] == 0.25
 
 
+def _probes_golden_context() -> ProbeContext:
+    """The loop's stamps of the run both golden files below come from (agent 0; its 5 warm-up
+    steps are dropped, as the runner drops them)."""
+    from harness.analysis.steps import parse_steps_csv
+
+    cols = parse_steps_csv((GOLDEN / "probes-steps.csv").read_text(), "probes-steps.csv", 0)
+    return ProbeContext(loop=LoopTimeline.from_columns(cols))
+
+
+def test_workqueue_delay_golden():
+    """bpftrace 0.17 in an x86_64 agent-off guest (experiments/probes.yaml's loop: 5 + 40 steps,
+    agent on CPU 1, world on CPU 0, workqueue_delay and vfs_metadata attached together). Every work
+    item of the guest is printed; none woke the agent or ran while it waited (no K or D line). The
+    loop ended at 7686.6 ms; the lines after ~7712 ms come from the probe's stop: Q lines end there,
+    S lines at 7746 ms, and E lines without their S follow until 7794 ms."""
+    from collections import Counter
+
+    from harness.probes import workqueue_delay
+
+    out = bpftrace_json.read(GOLDEN / "workqueue_delay.json")
+    assert out.attached == 7 and len(out.printf) == 136
+    assert Counter(ln[0] for ln in out.printf) == {"Q": 37, "S": 43, "E": 56}
+    items = workqueue_delay.records(out, _probes_golden_context())
+    assert len(items) == 43                                       # one per S line
+    first = items[0]   # Q 0xffff88800409bc40 6020007102 0 0 bpf_prog_free_deferred events; S ...994; E ...106
+    assert (first.work, first.function, first.workqueue, first.queue_cpu, first.target_cpu, first.exec_cpu) == (
+        0xFFFF88800409BC40, "bpf_prog_free_deferred", "events", 0, 0, 0)
+    assert (first.queue_ns, first.start_ns, first.end_ns, first.delay_ns, first.runtime_ns) == (
+        6020007102, 6020021994, 6020027106, 14892, 5112)
+    by_start = {it.start_ns: it for it in items}
+    netfs = by_start[6226374842]          # unbound (target -1): queued from CPU 0, run on CPU 1
+    assert (netfs.function, netfs.workqueue, netfs.queue_cpu, netfs.target_cpu, netfs.exec_cpu) == (
+        "netfs_write_collection_worker", "events_unbound", 0, -1, 1)
+    assert netfs.delay_ns == 6226374842 - 6226262124
+    ext4 = by_start[7447372986]           # its E comes after other items' Q/S/E lines
+    assert (ext4.function, ext4.queue_cpu, ext4.exec_cpu, ext4.runtime_ns) == (
+        "ext4_end_io_rsv_work", 1, 0, 7447618773 - 7447372986)
+    # blk_mq_requeue_work queued again while it ran (Q ...789273 before E ...795882): two items
+    requeue = [it for it in items if it.function == "blk_mq_requeue_work"]
+    assert len(requeue) == 6 and {it.work for it in requeue} == {0xFFFF8880035A81E8}
+    assert [(it.queue_ns, it.start_ns, it.end_ns) for it in requeue[-2:]] == [
+        (7448522307, 7448781799, 7448795882), (7448789273, 7448797956, 7448803030)]
+    # loop phases: the one item inside the measured steps ran while the agent waited
+    # (step 37 done at 7650346064, step 38 signalled at 7652773601)
+    assert Counter(it.phase for it in items) == {"outside": 42, "wait": 1}
+    (waiting,) = [it for it in items if it.phase == "wait"]
+    assert (waiting.function, waiting.start_ns) == ("wb_update_bandwidth_workfn", 7650478011)
+    assert {it.phase for it in items if it.function == "netfs_write_collection_worker"} == {"outside"}
+    # the probe's stop: 6 items started after the last Q line; the lone E lines make no item and
+    # stretch none (the longest run is ext4's)
+    unqueued = [it for it in items if it.queue_ns is None]
+    assert Counter(it.function for it in unqueued) == {"process_srcu": 3, "srcu_invoke_callbacks": 2,
+                                                       "bpf_prog_free_deferred": 1}
+    assert all(it.start_ns > 7711273875 and it.workqueue is None for it in unqueued)
+    assert all(it.end_ns is not None for it in items) and max(it.runtime_ns for it in items) == ext4.runtime_ns
+    assert not any(it.on_wake_path for it in items)
+    s = workqueue_delay.summary(items)
+    assert (s["items"], s["functions"], s["on_wake_path"], s["woke_agent"], s["delayed_agent"]) == (43, 12, 0, 0, 0)
+    assert s["by_phase"] == {"outside": 42, "wait": 1} and s["wake_path_functions"] == []
+    # 37 delays: the median (19th) is wb_workfn's 6685425702 - 6685363322; 43 runtimes: the 22nd
+    assert s["delay_p50_us"] == pytest.approx(62.380) and s["runtime_p50_us"] == pytest.approx(3.973)
+    top = s["top_functions"][0]
+    assert (top["function"], top["items"]) == ("netfs_write_collection_worker", 14)
+    bpf = next(f for f in s["top_functions"] if f["function"] == "bpf_prog_free_deferred")
+    assert bpf["items"] == 7 and bpf["delay_max_us"] == pytest.approx((7386227935 - 7383024793) / 1000)
+    csv = workqueue_delay.to_csv(items).splitlines()
+    assert len(csv) == 44 and csv[1] == (
+        "0xffff88800409bc40,bpf_prog_free_deferred,events,0,0,0,6020007102,6020021994,6020027106,14892,5112,0,0,outside")
+
+
+def test_vfs_metadata_golden():
+    """The same run: each step stats the 6-deep path's leaf (/tmp/scratch/agentloop-tree-0/d0/../d5/leaf,
+    10 components), opens it, and stats a name that never exists in d5. Under TCG's virtual time
+    every step costs the same: 18.093 us per stat, 18.781 us per open, ~21.5 us per missing name."""
+    from collections import Counter
+
+    from harness.probes import vfs_metadata
+
+    out = bpftrace_json.read(GOLDEN / "vfs_metadata.json")
+    assert out.attached == 11
+    recs = vfs_metadata.records(out, _probes_golden_context())
+    assert len(recs) == 135 and {(r.tid, r.comm) for r in recs} == {(243, "agent-0")}   # 45 steps x 3
+    f = ("op", "start_ns", "end_ns", "failed", "walks", "fast", "slow", "unlazy", "unlazy_failed", "dalloc", "phase")
+    # warm-up step 0 (signal 7452210183, phases end 7452578862): outside the measured steps
+    assert [tuple(getattr(r, k) for k in f) for r in recs[:3]] == [
+        ("stat", 7452500760, 7452518853, False, 1, 10, 0, 1, 0, 0, "outside"),
+        ("open", 7452525049, 7452543830, False, 1, 10, 0, 1, 0, 0, "outside"),
+        ("stat", 7452553068, 7452574638, True, 1, 10, 1, 1, 0, 1, "outside")]   # ENOENT: ->lookup, new dentry
+    # step 5, the first measured one (wake 7478486426, phases end 7478633701)
+    assert recs[15].start_ns == 7478557631 and [r.phase for r in recs[15:18]] == ["phases"] * 3
+    assert Counter(r.phase for r in recs) == {"outside": 15, "phases": 120}
+    # every lookup one RCU walk (no ref-walk retry, unlazy never failed); only the missing name misses
+    assert Counter((r.op, r.failed, r.walks, r.fast, r.slow, r.unlazy, r.unlazy_failed, r.dalloc) for r in recs) == {
+        ("stat", False, 1, 10, 0, 1, 0, 0): 45, ("open", False, 1, 10, 0, 1, 0, 0): 45,
+        ("stat", True, 1, 10, 1, 1, 0, 1): 45}
+    assert [r.slowpath for r in recs[:3]] == [False, False, True]
+    s = vfs_metadata.summary(recs)
+    assert (s["ops"], s["failed"], s["dentries_allocated"], s["unlazy_failed"], s["in_loop_phases"]) == (
+        135, 45, 45, 0, 120)
+    assert s["ref_walk_fraction"] == 0 and s["dcache_miss_fraction"] == pytest.approx(1 / 3)
+    assert s["by_op"]["stat"]["fs_lookup_fraction"] == 0.5 and s["by_op"]["open"]["fs_lookup_fraction"] == 0
+    # 90 fast-path ops: 45 stats of 18093 ns, 45 opens of 18781 (43) or 18782 ns: the median straddles them
+    assert s["fastpath_cost_p50_us"] == pytest.approx((18.093 + 18.781) / 2)
+    assert s["by_op"]["stat"]["fastpath_cost_p50_us"] == pytest.approx(18.093)
+    assert s["by_op"]["open"]["cost_p50_us"] == pytest.approx(18.781)
+    assert s["slowpath_cost_p50_us"] == pytest.approx(21.505)          # 31 of the 45 misses
+    csv = vfs_metadata.to_csv(recs).splitlines()
+    assert len(csv) == 136 and csv[3] == "stat,243,agent-0,7452553068,7452574638,21570,1,1,10,1,1,0,1,outside"
+
+
 def _probe_cases():
     from harness.probes import PROBES, outputs
     return [(n, o) for n in PROBES for o in outputs(n)]
@@ -271,3 +382,65 @@ def test_every_map_a_script_clears_or_reads_is_one_it_writes(name, output):
     written = set(re.findall(r"@(\w+)" + key + r"\s*(?:=(?!=)|\+=|-=)", code))
     used = set(re.findall(r"@(\w+)", code))
     assert used <= written, f"{name} ({output}): maps never assigned: {sorted(used - written)}"
+
+
+# The whitespace-separated fields (tag included) that each parser splits a line of each tag into,
+# read from the parsers (records()): a template whose printf gains, loses or moves a field must fail
+# here, not silently shift the parsed values. None: untagged lines (wakeup_latency).
+PARSER_FIELDS = {
+    "wakeup_latency": {None: 5},                                  # tid cpu waking running idle
+    "dvfs_ramp": {"F": 4, "W": 3, "R": 5, "S": 4},
+    "workqueue_delay": {"Q": 7, "S": 5, "E": 4, "K": 4, "D": 4},
+    "pagecache": {"G": 8, "F": 7, "A": 8, "D": 8},
+    "vfs_metadata": {"O": 13},                                    # O stat|open tid comm start end failed + 6 counts
+    "agent_window": {"O": 6, "C": 5, "P": 4, "E": 5},
+}
+# Tags whose parser tolerates a different field count, so an extra or missing field is caught only
+# by PARSER_FIELDS: workqueue_delay's Q takes 6 or more fields (the workqueue name, p[6], optional).
+LENIENT = {("workqueue_delay", "Q")}
+
+_PRINTF = re.compile(r'printf\(\s*"((?:[^"\\]|\\.)*)"')
+_CONV = re.compile(r"%[-+ 0#]*\d*(?:hh|h|ll|l|z)?([diuxXs])")
+
+
+def _printf_formats(text: str) -> list[str]:
+    code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return [m.group(1).replace("\\n", "\n").replace('\\"', '"') for m in _PRINTF.finditer(code)]
+
+
+def _synthetic(fmt: str, first: int) -> str:
+    """The line bpftrace would print for `fmt`: integers for the numeric conversions (increasing, so
+    time-ordering parsers keep the order), a comm-like token for %s."""
+    n = iter(range(first, first + 100))
+    line = _CONV.sub(lambda m: "agent-0" if m.group(1) == "s" else str(next(n)), fmt)
+    assert "%" not in line, f"unhandled conversion in {fmt!r}"
+    return line.strip()
+
+
+@pytest.mark.parametrize("name,output", _probe_cases())
+def test_template_printf_fields_match_the_parser(name, output):
+    from harness.probes import PROBES
+
+    tool = PROBES[name]
+    fields = PARSER_FIELDS[name]
+    formats = _printf_formats(render(name, output=output))
+    if output == "events":
+        assert formats, f"{name}: no printf in the events output"
+    lines = []
+    for i, fmt in enumerate(formats):
+        assert fmt.endswith("\n") and fmt.count("\n") == 1, f"{name}: {fmt!r} is not one line"
+        line = _synthetic(fmt, 1000 * (i + 1))
+        p = line.split()
+        tag = None if _CONV.fullmatch(fmt.split()[0]) else p[0]
+        assert tag in fields, f"{name} ({output}): the parser has no case for lines tagged {tag!r}: {fmt!r}"
+        assert len(p) == fields[tag], (
+            f"{name} ({output}): {fmt!r} prints {len(p)} fields, the parser takes {fields[tag]}")
+        tool.records(bpftrace_json.BpftraceOutput(printf=[line]))          # accepted alone
+        if (name, tag) not in LENIENT:                                       # and only with that many fields
+            for bad in (line + " 7", line.rsplit(" ", 1)[0]):
+                with pytest.raises(bpftrace_json.ProbeOutputError, match="unexpected line"):
+                    tool.records(bpftrace_json.BpftraceOutput(printf=[bad]))
+        lines.append(line)
+    tool.records(bpftrace_json.BpftraceOutput(printf=lines))                 # and all together, in order
+    if output == "events":   # every tag the parser reads is printed by the template
+        assert {None if _CONV.fullmatch(f.split()[0]) else f.split()[0] for f in formats} == set(fields), name

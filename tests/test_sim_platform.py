@@ -41,7 +41,7 @@ def burst_runs(d, cut_us):
 
 def burst_compute_us(d):
     """Compute time of the measured burst steps (every 4th step), from the loop's own stamps."""
-    with open(d / "steps-r0.csv") as f:
+    with open(d / "guest" / "steps-r0.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["warmup"] == "0" and int(r["step"]) % 4 == 3]
     return np.mean([(int(r["done_ns"]) - int(r["phases_ns"])) / 1000 for r in rows])
 
@@ -69,7 +69,7 @@ def check_calibration(cells):
     assert burst_compute_us(cells["schedutil"]["dir"]) > 1.15 * burst_compute_us(cells["perf-long"]["dir"])
     assert cells["schedutil"]["platform"]["freq_residency"]["3200000"] < 1.0
     for c in cells.values():
-        assert c["platform"]["energy_uj"] > 0 and "sim_cpufreq.opps=" in " ".join(c["kernel_cmdline"])
+        assert c["platform"]["energy_uj"] > 0 and "sim_cpufreq.opps=" in " ".join(c["guest"]["kernel_cmdline"])
 
 
 def test_sim_platform_x86_64(tmp_path):

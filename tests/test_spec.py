@@ -56,7 +56,7 @@ BAD = {
     "bad_arch": ("name: x\narch: [x86_64, riscv]\n",
                  r":2:16: arch\[1\]: Input should be 'x86_64' or 'arm64' \(got 'riscv'\)"),
     "yaml_syntax": ("name: x\nworkload:\n  steps: [1, 2\n  warmup: 3\n",
-                    r":4:\d+: YAML syntax error"),
+                    r":4:\d+: workload\.steps: YAML syntax error"),
     "duplicate_key": ("name: x\nrepeats: 2\nrepeats: 3\n",
                       r":3:1: repeats: duplicate key \(first defined at line 2\)"),
     "missing_name": ("arch: [x86_64]\n", r":1:1: name: required field is missing"),
@@ -64,14 +64,16 @@ BAD = {
                           r":5:7: platform\.governor: Input should be 'schedutil'"),
     "bad_matrix_path": ("name: x\nmatrix:\n  platfrm.governor: [performance]\n",
                         r":3:3: matrix\.platfrm\.governor: 'platfrm' is not a cell field"),
-    "missing_fragment": ("name: x\nkernel:\n  fragments: [base, nope]\n",
-                         r":3:21: kernel\.fragments\[1\]: no config fragment kernel/configs/nope\.config"),
-    "variant_missing_fragment": ("name: x\nvariants:\n  - name: v\n    set:\n      kernel.fragments: [base, nope]\n",
-                                 r":5:7: kernel\.fragments\[1\]: no config fragment kernel/configs/nope\.config"),
+    "missing_fragment": ("name: x\nkernel:\n  fragments: [base, sim-platform, nope]\n",
+                         r":3:35: kernel\.fragments\[2\]: no config fragment kernel/configs/nope\.config"),
+    "variant_missing_fragment": ("name: x\nvariants:\n  - name: v\n    set:\n"
+                                 "      kernel.fragments: [base, sim-platform, nope]\n",
+                                 r":5:46: kernel\.fragments\[2\]: no config fragment kernel/configs/nope\.config"),
     "inject_without_world": ("name: x\nworkload:\n  inject_delay_us: 5\n  wait: {kind: nanosleep}\n",
-                             r":2:1: workload: inject_delay_us needs a world thread; wait kind 'nanosleep'"),
+                             r":3:3: workload\.inject_delay_us: inject_delay_us needs a world thread; "
+                             r"wait kind 'nanosleep'"),
     "semantic": ("name: x\nplatform:\n  governor: userspace\n",
-                 r":2:1: platform: governor 'userspace' needs userspace_khz"),
+                 r":3:3: platform\.governor: governor 'userspace' needs userspace_khz"),
 }
 
 
@@ -111,3 +113,69 @@ def test_each_problem_reported_once_even_across_cells(tmp_path, capsys):
 def test_validate_ok(capsys):
     assert main(["validate", str(EXAMPLE)]) == 0
     assert "12 cells" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLE.parent).glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_experiment_loads(path):
+    assert load_experiment(path).cells
+
+
+def test_variant_section_mapping_merges_into_the_section(tmp_path):
+    """`set: {kernel: {...}}` changes the keys it names and keeps the rest of the section."""
+    f = tmp_path / "merge.yaml"
+    f.write_text(textwrap.dedent("""\
+        name: merge
+        kernel: {series: [sim-platform, agent-latency], fragments: [base, tracing, platform, sim-platform],
+                 debug: true, config: {CONFIG_HZ: 1000}}
+        platform:
+          governor: userspace
+          userspace_khz: 1600000
+          sim: {steal_period_us: 100, transition_latency_us: 20}
+        workload: {steps: 10, warmup: 1, wait: {kind: eventfd, us: 500}}
+        variants:
+          - name: agent
+            set:
+              kernel: {agent_latency: true, config: {CONFIG_LOCALVERSION: '"-agent"'}}
+              platform: {sim: {steal_period_us: 250}}
+              workload.wait: {us: 900}
+        matrix:
+          workload: [{steps: 20}, {steps: 30}]
+    """))
+    cells = load_experiment(f).cells
+    assert [c.id for c in cells] == ["x86_64-agent-workload___steps___20_", "x86_64-agent-workload___steps___30_"]
+    k, p, w = cells[0].spec.kernel, cells[0].spec.platform, cells[0].spec.workload
+    assert k.agent_latency and k.debug and k.series == ["sim-platform", "agent-latency"]
+    assert k.config == {"CONFIG_HZ": "1000", "CONFIG_LOCALVERSION": '"-agent"'}
+    assert p.governor == "userspace" and p.userspace_khz == 1_600_000
+    assert p.sim.steal_period_us == 250 and p.sim.transition_latency_us == 20
+    assert w.wait.us == 900 and w.wait.kind == "eventfd" and w.warmup == 1
+    assert [c.spec.workload.steps for c in cells] == [20, 30]
+
+
+def test_yaml_1_1_surprises_stay_strings(tmp_path):
+    """Dates and non-decimal numbers are what was written: a hex config value is not turned into
+    decimal (which Kconfig would read back as hex), a date-like description is text."""
+    f = tmp_path / "s.yaml"
+    f.write_text("name: s\ndescription: 2024-01-01\n"
+                 "kernel: {config: {CONFIG_PHYSICAL_START: 0x1000000, CONFIG_HZ: 250, CONFIG_DEBUG_FS: true}}\n")
+    exp = load_experiment(f).experiment
+    assert exp.description == "2024-01-01"
+    assert exp.kernel.config == {"CONFIG_PHYSICAL_START": "0x1000000", "CONFIG_HZ": "250", "CONFIG_DEBUG_FS": "y"}
+
+
+def test_bom_crlf_and_anchors_are_fine(tmp_path):
+    f = tmp_path / "w.yaml"
+    text = "name: w\nworkload: &w {steps: 10, warmup: 1}\nvariants:\n  - {name: a, set: {workload: *w}}\n"
+    f.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    (cell,) = load_experiment(f).cells
+    assert cell.spec.workload.steps == 10
+
+
+def test_all_tags_and_non_plain_scalars_refused_before_construction(tmp_path, capsys):
+    """A python/object tag is reported, never constructed."""
+    marker = tmp_path / "pwned"
+    f = tmp_path / "t.yaml"
+    f.write_text(f'name: t\nmachine: !!python/object/apply:os.system ["touch {marker}"]\n')
+    code, err = run_cli(capsys, "validate", str(f))
+    assert code == 2 and ":2:10: machine: YAML tags are not allowed" in err
+    assert not marker.exists()

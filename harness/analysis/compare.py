@@ -4,18 +4,21 @@ what energy, with bootstrap confidence intervals.
 gap closed at quantile q = (stock_q - treatment_q) / (stock_q - floor_q): 1.0 means the treatment
 is as fast as the floor, 0 means no better than stock, negative means worse. Steps are resampled
 within each cell (percentile bootstrap); energy is compared per step, resampling repeats.
+
+Cells come from the run's records (`analysis.runs`): they are matched by arch and matrix axes and
+told apart by variant, so an experiment with matrix axes compares like with like; failed and
+unusable cells are left out and named.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from harness.guest import platform
+from harness.analysis.runs import CellData as RunCell
+from harness.analysis.runs import RunData, load_run
 
 RESAMPLES = 2000
 
@@ -40,21 +43,9 @@ class CellData:
     energy_per_step_uj: np.ndarray     # one value per repeat
 
 
-def load_cell(cell_dir: Path) -> CellData:
-    with open(cell_dir / "steps.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    result = json.loads((cell_dir / "result.json").read_text())
-    spec = result["spec"]["workload"]
-    per_repeat_steps = spec["agents"] * (spec["steps"] + spec["warmup"])
-    energy = []
-    for r in range(result.get("repeats", 1)):
-        try:
-            d = platform.delta(platform.read_snapshot(cell_dir / f"platform-r{r}-before.txt"),
-                               platform.read_snapshot(cell_dir / f"platform-r{r}-after.txt"))
-        except OSError:
-            continue
-        energy.append(d.energy_uj / per_repeat_steps)
-    return CellData(cell_dir.name, np.array([float(r["step_us"]) for r in rows]), np.array(energy))
+def cell_data(c: RunCell) -> CellData:
+    energy = c.record.platform.energy_per_step_by_repeat_uj if c.record.platform else []
+    return CellData(c.id, np.asarray(c.steps()["step_us"], dtype=float), np.asarray(energy, dtype=float))
 
 
 def _quantile_boot(rng, x: np.ndarray, q: float) -> np.ndarray:
@@ -86,19 +77,38 @@ def energy_ratio(treat: CellData, ref: CellData, seed: int = 1) -> Estimate:
     return Estimate(float(a.mean() / b.mean()), float(lo), float(hi))
 
 
-def compare(run_dir: Path, treatment: str, stock: str = "stock", floor: str = "floor") -> dict[str, dict]:
-    """Per cell prefix (e.g. arch): gap closed at p50/p99 and energy vs stock and vs floor."""
-    cells = {d.name: d for d in run_dir.iterdir() if (d / "steps.csv").is_file()}
-    out = {}
-    for name in sorted(cells):
-        if not name.endswith(f"-{treatment}"):
+@dataclass
+class Comparison:
+    groups: dict[str, dict] = field(default_factory=dict)     # "arch[ axis=value ...]" -> figures
+    left_out: dict[str, str] = field(default_factory=dict)    # cell -> why it is not in any group
+
+
+def group_label(arch: str, axes: dict) -> str:
+    return " ".join([arch] + [f"{k.split('.')[-1]}={v}" for k, v in sorted(axes.items())])
+
+
+def compare_run(run: RunData, treatment: str, stock: str = "stock", floor: str = "floor") -> Comparison:
+    """Per arch and matrix point: gap closed at p50/p99 and energy vs stock and vs floor."""
+    res = Comparison()
+    for c in run.failed:
+        res.left_out[c.id] = f"failed: {c.record.reason}"
+    res.left_out.update(run.problems)
+    groups: dict[tuple, dict[str, RunCell]] = {}
+    for c in run.ok:
+        groups.setdefault((c.record.arch, c.axes_key()), {})[c.record.variant] = c
+    for (_, _), by_variant in sorted(groups.items()):
+        any_cell = next(iter(by_variant.values()))
+        label = group_label(any_cell.record.arch, any_cell.record.axes)
+        need = {"treatment": treatment, "stock": stock, "floor": floor}
+        absent = [v for v in need.values() if v not in by_variant]
+        if absent:
+            for c in by_variant.values():
+                if c.record.variant in need.values():
+                    res.left_out.setdefault(c.id, f"no ok {', '.join(absent)} cell beside it ({label})")
             continue
-        prefix = name[: -len(treatment)]
-        need = {k: cells.get(prefix + v) for k, v in (("stock", stock), ("floor", floor))}
-        if None in need.values():
-            continue
-        t, s, f = load_cell(cells[name]), load_cell(need["stock"]), load_cell(need["floor"])
-        out[prefix.rstrip("-")] = {
+        t, s, f = (cell_data(by_variant[need[k]]) for k in ("treatment", "stock", "floor"))
+        res.groups[label] = {
+            "cells": {"treatment": t.cell, "stock": s.cell, "floor": f.cell},
             "step_p50_us": {c.cell: float(np.percentile(c.step_us, 50)) for c in (s, t, f)},
             "step_p99_us": {c.cell: float(np.percentile(c.step_us, 99)) for c in (s, t, f)},
             "gap_closed_p50": gap_closed(s, t, f, 50).as_dict(),
@@ -106,4 +116,8 @@ def compare(run_dir: Path, treatment: str, stock: str = "stock", floor: str = "f
             "energy_vs_stock": energy_ratio(t, s).as_dict(),
             "energy_vs_floor": energy_ratio(t, f).as_dict(),
         }
-    return out
+    return res
+
+
+def compare(run_dir: Path, treatment: str, stock: str = "stock", floor: str = "floor") -> Comparison:
+    return compare_run(load_run(run_dir), treatment, stock, floor)

@@ -1,7 +1,12 @@
-"""The end of a run: a summary table per cell and a latency CDF plot comparing the cells."""
+"""A run's summary table and latency CDF plot, derived from its records alone.
+
+`write_run_report` is what `python -m harness report RUN_DIR` runs and what the runner calls after
+its last cell, so the summary a run prints is always the one its stored data gives.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -11,11 +16,66 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from harness import records  # noqa: E402
+from harness.analysis.runs import RunData, load_run  # noqa: E402
+from harness.kernel.cache import atomic_write_text  # noqa: E402
+
 COLUMNS = (("steps", "steps", "{:.0f}"), ("wake_p50_us", "wake p50", "{:.1f}"),
            ("wake_p99_us", "wake p99", "{:.1f}"), ("wake_p999_us", "wake p99.9", "{:.1f}"),
            ("step_p50_us", "step p50", "{:.1f}"), ("step_p99_us", "step p99", "{:.1f}"),
            ("compute_p50_us", "compute p50", "{:.1f}"), ("energy_per_step_uj", "energy/step uJ", "{:.0f}"),
            ("avg_power_mw", "power mW", "{:.0f}"), ("probe_overhead_p50", "probe cost p50", "{:+.1%}"))
+
+
+def _row(cell) -> dict:
+    """A record as a summary row: its step statistics, energy and probe overhead side by side."""
+    r = cell.record
+    stats = dict(r.stats.model_dump()) if r.stats else {}
+    if r.platform:
+        stats.update(energy_per_step_uj=r.platform.energy_per_step_uj, avg_power_mw=r.platform.avg_power_mw)
+    if "p50" in r.probe_overhead:
+        stats["probe_overhead_p50"] = r.probe_overhead["p50"]
+    stats = {k: v for k, v in stats.items() if v is not None}
+    accel, timing = (r.guest.accel, r.guest.timing) if r.guest else ("-", "-")
+    return {"cell": r.cell, "status": r.status, "reason": r.reason, "accel": accel, "timing": timing,
+            "stats": stats}
+
+
+@dataclass
+class RunReport:
+    run: RunData
+    table: Table | None = None
+    summary: Path | None = None
+    plot: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def write_run_report(run_dir: Path) -> RunReport:
+    """summary.txt and latency_cdf.png of a run directory, from its records; what was left out and why
+    goes into the notes (and into summary.txt)."""
+    run = load_run(run_dir)
+    rep = RunReport(run)
+    cells = sorted(run.ok + run.failed, key=lambda c: c.id)
+    rows = [_row(c) for c in cells]
+    for name, why in sorted(run.problems.items()):
+        rows.append({"cell": name, "status": "unusable", "reason": why, "stats": {}})
+        rep.notes.append(f"left out {name}: {why}")
+    for c in run.failed:
+        rep.notes.append(f"failed {c.id}: {c.record.reason}")
+    if not rows:
+        return rep
+    title = f"{run.experiment} ({run_dir.name})"
+    rep.table = summary_table(rows, title)
+    rep.summary = run_dir / records.SUMMARY
+    atomic_write_text(rep.summary, summary_text(rows) + "".join(f"# {n}\n" for n in rep.notes))
+    series = {}
+    for c in run.ok:
+        st = c.steps()
+        series.setdefault(c.record.arch, {})[c.id] = {"step_us": st["step_us"], "wake_us": st["wake_us"]}
+    if series:
+        rep.plot = latency_cdf(series, run_dir / records.CDF_PLOT, title)
+        rep.notes.append(f"plot: {rep.plot}")
+    return rep
 
 
 def summary_table(rows: list[dict], title: str) -> Table:
@@ -30,7 +90,7 @@ def summary_table(rows: list[dict], title: str) -> Table:
     for r in rows:
         stats = r.get("stats") or {}
         cells = [fmt.format(stats[k]) if k in stats else "-" for k, _, fmt in COLUMNS]
-        status = r["status"] if r["status"] != "failed" else f"FAILED: {r.get('reason', '')[:60]}"
+        status = r["status"] if r["status"] == "ok" else f"{r['status'].upper()}: {r.get('reason', '')[:60]}"
         t.add_row(r["cell"], status, f"{r.get('accel', '-')}/{r.get('timing', '-')}", *cells)
     return t
 
@@ -45,22 +105,27 @@ def summary_text(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def latency_cdf(series: dict[str, dict[str, np.ndarray]], out: Path, title: str) -> Path:
-    """One CDF line per cell for step latency and wake latency (us, log x axis)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    for ax, metric, label in ((axes[0], "step_us", "step latency (signal -> compute done)"),
-                              (axes[1], "wake_us", "wake latency (signal -> running)")):
-        for cell, data in series.items():
-            x = np.sort(np.asarray(data[metric], dtype=float))
-            if len(x) == 0:
-                continue
-            y = np.arange(1, len(x) + 1) / len(x)
-            ax.plot(np.maximum(x, 1e-3), y, label=cell, linewidth=1.2)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"{label} [us]")
-        ax.set_ylabel("fraction of steps")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
+def latency_cdf(series: dict[str, dict[str, dict[str, np.ndarray]]], out: Path, title: str) -> Path:
+    """Per arch (a row each: their step times differ by construction), one CDF line per cell for
+    step latency and wake latency (us, log x axis)."""
+    arches = sorted(series)
+    fig, axes = plt.subplots(len(arches), 2, figsize=(12, 4.2 * len(arches)), constrained_layout=True,
+                             squeeze=False)
+    for row, arch in zip(axes, arches, strict=True):
+        for ax, metric, label in ((row[0], "step_us", "step latency (signal -> compute done)"),
+                                  (row[1], "wake_us", "wake latency (signal -> running)")):
+            for cell, data in series[arch].items():
+                x = np.sort(np.asarray(data[metric], dtype=float))
+                if len(x) == 0:
+                    continue
+                y = np.arange(1, len(x) + 1) / len(x)
+                ax.plot(np.maximum(x, 1e-3), y, label=cell, linewidth=1.2)
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{label} [us]")
+            ax.set_ylabel("fraction of steps")
+            ax.set_title(arch, fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+        row[1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title)
     fig.savefig(out, dpi=120)
     plt.close(fig)

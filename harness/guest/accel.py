@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError, InputError
+from harness.guest import protocol
 from harness.guest.vm import GuestConfig, run_guest
 from harness.kernel import arch as archmod
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_json
@@ -90,9 +91,10 @@ def resolve(requested: str, arch: str, image: Path, cache: BuildCache) -> AccelC
 
 def _probe(arch: str, image: Path, cache: BuildCache) -> tuple[bool, bool]:
     """(boots under KVM, the answer is about KVM rather than about this kernel)."""
-    with tempfile.TemporaryDirectory(prefix="kvm-probe-") as d:
+    with tempfile.TemporaryDirectory(prefix="kvm-probe-", dir=cache.dir("tmp")) as d:
         cfg = GuestConfig(arch=arch, image=image, cpus=1, memory="512M", accel="kvm", timing="realtime")
-        res = run_guest(cfg, Path(d), "echo workload_start=0 >> /mnt/guest-status; "
-                        "echo workload_exit=0 >> /mnt/guest-status", PROBE_TIMEOUT_S)
+        share_dir = Path(d) / protocol.SHARE
+        share_dir.mkdir()
+        res = run_guest(cfg, share_dir, protocol.kvm_probe_script(), PROBE_TIMEOUT_S, Path(d) / "console.log")
         shutil.copy(res.console_log, cache.dir("logs") / "kvm-probe.log")
         return res.ok, res.ok or res.outcome != "panic"

@@ -10,11 +10,13 @@ into the cell's energy proxy and frequency / idle residency.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from harness.guest.share import excerpt
+from harness.records import PlatformSummary
 from harness.spec.model import PlatformSpec
 
 CPU = "/sys/devices/system/cpu"
@@ -119,46 +121,75 @@ class Snapshot:
 _LINE = re.compile(r"^(?P<path>[^:]+):(?P<value>.*)$")
 
 
-def read_snapshot(path: Path) -> Snapshot:
+class SnapshotError(ValueError):
+    pass
+
+
+def parse_snapshot(text: str, origin: str = "snapshot") -> Snapshot:
+    """A snapshot the guest wrote -> Snapshot. Values that are not what sysfs would show (a
+    non-number where a count goes, an odd state name) are a SnapshotError naming the line."""
     s = Snapshot()
     idle: dict[tuple[int, int], dict[str, str]] = {}
-    for line in path.read_text(errors="replace").splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
         m = _LINE.match(line)
         if not m:
             continue
         key, value = m["path"], m["value"].strip()
-        if key == "uptime":
-            s.uptime_s = float(value)
-        elif key == "pm_qos_us":
-            s.pm_qos_us = int(value) if value.lstrip("-").isdigit() else None
-        elif key.startswith(f"{CPU}/sim_power/"):
-            setattr(s, key.rsplit("/", 1)[1], int(value))
-        elif key == f"{CPU}/cpuidle/current_driver":
-            s.cpuidle_driver = value
-        elif key == f"{CPU}/cpuidle/current_governor":
-            s.idle_governor = value
-        elif m2 := re.match(rf"{CPU}/cpufreq/policy(\d+)/(.+)$", key):
-            pol, leaf = int(m2[1]), m2[2]
-            if leaf == "scaling_governor":
-                s.governors[pol] = value
-            elif leaf == "scaling_cur_freq":
-                s.cur_khz[pol] = int(value)
-            elif leaf == "scaling_driver":
-                s.cpufreq_driver = value
-            elif leaf == "scaling_available_frequencies":
-                s.available_khz = [int(x) for x in value.split()]
-            elif leaf == "schedutil/rate_limit_us":
-                s.rate_limit_us[pol] = int(value)
-            elif leaf == "stats/time_in_state":
-                khz, t = value.split()
-                s.time_in_state.setdefault(pol, {})[int(khz)] = int(t)
-        elif m2 := re.match(rf"{CPU}/cpu(\d+)/cpuidle/state(\d+)/(\w+)$", key):
-            idle.setdefault((int(m2[1]), int(m2[2])), {})[m2[3]] = value
+        try:
+            _apply(s, idle, key, value)
+        except (ValueError, OverflowError):
+            raise SnapshotError(f"{origin}:{n}: {excerpt(key, 80)}: unexpected value ({excerpt(value, 40)})") from None
     for (cpu, _idx), f in sorted(idle.items()):
-        s.idle.setdefault(cpu, []).append(IdleState(f.get("name", "?"), int(f.get("latency", 0)),
-                                                    int(f.get("usage", 0)), int(f.get("time", 0)),
-                                                    f.get("disable", "0") == "1"))
+        name = f.get("name", "?")
+        if not _STATE_NAME.match(name):
+            raise SnapshotError(f"{origin}: cpu{cpu} has an idle state named {excerpt(name, 40)!r}")
+        s.idle.setdefault(cpu, []).append(IdleState(name, _int(f.get("latency", "0")), _int(f.get("usage", "0")),
+                                                    _int(f.get("time", "0")), f.get("disable", "0") == "1"))
     return s
+
+
+_STATE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+_NUM = re.compile(r"^-?[0-9]{1,20}$")
+
+
+def _int(value: str) -> int:
+    if not _NUM.match(value):
+        raise ValueError(value)
+    return int(value)
+
+
+def _apply(s: Snapshot, idle: dict, key: str, value: str) -> None:
+    if key == "uptime":
+        s.uptime_s = float(value)
+        if not math.isfinite(s.uptime_s):
+            raise ValueError(value)
+    elif key == "pm_qos_us":
+        s.pm_qos_us = _int(value) if _NUM.match(value) else None
+    elif key.startswith(f"{CPU}/sim_power/"):
+        leaf = key.rsplit("/", 1)[1]
+        if leaf in ("energy_uj", "active_us", "idle_us"):
+            setattr(s, leaf, _int(value))
+    elif key == f"{CPU}/cpuidle/current_driver":
+        s.cpuidle_driver = excerpt(value, 32)
+    elif key == f"{CPU}/cpuidle/current_governor":
+        s.idle_governor = excerpt(value, 32)
+    elif m2 := re.match(rf"{CPU}/cpufreq/policy(\d{{1,4}})/(.+)$", key):
+        pol, leaf = int(m2[1]), m2[2]
+        if leaf == "scaling_governor":
+            s.governors[pol] = excerpt(value, 32)
+        elif leaf == "scaling_cur_freq":
+            s.cur_khz[pol] = _int(value)
+        elif leaf == "scaling_driver":
+            s.cpufreq_driver = excerpt(value, 32)
+        elif leaf == "scaling_available_frequencies":
+            s.available_khz = [_int(x) for x in value.split()[:64]]
+        elif leaf == "schedutil/rate_limit_us":
+            s.rate_limit_us[pol] = _int(value)
+        elif leaf == "stats/time_in_state":
+            khz, t = value.split()
+            s.time_in_state.setdefault(pol, {})[_int(khz)] = _int(t)
+    elif m2 := re.match(rf"{CPU}/cpu(\d{{1,4}})/cpuidle/state(\d{{1,2}})/(\w+)$", key):
+        idle.setdefault((int(m2[1]), int(m2[2])), {})[m2[3]] = value
 
 
 @dataclass(frozen=True)
@@ -191,10 +222,9 @@ def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
                          after.active_us - before.active_us, after.idle_us - before.idle_us, freq, idle_t, idle_n)
 
 
-def summarize(deltas: list[PlatformDelta], steps: int) -> dict:
-    """Per-cell energy proxy and residency over all repeats; fractions are of total CPU time."""
-    if not deltas:
-        return {}
+def summarize(deltas: list[PlatformDelta], steps_per_repeat: int) -> PlatformSummary:
+    """Per-cell energy proxy and residency over all repeats (warm-up steps included: the meter
+    covers whole repeats); fractions are of total CPU time."""
     energy = sum(d.energy_uj for d in deltas)
     elapsed = sum(d.elapsed_s for d in deltas)
     freq: dict[int, float] = {}
@@ -209,16 +239,19 @@ def summarize(deltas: list[PlatformDelta], steps: int) -> dict:
             idle_n[k] = idle_n.get(k, 0) + v
     freq_total = sum(freq.values()) or 1.0
     cpu_total = (sum(d.active_us + d.idle_us for d in deltas) / 1e6) or 1.0
-    return {
-        "energy_uj": energy,
-        "energy_per_step_uj": round(energy / steps, 1) if steps else None,
-        "avg_power_mw": round(energy / elapsed / 1e3, 1) if elapsed > 0 else None,
-        "elapsed_s": round(elapsed, 3),
-        "active_fraction": round(sum(d.active_us for d in deltas) / 1e6 / cpu_total, 4),
-        "freq_residency": {str(k): round(v / freq_total, 4) for k, v in sorted(freq.items())},
-        "idle_residency": {k: round(v / cpu_total, 4) for k, v in idle_t.items()},
-        "idle_entries": idle_n,
-    }
+    steps = steps_per_repeat * len(deltas)
+    return PlatformSummary(
+        energy_uj=energy,
+        energy_per_step_uj=round(energy / steps, 1) if steps else None,
+        energy_per_step_by_repeat_uj=[round(d.energy_uj / steps_per_repeat, 2) if steps_per_repeat else 0.0
+                                      for d in deltas],
+        avg_power_mw=round(energy / elapsed / 1e3, 1) if elapsed > 0 else None,
+        elapsed_s=round(elapsed, 3),
+        active_fraction=round(sum(d.active_us for d in deltas) / 1e6 / cpu_total, 4),
+        freq_residency={str(k): round(v / freq_total, 4) for k, v in sorted(freq.items())},
+        idle_residency={k: round(v / cpu_total, 4) for k, v in idle_t.items()},
+        idle_entries=idle_n,
+    )
 
 
 def verify(spec: PlatformSpec, arch: str, snap: Snapshot) -> list[str]:

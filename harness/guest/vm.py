@@ -1,10 +1,15 @@
 """Boot a kernel under QEMU through virtme-ng, run one script in it, classify what happened.
 
-The guest gets two host directories: the cell's results directory read-write at /mnt and a
-read-only tools directory (the static workload binary) at /opt. Both paths exist on the host
-and in the arm64 rootfs, which virtme-ng requires of mount points. The script reports its own
-progress into /mnt/guest-status, so the host can tell "never reached the workload" (an
+The guest gets two host directories: the cell's share read-write at protocol.GUEST_RESULTS and a
+read-only tools directory (the static workload binary) at protocol.GUEST_TOOLS. Both paths exist on
+the host and in the arm64 rootfs, which virtme-ng requires of mount points. The script reports its
+own progress into the status file, so the host can tell "never reached the workload" (an
 infrastructure failure, retried) from "the workload failed".
+
+virtme-ng joins its arguments into one shell string (`shell=True`), so every path handed to it is
+checked against a plain character set first, and so are the kernel command line items (the spec
+already refuses unsafe ones; this is the last line). The console log is written by the host,
+outside the share, into a file created exclusively.
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError, InputError
+from harness.guest import protocol, share
+from harness.procs import spawn_group
 
-STATUS_FILE = "guest-status"
-GUEST_RESULTS = "/mnt"
-GUEST_TOOLS = "/opt"
+# What virtme-ng's shell string can carry unquoted: no blanks, quotes, $, ;, `, =, or commas.
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
+SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_./+:,=-]+$")
+CONSOLE_TAIL = 16 << 20   # the end of a console log is where panics and oopses are
 
 
 @dataclass(frozen=True)
@@ -76,24 +84,37 @@ class GuestResult:
 X86_TCG_CPU = "qemu64,vendor=GenuineIntel,family=6,model=85,stepping=4"
 
 
+def check_path(path: Path | str, what: str) -> str:
+    """A path as virtme-ng may see it, or an input error naming it."""
+    text = str(path)
+    if not SAFE_PATH.match(text):
+        bad = sorted({c for c in text if not SAFE_PATH.match(c)})
+        raise InputError(f"{what} {text!r} has characters virtme-ng would pass to a shell unquoted "
+                         f"({' '.join(repr(c) for c in bad)}); use a path of letters, digits and ._+-/ only")
+    return text
+
+
 def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
-    if "=" in str(results_dir) or "," in str(results_dir):
-        raise InputError(f"{results_dir}: virtme-ng cannot share a directory whose path has '=' or ','; "
-                         "pick another --results-dir")
+    results = check_path(results_dir, "results directory")
+    image = check_path(cfg.image, "kernel image")
+    for item in cfg.cmdline:
+        if not SAFE_TOKEN.match(item):
+            raise InputError(f"kernel command line item {item!r} is not a single plain token")
     # --cwd must lie inside the guest's root; 9p always (virtiofsd start-up fails on these hosts and
     # costs retries before vng falls back to 9p anyway).
-    cmd = ["vng", "--run", str(cfg.image), "--cpus", str(cfg.cpus), "--memory", cfg.memory, "--verbose",
-           "--force-9p", "--cwd", str(cfg.root or "/"), f"--rwdir={GUEST_RESULTS}={results_dir}"]
+    cmd = ["vng", "--run", image, "--cpus", str(cfg.cpus), "--memory", cfg.memory, "--verbose",
+           "--force-9p", "--cwd", check_path(cfg.root or "/", "root filesystem"),
+           f"--rwdir={protocol.GUEST_RESULTS}={results}"]
     if cfg.tools_dir is not None:
-        cmd.append(f"--rodir={GUEST_TOOLS}={cfg.tools_dir}")
+        cmd.append(f"--rodir={protocol.GUEST_TOOLS}={check_path(cfg.tools_dir, 'tools directory')}")
     for disk in cfg.disks:
-        cmd += ["--disk", str(disk)]
+        cmd += ["--disk", check_path(disk, "scratch disk")]
     if cfg.accel != "kvm":
         cmd.append("--disable-kvm")
     if cfg.arch == "arm64":
         cmd += ["--arch", "arm64"]
     if cfg.root is not None:
-        cmd += ["--root", str(cfg.root)]
+        cmd += ["--root", check_path(cfg.root, "root filesystem")]
     qemu_opts = []
     if cfg.timing == "virtual":
         qemu_opts.append(f"-icount shift={cfg.icount_shift},sleep=on")
@@ -109,16 +130,6 @@ def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
     return cmd
 
 
-def read_status(path: Path) -> dict[str, str]:
-    out = {}
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            if "=" in line:
-                k, v = line.split("=", 1)
-                out[k.strip()] = v.strip()
-    return out
-
-
 _PANIC = re.compile(r"Kernel panic - not syncing[^\n]*")
 _OOPS = re.compile(r"(BUG: [^\n]*|Oops: [^\n]*|general protection fault[^\n]*|int3: [^\n]*)")
 # What the kernel's checkers print (lockdep, KASAN, UBSAN, might_sleep, WARN_ON) and the run survives.
@@ -131,59 +142,67 @@ def splats(console: str) -> list[str]:
 
 
 def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, str]) -> tuple[str, str]:
-    """Outcome and a one-line reason, from vng's exit, the console and the script's status file."""
-    started = "workload_start" in status
-    if "workload_exit" in status and status["workload_exit"].lstrip("-").isdigit():
-        code = int(status["workload_exit"])
-        if "platform_mismatch" in status:
-            return "platform-failed", f"platform knob did not hold: {status['platform_mismatch']}"
-        if "setup_failed" in status:
-            return "workload-failed", f"guest setup step {status['setup_failed']} failed (exit {code})"
-        if "probe_failed" in status:
-            return "probe-failed", f"probe {status['probe_failed']} did not attach"
+    """Outcome and a one-line reason, from vng's exit, the console and the script's status file.
+    Whatever the guest said is quoted as a short, sanitised excerpt."""
+    K = protocol.Key
+    started = K.WORKLOAD_START in status
+    said = {k: share.excerpt(v, 120) for k, v in status.items()}
+    code_text = status.get(K.WORKLOAD_EXIT, "")
+    if code_text.lstrip("-").isdigit() and len(code_text) < 6:
+        code = int(code_text)
+        if K.PLATFORM_MISMATCH in status:
+            return "platform-failed", f"platform knob did not hold: {said[K.PLATFORM_MISMATCH]}"
+        if K.SETUP_FAILED in status:
+            return "workload-failed", f"guest setup step {said[K.SETUP_FAILED]} failed (exit {code})"
+        if K.PROBE_FAILED in status:
+            return "probe-failed", f"probe {said[K.PROBE_FAILED]} did not attach"
         if code == 0:
             if found := splats(console):
-                return "splat", f"workload completed but the kernel complained ({len(found)}x): {found[0]}"
+                return "splat", (f"workload completed but the kernel complained ({len(found)}x): "
+                                 f"{share.excerpt(found[0])}")
             return "ok", "workload completed"
         if code == 127:
-            return "workload-failed", f"workload binary not found (exit 127): {status.get('workload_cmd', '')}"
+            return "workload-failed", f"workload binary not found (exit 127): {said.get(K.WORKLOAD_CMD, '')}"
         return "workload-failed", f"workload exited with {code}"
     if m := _PANIC.search(console):
         where = "during the workload" if started else "before the workload started"
-        return "panic", f"kernel panic {where}: {m.group(0).strip()}"
-    if timed_out:
-        where = ("after the loop ended (stopping probes or syncing)" if "workload_end" in status
-                 else "during the workload" if started else "before the workload started")
-        oops = _OOPS.search(console)
-        return "hang", f"guest timed out {where}" + (f" (console: {oops.group(0).strip()})" if oops else "")
+        return "panic", f"kernel panic {where}: {share.excerpt(m.group(0))}"
     oops = _OOPS.search(console)
-    if "workload_end" in status:
+    oops_said = share.excerpt(oops.group(0)) if oops else ""
+    if timed_out:
+        where = ("after the loop ended (stopping probes or syncing)" if K.WORKLOAD_END in status
+                 else "during the workload" if started else "before the workload started")
+        return "hang", f"guest timed out {where}" + (f" (console: {oops_said})" if oops else "")
+    if K.WORKLOAD_END in status:
         return "hang", (f"guest exited (vng exit {rc}) after the loop ended, before the script did "
-                        "(stopping probes or syncing)" + (f": {oops.group(0).strip()}" if oops else ""))
+                        "(stopping probes or syncing)" + (f": {oops_said}" if oops else ""))
     return "boot-failed", (f"guest exited (vng exit {rc}) before the workload finished"
-                           + (f": {oops.group(0).strip()}" if oops else ""))
+                           + (f": {oops_said}" if oops else ""))
 
 
-def run_guest(cfg: GuestConfig, results_dir: Path, script: str, timeout_s: float,
-              console_name: str = "console.log", boot_timeout_s: float | None = None) -> GuestResult:
-    """Boot, run `script` (a shell command line in the guest), power off. Never leaves QEMU behind."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    console_path = results_dir / console_name
-    status_path = results_dir / STATUS_FILE
-    status_path.unlink(missing_ok=True)
-    cmd = vng_command(cfg, results_dir, script)
+def read_console(path: Path) -> str:
+    """The end of a console log (host-written, but its content is the guest's and unbounded)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - CONSOLE_TAIL))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def run_guest(cfg: GuestConfig, share_dir: Path, script: str, timeout_s: float, console_path: Path,
+              boot_timeout_s: float | None = None) -> GuestResult:
+    """Boot, run `script` (a shell command line in the guest), power off. Never leaves QEMU behind:
+    the whole process group goes when this returns, raises or the harness is signalled."""
+    cmd = vng_command(cfg, share_dir, script)
     t0 = time.monotonic()
     timed_out = False
-    with open(console_path, "w") as console:
+    rc, boot_wall = None, None
+    if shutil.which(cmd[0]) is None:
+        raise HarnessError("vng (virtme-ng) not found: bash scripts/setup.sh")
+    with share.create_exclusive(console_path, "w") as console:
         console.write("$ " + shlex.join(cmd) + "\n")
         console.flush()
-        try:
-            proc = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        except FileNotFoundError:
-            raise HarnessError("vng (virtme-ng) not found: bash scripts/setup.sh") from None
-        try:
-            rc, boot_wall = None, None
+        with spawn_group(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as proc:
             while True:
                 try:
                     rc = proc.wait(timeout=0.5)
@@ -191,37 +210,17 @@ def run_guest(cfg: GuestConfig, results_dir: Path, script: str, timeout_s: float
                 except subprocess.TimeoutExpired:
                     pass
                 elapsed = time.monotonic() - t0
-                if boot_wall is None and "workload_start" in read_status(status_path):
+                if boot_wall is None and protocol.Key.WORKLOAD_START in protocol.read_status(share_dir):
                     boot_wall = elapsed
                 if elapsed > timeout_s or (boot_wall is None and boot_timeout_s and elapsed > boot_timeout_s):
                     timed_out = True
                     break
-        finally:
-            # vng runs QEMU in its session: kill the whole group whatever happened (Ctrl-C, or vng
-            # itself gone while QEMU lingers).
-            with _suppress():
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            with _suppress():
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     wall = time.monotonic() - t0
-    text = console_path.read_text(errors="replace")
-    status = read_status(status_path)
-    outcome, reason = classify(rc, timed_out, text, status)
+    status = protocol.read_status(share_dir)
+    outcome, reason = classify(rc, timed_out, read_console(console_path), status)
     try:
-        uptime = float(status["workload_start"]) if "workload_start" in status else None
+        uptime = float(status[protocol.Key.WORKLOAD_START]) if protocol.Key.WORKLOAD_START in status else None
     except ValueError:
         uptime = None
-    return GuestResult(outcome, reason, console_path, wall, rc, "workload_start" in status, uptime, status, boot_wall)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)
+    return GuestResult(outcome, reason, console_path, wall, rc, protocol.Key.WORKLOAD_START in status, uptime,
+                       status, boot_wall)

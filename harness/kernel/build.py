@@ -15,14 +15,13 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import paths
+from harness import paths, procs
 from harness.errors import HarnessError, InputError
 from harness.kernel import arch as archmod
 from harness.kernel import kconfig, series, source, toolchain
@@ -229,17 +228,16 @@ class KernelBuilder:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
             progress.set_stage("compile")
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=self._env(), bufsize=1, start_new_session=True)
             try:
-                for line in proc.stdout:
-                    log.write(line)
-                    progress.feed(line)
-                rc = proc.wait()
+                # make -j's compilers share its group: leaving the block any way (Ctrl-C, SIGTERM)
+                # stops them all (SIGTERM: make deletes half-written targets; then SIGKILL).
+                with procs.spawn_group(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env=self._env(), bufsize=1) as proc:
+                    for line in proc.stdout:
+                        log.write(line)
+                        progress.feed(line)
+                    rc = proc.wait()
             except BaseException:
-                with contextlib.suppress(ProcessLookupError):   # make -j's compilers too
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             objects = progress.objects

@@ -27,9 +27,14 @@ def parse(text: str, origin: str = "bpftrace output") -> BpftraceOutput:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ProbeOutputError(f"{origin}:{n}: not JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise ProbeOutputError(f"{origin}:{n}: not a bpftrace JSON object")
         kind = obj.get("type")
         if kind == "attached_probes":
-            out.attached = int(obj["data"]["probes"])
+            try:
+                out.attached = int(obj["data"]["probes"])
+            except (KeyError, TypeError, ValueError):
+                raise ProbeOutputError(f"{origin}:{n}: attached_probes without a probe count") from None
         elif kind == "printf":
             out.printf.extend(ln for ln in str(obj["data"]).splitlines() if ln.strip())
         else:
@@ -38,4 +43,6 @@ def parse(text: str, origin: str = "bpftrace output") -> BpftraceOutput:
 
 
 def read(path: Path) -> BpftraceOutput:
+    """A host file of bpftrace output (standalone use, golden tests); the runner reads the guest's
+    through harness.guest.share and calls `parse`."""
     return parse(path.read_text(errors="replace"), str(path))

@@ -1,46 +1,234 @@
 """The experiment schema: what a YAML experiment may say, checked strictly.
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored knob.
-A `CellSpec` is one fully resolved point of the matrix: the kernel to build, the machine to
-boot, the platform knobs, the workload and the probes. An `Experiment` is a base cell plus
-the matrix axes and named variants (baselines) that expand into cells.
+Types are strict (an integer field refuses `true`, `"10"` and `2.0`) and numbers finite. A
+`CellSpec` is one fully resolved point of the matrix: the kernel to build, the machine to boot,
+the platform knobs, the workload and the probes. An `Experiment` is a base cell plus the matrix
+axes and named variants (baselines) that expand into cells.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# --- Bounds ----------------------------------------------------------------------------------
+# Every limit an experiment is checked against, in one place, with why. A value past one is
+# refused at its line and column before anything is read, built or booted.
+
+# The file and its YAML (harness/spec/yamlsrc.py).
+FILE_MAX_BYTES = 1 << 20          # real experiments are under 5 KB; refused from stat, never read whole
+YAML_MAX_NODES = 20_000           # after alias expansion: 540 bytes of nested aliases make 9**9 nodes
+YAML_MAX_DEPTH = 32               # the deepest real path is 7 (variants[i].set.platform.sim.cstates[j].name)
+MAX_ISSUES_SHOWN = 20             # a file of garbage gives 20 located lines, then a count
+
+# The matrix (harness/spec/loader.py).
+MAX_CELLS = 1_000                 # arch x variants x matrix product; each cell builds or boots a VM
+MAX_EXPANDED_VALUES = 500_000     # values over all cells (each cell is a copy of the base plus its
+                                  # overrides, validated on its own): keeps a loading under a second or two
+CELL_ID_MAX = 96                  # the id is a directory name inside paths virtme-ng shares
+STEPS_TOTAL_MAX = 10_000_000      # (steps + warmup) x agents x repeats of one cell: every step is a
+                                  # CSV row (~60 B) and a run's stamps sit in guest memory
+NAME_MAX = 64                     # names of experiments, variants, series, fragments
+DESCRIPTION_MAX = 1_000           # a paragraph; it lands in every result.json
+PATH_MAX_CHARS = 1_024            # kernel.source, workload.wait.file
+DOTTED_KEY_MAX = 128              # a matrix axis or a variant's set key
+
+# The machine.
+MEMORY_MIN_MIB = 256              # below this the guest (virtme-ng's init, 9p, bpftrace) does not boot
+                                  # reliably; the upper bound is the host's RAM (host_memory_bytes())
+BOOT_TIMEOUT_MAX_S = 3_600        # a KASAN kernel under TCG boots in ~10 min; an hour is a hang
+RUN_TIMEOUT_MAX_S = 86_400        # one cell's workload: a day
+CMDLINE_ITEMS_MAX = 32            # the kernel command line is 2048 bytes (COMMAND_LINE_SIZE) and
+CMDLINE_CHARS_MAX = 512           # virtme-ng and the simulated platform use most of the rest
+CMDLINE_ITEM_MAX = 128
+
+# The simulated platform: physical ranges (a CPU, not a supercomputer).
+KHZ_MIN, KHZ_MAX = 1_000, 10_000_000          # 1 MHz .. 10 GHz
+POWER_MAX_MW = 100_000                        # 100 W per CPU
+OPPS_MAX = 16                                 # the OPP table rides on the kernel command line
+CSTATES_MAX = 10                              # CPUIDLE_STATE_MAX
+EXIT_LATENCY_MAX_US = 100_000                 # the simulation spins it on every wakeup; real states < 10 ms
+TARGET_RESIDENCY_MAX_US = 1_000_000           # 1 s
+TRANSITION_LATENCY_MAX_US = 100_000           # 100 ms
+RATE_LIMIT_MAX_US = 1_000_000                 # schedutil rate_limit_us: 1 s
+PM_QOS_MAX_US = 2_000_000_000                 # PM_QOS_CPU_LATENCY_DEFAULT_VALUE (2000 s, "no constraint")
+
+# The loop (harness/workload/agentloop.c, which itself refuses a wait over an hour).
+WAIT_MAX_US = 600_000_000         # 10 min: a wait that long is a stall, not a tool round trip; the
+                                  # hang test (tests/test_guest_boot.py) waits 100 s against a 60 s timeout
+COMPUTE_UNITS_MAX = 200_000_000   # 1000x the default 200000 (2.4 ms at fmax): ~2.4 s at fmax and ~10 s
+                                  # at the lowest default OPP under virtual time, per step
+STEPS_MAX = 50_000_000            # per field; STEPS_TOTAL_MAX bounds the product
+TOUCH_PAGES_MAX = 65_536          # 256 MiB of fresh pages per step
+READ_KB_MAX = 262_144             # 256 MiB read per step
+INJECT_DELAY_MAX_US = 1_000_000   # 1 s between the world's stamp and its signal
+SEED_MAX = 2**32 - 1              # seed + repeat goes to strtoull
+
+
+def host_memory_bytes() -> int | None:
+    """The host's RAM (None where sysconf cannot say): a guest cannot have more."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# Kernel parameters the harness or virtme-ng sets itself, which an experiment's machine.cmdline
+# may not override: the simulated platform's tables (harness/guest/platform.py sim_cmdline():
+# sim_cpufreq.*, cpuidle_sim.*), idle=poll / nohlt (platform.idle_poll, plan()), and what
+# virtme-ng passes to boot its guest (init=, the root filesystem, the consoles, panic=-1,
+# virtme.* / virtme_*). cpufreq.* and cpuidle.* (cpufreq.off, cpuidle.off, the default governors)
+# would undo the platform section, which sets them through sysfs and checks they hold. A name is
+# compared with '-' read as '_', as the kernel does.
+RESERVED_CMDLINE_NAMES = frozenset({
+    "init", "rdinit", "root", "rootfstype", "rootflags", "ro", "rw", "console", "earlycon", "earlyprintk",
+    "panic", "idle", "nohlt",
+})
+RESERVED_CMDLINE_PREFIXES = ("virtme.", "virtme_", "sim_cpufreq.", "cpuidle_sim.", "cpufreq.", "cpuidle.")
+# One token virtme-ng can splice into its shell command and the kernel reads as one parameter
+# (the same set harness/guest/vm.py checks at boot, plus: no leading '-', so no '--' init args).
+CMDLINE_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./+:,=-]*$")
+SAFE_PATH = re.compile(r"[A-Za-z0-9_./+-]+")         # host paths the runner hands on (as harness/guest/vm.py)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+KCONFIG_VALUE = re.compile(r'^(?:[ynm]|-?[0-9]+|0[xX][0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$')
+KCONFIG_VALUE_MAX = 200
+KCONFIG_SYMBOL_MAX = 80           # the longest symbols in 6.12 are ~50 characters
+KCONFIG_ITEMS_MAX = 256
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _name(v: str) -> str:
+    if len(v) > NAME_MAX or not _NAME.fullmatch(v):
+        raise ValueError(f"not a name: use letters, digits and _ . + - (the first a letter or digit), at most "
+                         f"{NAME_MAX} characters (got {v[:40]!r})")
+    return v
+
+
+def _cmdline_item(v: str) -> str:
+    if len(v) > CMDLINE_ITEM_MAX:
+        raise ValueError(f"a kernel command line item is at most {CMDLINE_ITEM_MAX} characters (this one has "
+                         f"{len(v)})")
+    if not CMDLINE_TOKEN.fullmatch(v):
+        bad = sorted({repr(c) for c in v if not CMDLINE_TOKEN.fullmatch("a" + c)})
+        why = f"has {' '.join(bad)}" if bad else "starts with a character other than a letter or digit"
+        raise ValueError(f"not a single kernel parameter token ({why}); virtme-ng passes it through a "
+                         "shell, so use letters, digits and _ . / + : , = - only")
+    name = v.split("=", 1)[0].replace("-", "_")
+    if name in RESERVED_CMDLINE_NAMES or name.startswith(RESERVED_CMDLINE_PREFIXES):
+        raise ValueError(f"'{v.split('=', 1)[0]}' is set by the harness or virtme-ng itself "
+                         "(RESERVED_CMDLINE_NAMES in harness/spec/model.py)")
+    return v
+
+
+def _no_control(v: str) -> str:
+    if m := _CONTROL.search(v):
+        raise ValueError(f"control character U+{ord(m.group(0)):04X} is not allowed here")
+    return v
+
+
+def _paragraph(v: str) -> str:
+    if m := _CONTROL.search(v.replace("\n", " ").replace("\t", " ")):
+        raise ValueError(f"control character U+{ord(m.group(0)):04X} is not allowed in a description")
+    return v
+
+
+def _pattern(rx: str, max_len: int, what: str):
+    compiled = re.compile(rx)
+
+    def check(v: str) -> str:
+        if len(v) > max_len or not compiled.fullmatch(v):
+            raise ValueError(f"{v[:40]!r} is not {what}" + (f" (at most {max_len} characters)" if len(v) > max_len
+                                                             else ""))
+        return v
+    return AfterValidator(check)
+
+
+def _kconfig_value(v: str) -> str:
+    if len(v) > KCONFIG_VALUE_MAX:
+        raise ValueError(f"a config value is at most {KCONFIG_VALUE_MAX} characters (this one has {len(v)})")
+    _no_control(v)
+    if not KCONFIG_VALUE.fullmatch(v):
+        raise ValueError(f"{v[:40]!r} is not a Kconfig value: use y, n, m, an integer, 0x-hex, or a "
+                         "double-quoted string (write '\"text\"' in YAML)")
+    return v
+
+
+def _memory(v: str) -> str:
+    mib = int(v[:-1]) * (1024 if v.endswith("G") else 1)
+    if mib < MEMORY_MIN_MIB:
+        raise ValueError(f"{v} is less than the {MEMORY_MIN_MIB}M a guest needs")
+    host = host_memory_bytes()
+    if host is not None and mib * (1 << 20) > host:
+        raise ValueError(f"{v} is more than this host's RAM ({host / (1 << 30):.1f}G)")
+    return v
+
 
 Arch = Literal["x86_64", "arm64"]
 ARCHES: tuple[str, ...] = ("x86_64", "arm64")
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=64)]
-ConfigSymbol = Annotated[str, StringConstraints(pattern=r"^CONFIG_[A-Z0-9_]+$")]
+Name = Annotated[str, AfterValidator(_name)]
+ConfigSymbol = Annotated[str, _pattern(r"CONFIG_[A-Z0-9_]+", KCONFIG_SYMBOL_MAX,
+                                        "a Kconfig symbol (CONFIG_ then capitals, digits and _)")]
+KconfigValue = Annotated[str, AfterValidator(_kconfig_value)]
+CmdlineItem = Annotated[str, AfterValidator(_cmdline_item)]
+StateName = Annotated[str, _pattern(r"[A-Za-z0-9_]+", 15, "an idle state name (letters, digits and _)")]
+# A dotted cell field: workload.wait.us, kernel.config.CONFIG_HZ.
+DottedKey = Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", DOTTED_KEY_MAX,
+                                     "a dotted cell field like workload.wait.us")]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _unique(v: list, what: str) -> list:
+    seen = set()
+    for x in v:
+        if x in seen:
+            raise ValueError(f"{what} {x!r} is listed twice")
+        seen.add(x)
+    return v
 
 
 class KernelSpec(Strict):
     """Which kernel a cell boots. Every field feeds the build's content-addressed cache key."""
 
-    source: str = Field("debian", description="'debian' (linux-source-6.12), a git tree or a tarball")
-    series: list[Name] = Field(["sim-platform", "agent-latency"],
+    source: Annotated[str, AfterValidator(_no_control)] = Field(
+        "debian", min_length=1, max_length=PATH_MAX_CHARS,
+        description="'debian' (linux-source-6.12), a kernel git tree or a .tar/.tar.gz/.tar.xz/.tar.zst tarball")
+    series: list[Name] = Field(["sim-platform", "agent-latency"], max_length=32,
                                description="patch series under kernel/patches/, in order")
-    fragments: list[Name] = Field(["base", "tracing", "platform", "sim-platform"],
+    fragments: list[Name] = Field(["base", "tracing", "platform", "sim-platform"], max_length=32,
                                   description="kernel/configs/<name>.config, merged in order "
                                               "(the arch fragment is added)")
     agent_latency: bool = Field(False, description="CONFIG_AGENT_LATENCY on or off")
     debug: bool = Field(False, description="add kernel/configs/debug.config (lockdep, KASAN)")
-    config: dict[ConfigSymbol, str] = Field({}, description="extra CONFIG_X: value items, applied last and checked")
+    config: dict[ConfigSymbol, KconfigValue] = Field(
+        {}, max_length=KCONFIG_ITEMS_MAX, description="extra CONFIG_X: value items, applied last and checked "
+        "(y/n/m, an integer, 0x-hex or a double-quoted string)")
 
     @field_validator("config", mode="before")
     @classmethod
     def _stringify(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: ("y" if x is True else "n" if x is False else str(x)) for k, x in v.items()}
+            return {k: ("y" if x is True else "n" if x is False else str(x) if isinstance(x, int) else x)
+                    for k, x in v.items()}
         return v
+
+    @field_validator("series")
+    @classmethod
+    def _unique_series(cls, v: list[str]) -> list[str]:
+        return _unique(v, "series")
+
+    @field_validator("fragments")
+    @classmethod
+    def _unique_fragments(cls, v: list[str]) -> list[str]:
+        return _unique(v, "fragment")
 
     @property
     def variant(self) -> str:
@@ -53,15 +241,27 @@ class MachineSpec(Strict):
     """The virtual machine a cell runs in."""
 
     cpus: int = Field(2, ge=1, le=64)
-    memory: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[MG]$")] = "1G"
+    memory: Annotated[str, _pattern(r"[1-9][0-9]{0,6}[MG]", 8, "a memory size like 512M or 2G"),
+                      AfterValidator(_memory)] = Field(
+        "1G", description=f"guest RAM, e.g. 512M or 2G: at least {MEMORY_MIN_MIB}M, at most the host's")
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     timing: Literal["auto", "virtual", "realtime"] = Field(
         "auto", description="virtual = QEMU -icount (TCG only); auto = virtual under TCG, realtime under KVM")
     icount_shift: int = Field(0, ge=0, le=10)
     arm64_cpu: Literal["cortex-a57", "cortex-a72", "max"] = "cortex-a57"
-    cmdline: list[str] = []
-    boot_timeout_s: int = Field(300, ge=10, description="power-on to workload start")
-    run_timeout_s: int = Field(1800, ge=10)
+    cmdline: list[CmdlineItem] = Field([], max_length=CMDLINE_ITEMS_MAX,
+                                       description="extra kernel parameters, one token each (not the "
+                                                   "harness's own: RESERVED_CMDLINE_NAMES)")
+    boot_timeout_s: int = Field(300, ge=10, le=BOOT_TIMEOUT_MAX_S, description="power-on to workload start")
+    run_timeout_s: int = Field(1800, ge=10, le=RUN_TIMEOUT_MAX_S)
+
+    @field_validator("cmdline")
+    @classmethod
+    def _cmdline_length(cls, v: list[str]) -> list[str]:
+        if len(" ".join(v)) > CMDLINE_CHARS_MAX:
+            raise ValueError(f"the extra kernel command line is {len(' '.join(v))} characters, more than "
+                             f"{CMDLINE_CHARS_MAX}")
+        return v
 
     @model_validator(mode="after")
     def _virtual_needs_tcg(self) -> MachineSpec:
@@ -71,30 +271,33 @@ class MachineSpec(Strict):
 
 
 class OPP(Strict):
-    khz: int = Field(gt=0)
-    power_mw: float = Field(ge=0)
+    khz: int = Field(ge=KHZ_MIN, le=KHZ_MAX)
+    power_mw: float = Field(ge=0, le=POWER_MAX_MW)
 
 
 class CState(Strict):
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+$", max_length=15)]
-    exit_latency_us: int = Field(ge=0)
-    target_residency_us: int = Field(ge=0)
-    power_mw: float = Field(0, ge=0)
+    name: StateName
+    exit_latency_us: int = Field(ge=0, le=EXIT_LATENCY_MAX_US)
+    target_residency_us: int = Field(ge=0, le=TARGET_RESIDENCY_MAX_US)
+    power_mw: float = Field(0, ge=0, le=POWER_MAX_MW)
 
 
 class SimPlatform(Strict):
     """Simulated cpufreq/cpuidle platform parameters (the guest has no real DVFS or C-states)."""
 
-    opps: list[OPP] = [OPP(khz=800_000, power_mw=150), OPP(khz=1_600_000, power_mw=450),
-                       OPP(khz=2_400_000, power_mw=1000), OPP(khz=3_200_000, power_mw=1800)]
-    transition_latency_us: int = Field(50, ge=0, description="request -> new frequency in effect")
+    opps: list[OPP] = Field([OPP(khz=800_000, power_mw=150), OPP(khz=1_600_000, power_mw=450),
+                             OPP(khz=2_400_000, power_mw=1000), OPP(khz=3_200_000, power_mw=1800)],
+                            max_length=OPPS_MAX)
+    transition_latency_us: int = Field(50, ge=0, le=TRANSITION_LATENCY_MAX_US,
+                                       description="request -> new frequency in effect")
     steal_period_us: int = Field(250, ge=10, le=100_000,
                                  description="period of the time stealing that emulates f < fmax (smaller "
                                              "is more exact for short runs, costs more interrupts)")
-    cstates: list[CState] = [CState(name="POLL", exit_latency_us=0, target_residency_us=0, power_mw=600),
-                             CState(name="C1", exit_latency_us=2, target_residency_us=2, power_mw=300),
-                             CState(name="C3", exit_latency_us=60, target_residency_us=200, power_mw=100),
-                             CState(name="C6", exit_latency_us=250, target_residency_us=1000, power_mw=20)]
+    cstates: list[CState] = Field([CState(name="POLL", exit_latency_us=0, target_residency_us=0, power_mw=600),
+                                   CState(name="C1", exit_latency_us=2, target_residency_us=2, power_mw=300),
+                                   CState(name="C3", exit_latency_us=60, target_residency_us=200, power_mw=100),
+                                   CState(name="C6", exit_latency_us=250, target_residency_us=1000, power_mw=20)],
+                                  max_length=CSTATES_MAX)
 
     @field_validator("cstates")
     @classmethod
@@ -123,12 +326,13 @@ class PlatformSpec(Strict):
     """Power-management knobs applied and verified inside the guest before the loop starts."""
 
     governor: Literal["schedutil", "performance", "powersave", "userspace"] = "schedutil"
-    userspace_khz: int | None = Field(None, gt=0, description="frequency for the userspace governor")
-    rate_limit_us: int | None = Field(None, ge=0, description="schedutil rate_limit_us")
+    userspace_khz: int | None = Field(None, ge=KHZ_MIN, le=KHZ_MAX, description="frequency for the userspace governor")
+    rate_limit_us: int | None = Field(None, ge=0, le=RATE_LIMIT_MAX_US, description="schedutil rate_limit_us")
     idle_governor: Literal["menu", "teo", "ladder"] = "menu"
-    max_cstate: int | None = Field(None, ge=0, description="deepest allowed C-state index")
-    disabled_cstates: list[str] = []
-    pm_qos_latency_us: int | None = Field(None, ge=0, description="hold /dev/cpu_dma_latency at this value")
+    max_cstate: int | None = Field(None, ge=0, le=CSTATES_MAX - 1, description="deepest allowed C-state index")
+    disabled_cstates: list[StateName] = Field([], max_length=CSTATES_MAX)
+    pm_qos_latency_us: int | None = Field(None, ge=0, le=PM_QOS_MAX_US,
+                                          description="hold /dev/cpu_dma_latency at this value")
     idle_poll: bool = Field(False, description="idle=poll (x86_64) / nohlt (arm64)")
     uclamp_min: int | None = Field(None, ge=0, le=1024, description="sched_setattr uclamp.min on the agent")
     sim: SimPlatform = SimPlatform()
@@ -157,10 +361,13 @@ class WaitSpec(Strict):
 
     kind: Literal["futex", "eventfd", "pipe", "timerfd", "epoll", "io_uring", "nanosleep"] = "futex"
     distribution: Literal["fixed", "uniform", "exponential", "file"] = "fixed"
-    us: float = Field(2000, ge=0, description="fixed value, or the mean for exponential")
-    min_us: float | None = Field(None, ge=0)
-    max_us: float | None = Field(None, ge=0)
-    file: str | None = Field(None, description="one wait time in us per line, for distribution 'file'")
+    us: float = Field(2000, ge=0, le=WAIT_MAX_US, description="fixed value, or the mean for exponential")
+    min_us: float | None = Field(None, ge=0, le=WAIT_MAX_US)
+    max_us: float | None = Field(None, ge=0, le=WAIT_MAX_US)
+    file: Annotated[str, _pattern(SAFE_PATH.pattern, PATH_MAX_CHARS, "a plain path (letters, digits and "
+                                  "_ . / + - only)")] | None = Field(
+        None, description="one wait time in us per line, for distribution 'file' (a regular file of at most "
+                          "16 MiB; letters, digits and _./+- in its path)")
 
     @model_validator(mode="after")
     def _distribution_fields(self) -> WaitSpec:
@@ -172,12 +379,16 @@ class WaitSpec(Strict):
         return self
 
 
+WAIT_FILE_MAX_BYTES = 16 << 20    # the loop reads one value per step; 16 MiB is over a million steps
+
+
 class PhasesSpec(Strict):
     """Optional per-step phases that exercise memory, the page cache and path lookup."""
 
-    touch_pages: int = Field(0, ge=0, description="fresh pages faulted in per step")
-    read_kb: int = Field(0, ge=0, description="file data read per step")
-    drop_cache_every: int = Field(0, ge=0, description="evict the file every N steps (page cache misses)")
+    touch_pages: int = Field(0, ge=0, le=TOUCH_PAGES_MAX, description="fresh pages faulted in per step")
+    read_kb: int = Field(0, ge=0, le=READ_KB_MAX, description="file data read per step")
+    drop_cache_every: int = Field(0, ge=0, le=STEPS_MAX,
+                                  description="evict the file every N steps (page cache misses)")
     path_depth: int = Field(0, ge=0, le=64, description="directory depth of per-step stat/open")
     path_misses: bool = Field(False, description="also stat a name that does not exist, new each step "
                               "(a dentry cache miss and a filesystem lookup per step)")
@@ -200,34 +411,35 @@ class PhasesSpec(Strict):
 class WorkloadSpec(Strict):
     """The synthetic agent loop: wait -> wake -> compute -> repeat."""
 
-    steps: int = Field(2000, ge=1, le=50_000_000)
-    warmup: int = Field(100, ge=0, le=50_000_000)
+    steps: int = Field(2000, ge=1, le=STEPS_MAX)
+    warmup: int = Field(100, ge=0, le=STEPS_MAX)
     agents: int = Field(1, ge=1, le=64)
-    compute_units: int = Field(200_000, ge=0, description="fixed work per step, in loop iterations (not time)")
-    burst_every: int = Field(0, ge=0, description="every Nth step (warm-up included) computes burst_units "
-                             "instead: the demand changes, so util_est no longer predicts it (0 = never)")
-    burst_units: int = Field(0, ge=0, description="work of a burst step, in loop iterations")
+    compute_units: int = Field(200_000, ge=0, le=COMPUTE_UNITS_MAX,
+                               description="fixed work per step, in loop iterations (not time)")
+    burst_every: int = Field(0, ge=0, le=STEPS_MAX, description="every Nth step (warm-up included) computes "
+                             "burst_units instead: the demand changes, so util_est no longer predicts it (0 = never)")
+    burst_units: int = Field(0, ge=0, le=COMPUTE_UNITS_MAX, description="work of a burst step, in loop iterations")
     wait: WaitSpec = WaitSpec()
     phases: PhasesSpec = PhasesSpec()
-    seed: int = 1
-    mark_agent: bool = Field(False, description="mark the agent threads for the agent latency window")
+    seed: int = Field(1, ge=0, le=SEED_MAX)
+    mark_agent: bool = Field(False, description="mark the agent threads for the agent latency window "
+                             "(needs kernel.agent_latency)")
     window_us: int = Field(0, ge=0, le=20_000,
                            description="window length opened at each wakeup (0 = kernel default, 2000)")
-    window_tolerance_us: int = Field(0, ge=0, description="idle exit latency the agent's CPU may pay while "
-                                     "it waits (0 = kernel default, 20)")
+    window_tolerance_us: int = Field(0, ge=0, le=EXIT_LATENCY_MAX_US, description="idle exit latency the agent's "
+                                     "CPU may pay while it waits (0 = kernel default, 20)")
     window_guard_us: int = Field(0, ge=0, le=50_000, description="how long a wait keeps the CPU guarded "
                                  "(0 = kernel default, 10000)")
-    agent_cpu: int | None = Field(None, ge=0, description="pin the agent threads to this CPU")
-    world_cpu: int | None = Field(None, ge=0, description="pin the world threads to this CPU (with agent_cpu "
-                                  "on another, every wakeup crosses CPUs)")
+    agent_cpu: int | None = Field(None, ge=0, le=63, description="pin the agent threads to this CPU")
+    world_cpu: int | None = Field(None, ge=0, le=63, description="pin the world threads to this CPU (with "
+                                  "agent_cpu on another, every wakeup crosses CPUs)")
     explicit_windows: bool = Field(False, description="also open/close a window around each step with prctl")
-    inject_delay_us: int = Field(0, ge=0, description="sanity check: the world sleeps this long between "
-                                 "recording its signal and sending it")
+    inject_delay_us: int = Field(0, ge=0, le=INJECT_DELAY_MAX_US, description="sanity check: the world sleeps "
+                                 "this long between recording its signal and sending it")
 
     @model_validator(mode="after")
     def _window_needs_mark(self) -> WorkloadSpec:
-        given = [n for n in ("window_us", "window_tolerance_us", "window_guard_us", "explicit_windows")
-                 if getattr(self, n)]
+        given = [n for n in WINDOW_OPTIONS if n != "mark_agent" and getattr(self, n)]
         if given and not self.mark_agent:
             raise ValueError(f"{', '.join(given)} need mark_agent: true")
         return self
@@ -244,6 +456,10 @@ class WorkloadSpec(Strict):
             raise ValueError(f"inject_delay_us needs a world thread; wait kind '{self.wait.kind}' has none")
         return self
 
+
+# The workload options that use the agent latency window, which only a CONFIG_AGENT_LATENCY=y
+# kernel has (checked per cell by the loader).
+WINDOW_OPTIONS = ("mark_agent", "window_us", "window_tolerance_us", "window_guard_us", "explicit_windows")
 
 ProbeRun = Literal["separate", "in-repeats"]
 Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window"]
@@ -262,6 +478,11 @@ class CellSpec(Strict):
                                 "are the cell's) and the probes attach for one more run, which gives their records "
                                 "and their overhead; in-repeats: the probes ride on every repeat")
 
+    @field_validator("probes")
+    @classmethod
+    def _unique_probes(cls, v: list[str]) -> list[str]:
+        return _unique(v, "probe")
+
     @model_validator(mode="after")
     def _pinned_cpus_exist(self) -> CellSpec:
         for name in ("agent_cpu", "world_cpu"):
@@ -272,17 +493,19 @@ class CellSpec(Strict):
 
 
 class Variant(Strict):
-    """A named set of overrides: a baseline or a configuration under test."""
+    """A named set of overrides: a baseline or a configuration under test. A mapping value merges
+    into the mapping it sets (`set: {kernel: {agent_latency: true}}` keeps the other kernel keys)."""
 
     name: Name
-    set: dict[str, Any] = {}
+    set: dict[DottedKey, Any] = {}
 
 
 class Experiment(Strict):
-    """An experiment file: a base cell, matrix axes and variants whose product gives the cells."""
+    """An experiment file: a base cell, matrix axes and variants whose product gives the cells.
+    (Names that repeat, in `arch` or `variants`, are reported by the loader at the repeat.)"""
 
     name: Name
-    description: str = ""
+    description: Annotated[str, AfterValidator(_paragraph)] = Field("", max_length=DESCRIPTION_MAX)
     kernel: KernelSpec = KernelSpec()
     arch: list[Arch] = Field(["x86_64"], min_length=1)
     machine: MachineSpec = MachineSpec()
@@ -291,21 +514,6 @@ class Experiment(Strict):
     probes: list[Probe] = []
     probe_run: ProbeRun = "separate"
     repeats: int = Field(1, ge=1, le=1000)
-    matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+    matrix: dict[DottedKey, Annotated[list[Any], Field(min_length=1)]] = Field(
         {}, description="dotted cell field -> values; the cross product gives the cells")
     variants: list[Variant] = []
-
-    @field_validator("arch")
-    @classmethod
-    def _unique_arch(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("arch lists an architecture twice")
-        return v
-
-    @field_validator("variants")
-    @classmethod
-    def _unique_variants(cls, v: list[Variant]) -> list[Variant]:
-        names = [x.name for x in v]
-        if len(set(names)) != len(names):
-            raise ValueError("variant names must be unique")
-        return v

@@ -1,0 +1,218 @@
+"""The results contract: typed records of a run and of each cell, and where they live.
+
+The runner writes these records and nothing else reads a run: report, compare and any later
+analysis load them from a results directory with `load_run`, without building or booting. Each
+record carries `schema_version`; a record of another version, a truncated one or one that does not
+validate is a problem of that cell (named, excluded), not of the run.
+
+Layout of a run directory (this module owns these names):
+
+    <run>/run.json                the run index (accumulates over invocations)
+    <run>/experiment.yaml         the experiment file the run was made from
+    <run>/summary.txt, latency_cdf.png   derived by `report`, re-derivable at any time
+    <run>/<cell>/result.json      the cell's record
+    <run>/<cell>/steps.csv        its measured steps, parsed (us)
+    <run>/<cell>/console.log      the guest console, console-N.log for retried attempts
+    <run>/<cell>/guest.sh         the script the guest ran (host copy)
+    <run>/<cell>/probe-<tool>.csv a probe's parsed records
+    <run>/<cell>/guest/           the guest's share (protocol.SHARE): what the guest wrote, untrusted
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.kernel.cache import atomic_write_text
+
+SCHEMA_VERSION = 1
+
+RUN_INDEX = "run.json"
+EXPERIMENT_COPY = "experiment.yaml"
+SUMMARY = "summary.txt"
+CDF_PLOT = "latency_cdf.png"
+RUN_LOCK = ".lock"
+CELL_RESULT = "result.json"
+CELL_STEPS = "steps.csv"
+CELL_PROBED_STEPS = "steps-probed.csv"
+GUEST_SCRIPT_COPY = "guest.sh"
+RECORD_LIMIT = 8 << 20        # a cell record is a few kB; anything near this is not one of ours
+
+
+def console_log(attempt: int) -> str:
+    return "console.log" if attempt == 0 else f"console-{attempt}.log"
+
+
+def probe_records(name: str) -> str:
+    return f"probe-{name}.csv"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StepStats(Record):
+    """Statistics of a cell's measured steps (warm-up excluded), in microseconds."""
+
+    steps: int
+    wake_p50_us: float
+    wake_p99_us: float
+    wake_p999_us: float
+    step_p50_us: float
+    step_p99_us: float
+    compute_p50_us: float
+    compute_mean_us: float
+    step_p50_repeat_cv: float = Field(description="coefficient of variation of each repeat's step p50")
+
+
+class PlatformSummary(Record):
+    """The simulated platform's energy meter and residency over all repeats."""
+
+    energy_uj: int
+    energy_per_step_uj: float | None
+    energy_per_step_by_repeat_uj: list[float]
+    avg_power_mw: float | None
+    elapsed_s: float
+    active_fraction: float
+    freq_residency: dict[str, float]
+    idle_residency: dict[str, float]
+    idle_entries: dict[str, int]
+
+
+class Attempt(Record):
+    outcome: str
+    reason: str
+    console: str
+    wall_s: float
+
+
+class KernelInfo(Record):
+    key: str
+    request: str
+    release: str | None = None
+    image: str
+
+
+class GuestInfo(Record):
+    backend: str
+    accel: str
+    accel_reason: str
+    timing: str
+    timing_label: str
+    cpu_model: str
+    host: dict[str, str]
+    rootfs: str | None = None
+    workload_dir: str
+    kernel_cmdline: list[str]
+    platform_requested: dict[str, Any]
+    boot_to_workload_s: float | None = None
+    boot_to_workload_wall_s: float | None = None
+    status: dict[str, str] = {}
+
+
+Status = Literal["ok", "failed"]
+
+
+class CellResult(Record):
+    """One cell of a run: what was asked, what ran where, and what came out."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    experiment: str
+    run_id: str
+    cell: str
+    arch: str
+    variant: str
+    axes: dict[str, Any]
+    status: Status
+    failure: str | None = Field(None, description="kind of failure: kernel-build, boot-failed, panic, hang, "
+                                "workload-failed, probe-failed, platform-failed, splat, output-unreadable")
+    reason: str = ""
+    fingerprint: str | None = None
+    spec: dict[str, Any]
+    repeats: int
+    kernel: KernelInfo | None = None
+    guest: GuestInfo | None = None
+    attempts: list[Attempt] = []
+    infra_failures: int = 0
+    stats: StepStats | None = None
+    platform: PlatformSummary | None = None
+    probes: dict[str, dict[str, Any]] = {}
+    probes_pending: list[str] = []
+    probed_run: StepStats | None = None
+    probe_overhead: dict[str, float] = {}
+    cell_wall_s: float | None = None
+    finished: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+
+class CellEntry(Record):
+    arch: str
+    variant: str
+    axes: dict[str, Any]
+    status: Status
+    reason: str = ""
+    finished: str
+
+
+class Invocation(Record):
+    started: str
+    finished: str | None = None
+    wall_s: float | None = None
+    cells: list[str]
+    interrupted: bool = False
+
+
+class RunIndex(Record):
+    """Every cell a run directory holds a record for, over all the invocations that wrote it."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    experiment: str
+    run_id: str
+    experiment_sha256: str
+    cells_total: int
+    complete: bool = Field(False, description="every cell of the experiment has an ok record")
+    cells: dict[str, CellEntry] = {}
+    invocations: list[Invocation] = []
+
+
+class RecordError(ValueError):
+    """A record that cannot be used: missing, truncated, not ours, another schema version."""
+
+
+def write(path: Path, record: Record) -> None:
+    atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+
+
+def read(path: Path, model: type[Record]) -> Record:
+    """A record from disk; links and oversized files are refused (a run directory may be shared)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise RecordError(f"{path.name}: missing") from None
+    except OSError as e:
+        raise RecordError(f"{path.name}: cannot open: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > RECORD_LIMIT:
+            raise RecordError(f"{path.name}: not a regular file of at most {RECORD_LIMIT} bytes")
+        data = fh.read(RECORD_LIMIT + 1)
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordError(f"{path.name}: not JSON ({e.msg if hasattr(e, 'msg') else e}); truncated?") from None
+    if not isinstance(obj, dict):
+        raise RecordError(f"{path.name}: not a record")
+    if obj.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError(f"{path.name}: schema_version {obj.get('schema_version')!r}, this harness reads "
+                          f"{SCHEMA_VERSION}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise RecordError(f"{path.name}: {where}: {first['msg']} ({e.error_count()} problem(s))") from None

@@ -1,0 +1,54 @@
+"""agentloop's command line: one cell's workload spec -> the argv of one run of the loop.
+
+The guest script (harness/guest/protocol.py) runs this once per repeat; where the loop writes and
+where it finds its inputs in the guest are the protocol's to say, so they are passed in.
+"""
+
+from __future__ import annotations
+
+from harness.guest import scratch
+from harness.spec.model import WorkloadSpec
+
+
+def workdir(w: WorkloadSpec) -> str:
+    return scratch.MOUNT if w.phases.disk_mb else "/tmp"
+
+
+def workload_args(w: WorkloadSpec, repeat: int, out: str, binary: str, wait_file: str | None = None) -> list[str]:
+    """agentloop's command line for one repeat (seeds differ per repeat, reproducibly)."""
+    args = [binary, "--steps", str(w.steps), "--warmup", str(w.warmup),
+            "--agents", str(w.agents), "--compute-units", str(w.compute_units),
+            "--wait", w.wait.kind, "--dist", w.wait.distribution, "--wait-us", repr(w.wait.us),
+            "--seed", str(w.seed + repeat), "--out", out, "--workdir", workdir(w)]
+    if w.burst_every:
+        args += ["--burst-every", str(w.burst_every), "--burst-units", str(w.burst_units)]
+    if w.wait.min_us is not None:
+        args += ["--min-us", repr(w.wait.min_us)]
+    if w.wait.max_us is not None:
+        args += ["--max-us", repr(w.wait.max_us)]
+    if w.wait.file:   # the runner copies the file into the share
+        if wait_file is None:
+            raise ValueError("workload.wait.file is set: the guest path of the wait-time file is needed")
+        args += ["--wait-file", wait_file]
+    p = w.phases
+    for flag, value in (("--touch-pages", p.touch_pages), ("--read-kb", p.read_kb),
+                        ("--drop-cache-every", p.drop_cache_every), ("--path-depth", p.path_depth)):
+        if value:
+            args += [flag, str(value)]
+    if p.path_misses:
+        args.append("--path-miss")
+    if w.mark_agent:
+        args.append("--mark-agent")
+    for flag, value in (("--window-us", w.window_us), ("--tolerance-us", w.window_tolerance_us),
+                        ("--guard-us", w.window_guard_us)):
+        if value:
+            args += [flag, str(value)]
+    if w.explicit_windows:
+        args.append("--explicit-windows")
+    if w.agent_cpu is not None:
+        args += ["--agent-cpu", str(w.agent_cpu)]
+    if w.world_cpu is not None:
+        args += ["--world-cpu", str(w.world_cpu)]
+    if w.inject_delay_us:
+        args += ["--inject-delay-us", str(w.inject_delay_us)]
+    return args

@@ -1,0 +1,426 @@
+"""The runner end to end on the fake backend: recorded guest outputs of real x86_64 and arm64 runs
+(tests/fixtures/guest, made by scripts/record_guest_fixtures.py) replayed, so resume, retries,
+every kind of failure, result assembly, the run index, the offline report and a hostile guest
+are tested in seconds. Real boots stay in test_guest_boot.py and friends."""
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import records
+from harness.analysis.report import write_run_report
+from harness.cli import main
+from harness.errors import InputError
+from harness.guest import protocol
+from harness.guest.fake import FakeBackend, FakeKernels, recording_meta
+from harness.records import CellResult, RunIndex
+from harness.runner import Runner
+from harness.spec import load_experiment
+
+FIXTURES = Path(__file__).parent / "fixtures" / "guest"
+GOLDEN = Path(__file__).parent / "golden"
+RECORDINGS = {arch: FIXTURES / arch for arch in ("x86_64", "arm64")}
+
+
+def experiment(tmp_path, body="", arch="[x86_64]", name="fake"):
+    """The recording's experiment (same workload, repeats and probes), with extra variants."""
+    base = (FIXTURES / "recording.yaml").read_text().replace("name: recording", f"name: {name}")
+    base = base.replace("arch: [x86_64, arm64]", f"arch: {arch}")
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(base + textwrap.dedent(body))
+    return load_experiment(f)
+
+
+def runner(tmp_path, le, backend=None, kernels=None, **kw):
+    backend = backend or FakeBackend(RECORDINGS)
+    kernels = kernels or FakeKernels(tmp_path / "kernels")
+    r = Runner(le, tmp_path / "results", cache=_cache(tmp_path), backend=backend, builder=kernels, **kw)
+    return r, backend, kernels
+
+
+def _cache(tmp_path):
+    from harness.kernel.cache import BuildCache
+
+    return BuildCache(tmp_path / "cache")
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every regular file under root, links not followed."""
+    out = []
+    for dirpath, _dirs, filenames in os.walk(root, followlinks=False):
+        for n in filenames:
+            p = Path(dirpath) / n
+            if not p.is_symlink() and p.is_file():
+                out.append(p)
+    return out
+
+
+# -- recordings ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_the_recordings_are_real_guest_output_of_todays_protocol(arch):
+    """A recording is only worth replaying if the guest that made it ran the script the harness
+    renders now (re-record with scripts/record_guest_fixtures.py after a protocol change)."""
+    meta = recording_meta(RECORDINGS[arch])
+    assert meta["arch"] == arch and meta["kernel_release"].startswith("6.12")
+    assert meta["timing"] in ("virtual", "realtime")
+    status = protocol.parse_status((RECORDINGS[arch] / protocol.STATUS).read_text())
+    assert status[protocol.Key.WORKLOAD_EXIT] == "0" and status[protocol.Key.KERNEL].startswith("6.12")
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_recorded_script_is_the_one_rendered_today(tmp_path, arch):
+    le = experiment(tmp_path, arch=f"[{arch}]")
+    (plan,) = runner(tmp_path, le)[0].plan()
+    assert (RECORDINGS[arch] / protocol.GUEST_SCRIPT).read_text() == plan.script
+
+
+# -- a whole run -----------------------------------------------------------------------------------
+
+def test_replayed_run_gives_records_index_and_summary(tmp_path, capsys):
+    le = experiment(tmp_path)
+    r, backend, _ = runner(tmp_path, le)
+    out = r.run()
+    assert [o.status for o in out] == ["ok", "ok"], [o.reason for o in out]
+    for o in out:
+        rec = records.read(o.dir / records.CELL_RESULT, CellResult)
+        assert rec.schema_version == 1 and rec.status == "ok" and rec.stats.steps == 2 * 60
+        assert rec.guest.backend == "fake" and rec.kernel.release == "6.12.0-fake"
+        assert set(rec.probes) == {"wakeup_latency", "dvfs_ramp"} and rec.probed_run.steps == 60
+        assert rec.platform.energy_uj > 0 and len(rec.platform.energy_per_step_by_repeat_uj) == 2
+        assert (o.dir / records.CELL_STEPS).read_text().count("\n") == 121
+        assert (o.dir / records.probe_records("wakeup_latency")).is_file()
+    index = records.read(r.run_dir / records.RUN_INDEX, RunIndex)
+    assert index.complete and set(index.cells) == {"x86_64-base", "arm64-base"}
+    assert index.invocations[-1].interrupted is False
+    summary = (r.run_dir / records.SUMMARY).read_text()
+    assert (r.run_dir / records.CDF_PLOT).stat().st_size > 10_000
+    # the offline path re-derives the same summary from the records, without the runner
+    (r.run_dir / records.SUMMARY).unlink()
+    (r.run_dir / records.CDF_PLOT).unlink()
+    assert main(["report", str(r.run_dir)]) == 0
+    assert (r.run_dir / records.SUMMARY).read_text() == summary
+    assert (r.run_dir / records.CDF_PLOT).is_file()
+    assert "x86_64-base" in capsys.readouterr().out
+
+
+def _normalised(rec: CellResult) -> dict:
+    d = json.loads(rec.model_dump_json())
+    for k in ("finished", "cell_wall_s", "fingerprint"):
+        d.pop(k)
+    d["kernel"]["image"] = "<image>"
+    d["guest"]["workload_dir"] = "<tools>"
+    d["attempts"] = [{**a, "wall_s": 0} for a in d["attempts"]]
+    return d
+
+
+def test_result_record_golden(tmp_path):
+    """The record's shape and the figures out of a recorded x86_64 guest, field by field. A
+    change here is a change of the results contract: bump SCHEMA_VERSION if readers must know.
+    Regenerate with HARNESS_UPDATE_GOLDEN=1."""
+    le = experiment(tmp_path, arch="[x86_64]", name="golden")
+    (out,) = runner(tmp_path, le)[0].run()
+    got = _normalised(out.record)
+    path = GOLDEN / "record-x86_64.json"
+    if os.environ.get("HARNESS_UPDATE_GOLDEN") == "1":
+        path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert got == json.loads(path.read_text())
+
+
+def test_resume_skips_ok_cells_and_redo_runs_them_again(tmp_path):
+    le = experiment(tmp_path)
+    r, backend, _ = runner(tmp_path, le)
+    r.run()
+    assert len(backend.runs) == 2
+    again, backend2, _ = runner(tmp_path, le)
+    assert [o.status for o in again.run()] == ["skipped", "skipped"] and backend2.runs == []
+    redo, backend3, _ = runner(tmp_path, le, redo=True)
+    assert [o.status for o in redo.run()] == ["ok", "ok"] and len(backend3.runs) == 2
+    index = records.read(r.run_dir / records.RUN_INDEX, RunIndex)
+    assert len(index.invocations) == 3 and index.complete
+
+
+def test_cell_subsets_accumulate_in_the_index(tmp_path):
+    le = experiment(tmp_path)
+    r, _, _ = runner(tmp_path, le, only=["x86_64"])
+    r.run()
+    index = records.read(r.run_dir / records.RUN_INDEX, RunIndex)
+    assert set(index.cells) == {"x86_64-base"} and not index.complete and index.cells_total == 2
+    r2, _, _ = runner(tmp_path, le, only=["arm64"])
+    r2.run()
+    index = records.read(r.run_dir / records.RUN_INDEX, RunIndex)
+    assert set(index.cells) == {"x86_64-base", "arm64-base"} and index.complete
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+def test_infrastructure_failures_are_retried_and_counted(tmp_path):
+    le = experiment(tmp_path, arch="[x86_64]")
+    r, backend, _ = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, attempts=["boot-failed", "oops-panic"]))
+    (out,) = r.run()
+    assert out.status == "ok" and out.record.infra_failures == 2
+    assert [a.outcome for a in out.record.attempts] == ["boot-failed", "panic", "ok"]
+    assert [a.console for a in out.record.attempts] == ["console.log", "console-1.log", "console-2.log"]
+    assert all((out.dir / a.console).is_file() for a in out.record.attempts)
+
+    le2 = experiment(tmp_path, arch="[x86_64]", name="down")
+    r, backend, _ = runner(tmp_path, le2, backend=FakeBackend(RECORDINGS, attempts=["boot-failed"] * 3))
+    (out,) = r.run()
+    assert out.status == "failed" and out.record.failure == "boot-failed" and out.record.infra_failures == 3
+
+
+@pytest.mark.parametrize("attempts,failure,words", [
+    (["panic"], "panic", "kernel panic before the workload started: Kernel panic - not syncing: System is deadlocked"),
+    (["timeout"], "hang", "guest timed out during the workload"),
+])
+def test_guest_failures_fail_the_cell_with_the_reason_and_the_next_cell_runs(tmp_path, attempts, failure, words):
+    le = experiment(tmp_path)
+    r, backend, _ = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, attempts=attempts))
+    first, second = r.run()
+    assert first.status == "failed" and first.record.failure == failure and words in first.reason
+    assert "console log:" in first.reason and len(backend.runs) == 2   # a panic with its own message: no retry
+    assert second.status == "ok"
+
+
+def test_kernel_build_failure_fails_only_its_cells(tmp_path):
+    le = experiment(tmp_path, """\
+        variants:
+          - {name: stock}
+          - {name: agent, set: {kernel.agent_latency: true, workload.mark_agent: true}}
+    """, arch="[x86_64]")
+    kernels = FakeKernels(tmp_path / "k", fail={"agent-on": "make failed: kernel/sched/core.c:3702: error"})
+    r, backend, _ = runner(tmp_path, le, kernels=kernels)
+    stock, agent = r.run()
+    assert stock.status == "ok"
+    assert agent.status == "failed" and agent.record.failure == "kernel-build" and "core.c:3702" in agent.reason
+    assert len(backend.runs) == 1
+
+
+def _status_hook(line):
+    def hook(share_dir: Path, attempt: int):
+        with open(share_dir / protocol.STATUS, "a") as fh:
+            fh.write(line + "\n")
+    return hook
+
+
+@pytest.mark.parametrize("hook,failure,words", [
+    (_status_hook("workload_exit=139"), "workload-failed", "workload exited with 139"),
+    (_status_hook("platform_mismatch=governor: policy0 reads 'powersave'"), "platform-failed",
+     "platform knob did not hold: governor"),
+])
+def test_workload_and_platform_failures(tmp_path, hook, failure, words):
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert out.status == "failed" and out.record.failure == failure and words in out.reason
+
+
+def test_probe_that_did_not_attach_quotes_bpftrace(tmp_path):
+    def hook(share_dir, attempt):
+        (share_dir / protocol.STATUS).write_text("workload_start=3.0\nprobe_failed=dvfs_ramp\nworkload_exit=4\n")
+        (share_dir / protocol.probe_stderr("dvfs_ramp")).write_text(
+            "ERROR: tracepoint not found: power:cpu_frequency_nope\n")
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert out.record.failure == "probe-failed"
+    assert "probe dvfs_ramp did not attach: ERROR: tracepoint not found: power:cpu_frequency_nope" in out.reason
+
+
+# -- corrupt and hostile guest output ---------------------------------------------------------------
+
+def _replace(name, data: bytes):
+    def hook(share_dir, attempt):
+        (share_dir / name).unlink(missing_ok=True)
+        (share_dir / name).write_bytes(data)
+    return hook
+
+
+@pytest.mark.parametrize("hook,words", [
+    (_replace("steps-r1.csv", b"agent,step,warmup,wait_ns,signal_ns,wake_ns,phases_ns,done_ns,cpu\n"
+                               b"0,0,1,1,1,1,1,1,0\n"), "steps-r1.csv: no measured steps (only warm-up rows)"),
+    (_replace("steps-r0.csv", b"agent,step,warm"), "steps-r0.csv: unexpected header"),
+    (_replace("probe-wakeup_latency.json", b'{"type": "attached_probes", "data": {"probes": 3}}\n[1, 2]\n'),
+     "probe wakeup_latency: probe-wakeup_latency.json:2: not a bpftrace JSON object"),
+    (_replace("probe-dvfs_ramp.json", b'{"type": "printf", "data": "W 1 2\\n"}\n'), "probe dvfs_ramp"),
+    (_replace("platform-r0-after.txt", b"/sys/devices/system/cpu/cpu0/cpuidle/state0/name:C1;reboot\n"),
+     "idle state named"),
+    (_replace("platform-r0-before.txt", b"/sys/devices/system/cpu/sim_power/energy_uj:\x00\xff\n"),
+     "energy_uj: unexpected value"),
+])
+def test_corrupt_guest_output_fails_that_cell_with_a_reason(tmp_path, hook, words):
+    le = experiment(tmp_path)
+    calls = []
+
+    def on_x86_only(share_dir, attempt):
+        calls.append(share_dir)
+        if "x86_64" in str(share_dir):
+            hook(share_dir, attempt)
+    x86, arm = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=on_x86_only))[0].run()
+    assert x86.status == "failed" and x86.record.failure == "output-unreadable" and words in x86.reason, x86.reason
+    assert arm.status == "ok"
+    assert "x86_64-base" in (x86.dir.parent / records.SUMMARY).read_text()   # named in the summary
+
+
+SECRET = "host-secret-4f1c9a"
+
+
+def test_a_guest_that_links_every_file_the_host_opens_leaks_nothing(tmp_path):
+    """The guest replaces every file the host reads with a link to a host secret, and the share's
+    subdirectory with a link to a host directory: the host follows none, copies nothing of the
+    secret anywhere, writes nowhere outside the run directory, and the run goes on."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    # the status file too, in the retry test below; here the guest reports a finished loop
+    names = [n for n in protocol.host_reads(2, ["wakeup_latency", "dvfs_ramp"], "separate") if n != protocol.STATUS]
+
+    def hook(share_dir, attempt):
+        if "x86_64" not in str(share_dir):
+            return
+        for n in names:
+            (share_dir / n).unlink(missing_ok=True)
+            (share_dir / n).symlink_to(secret)
+        for n in ("probes", protocol.GUEST_SCRIPT, "console-1.log"):
+            p = share_dir / n
+            if p.is_symlink() or p.is_file():
+                p.unlink()
+            elif p.is_dir():
+                import shutil
+                shutil.rmtree(p)
+            p.symlink_to(victim)
+    le = experiment(tmp_path)
+    x86, arm = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert x86.status == "failed" and "symbolic link (not followed)" in x86.reason
+    assert arm.status == "ok"
+    assert secret.read_text() == SECRET + "\n" and list(victim.iterdir()) == []
+    for f in files_under(tmp_path / "results"):
+        assert SECRET not in f.read_text(errors="replace"), f
+
+
+def test_a_linked_status_file_counts_as_nothing_reported(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("workload_start=1\nworkload_exit=0\n")
+
+    def hook(share_dir, attempt):
+        (share_dir / protocol.STATUS).unlink()
+        (share_dir / protocol.STATUS).symlink_to(secret)
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert out.status == "failed" and out.record.failure == "boot-failed"
+
+
+def test_links_planted_before_a_retry_are_not_written_through(tmp_path):
+    """Attempt 1 dies before the workload after planting links where the host writes next time
+    (the guest script, the probes' directory, the next console log): the retry starts from a new
+    share and a new console file, and the victims stay untouched."""
+    victim_file = tmp_path / "victim.txt"
+    victim_file.write_text("untouched\n")
+    victim_dir = tmp_path / "victim-dir"
+    victim_dir.mkdir()
+
+    def hook(share_dir, attempt):
+        if attempt == 0:
+            import shutil
+            (share_dir / protocol.GUEST_SCRIPT).unlink()
+            (share_dir / protocol.GUEST_SCRIPT).symlink_to(victim_file)
+            shutil.rmtree(share_dir / protocol.PROBES_DIR)
+            (share_dir / protocol.PROBES_DIR).symlink_to(victim_dir)
+            (share_dir / "console-1.log").symlink_to(victim_file)
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, attempts=["boot-failed"], hostile=hook))[0].run()
+    assert out.status == "ok" and out.record.infra_failures == 1
+    assert victim_file.read_text() == "untouched\n" and list(victim_dir.iterdir()) == []
+
+
+def test_huge_files_and_fifos_are_refused_without_reading_them(tmp_path):
+    def hook(share_dir, attempt):
+        if "x86_64" in str(share_dir):
+            for n in ("steps-r0.csv", protocol.STATUS):
+                (share_dir / n).unlink()
+            with open(share_dir / "steps-r0.csv", "wb") as fh:   # sparse: 4 GiB that take no disk
+                fh.truncate(4 << 30)
+            (share_dir / protocol.STATUS).write_text("workload_start=3.0\nworkload_exit=0\n" + "x" * (1 << 20))
+        elif "arm64" in str(share_dir):
+            (share_dir / "steps-r1.csv").unlink()
+            os.mkfifo(share_dir / "steps-r1.csv")
+    le = experiment(tmp_path)
+    x86, arm = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    # the status file over its cap counts as nothing reported: the guest never started (retried)
+    assert x86.status == "failed" and x86.record.failure == "boot-failed" and x86.record.infra_failures == 3
+    assert arm.status == "failed" and "steps-r1.csv: not a regular file" in arm.reason
+
+
+def test_a_huge_steps_file_is_capped(tmp_path):
+    def hook(share_dir, attempt):
+        (share_dir / "steps-r0.csv").unlink()
+        with open(share_dir / "steps-r0.csv", "wb") as fh:
+            fh.truncate(4 << 30)
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert out.status == "failed" and "steps-r0.csv: 4294967296 bytes, more than the" in out.reason
+
+
+def test_guest_text_in_messages_is_a_short_sanitised_excerpt(tmp_path):
+    hook = _status_hook("platform_mismatch=\x1b[2J\x07" + "A" * 5000)
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert out.record.failure == "platform-failed"
+    assert "\x1b" not in out.reason and "\x07" not in out.reason and len(out.reason) < 500
+
+
+# -- inputs the runner refuses before anything is written -------------------------------------------
+
+def test_refusals_leave_nothing_behind(tmp_path):
+    le = experiment(tmp_path)
+    results = tmp_path / "results"
+    with pytest.raises(InputError, match="no cell id contains"):
+        runner(tmp_path, le, only=["nomatch"])[0].run()
+    for bad in ("../x", "a/b", ".hidden", "x" * 200, "a b", "$(id)"):
+        with pytest.raises(InputError, match="run id"):
+            runner(tmp_path, le, run_id=bad)
+    spaced = tmp_path / "res ults"
+    with pytest.raises(InputError, match="characters virtme-ng would pass to a shell"):
+        Runner(le, spaced, cache=_cache(tmp_path), backend=FakeBackend(RECORDINGS),
+               builder=FakeKernels(tmp_path / "k")).run()
+    assert not results.exists() and not spaced.exists()
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    import fcntl
+
+    le = experiment(tmp_path)
+    r, backend, _ = runner(tmp_path, le)
+    r.run_dir.mkdir(parents=True)
+    fd = os.open(r.run_dir / records.RUN_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(InputError, match="is in use by another"):
+            r.run()
+    finally:
+        os.close(fd)
+    assert backend.runs == [] and not (r.run_dir / records.RUN_INDEX).exists()
+
+
+def test_a_run_directory_of_another_experiment_version_is_refused(tmp_path):
+    le = experiment(tmp_path)
+    runner(tmp_path, le, run_id="shared")[0].run()
+    le2 = experiment(tmp_path, "# a comment changes the file, so the run id would differ\n")
+    with pytest.raises(InputError, match="another version"):
+        runner(tmp_path, le2, run_id="shared")[0].run()
+
+
+def test_report_goes_on_past_corrupt_records(tmp_path):
+    le = experiment(tmp_path)
+    r, _, _ = runner(tmp_path, le)
+    r.run()
+    (r.run_dir / "arm64-base" / records.CELL_RESULT).write_text('{"schema_version": 1, "cell": "arm64-ba')
+    (r.run_dir / "x86_64-base" / records.CELL_STEPS).write_text("garbage\n")
+    rep = write_run_report(r.run_dir)
+    assert rep.run.ok == [] and set(rep.run.problems) == {"arm64-base", "x86_64-base"}
+    assert any("not JSON" in n for n in rep.notes)
+    (r.run_dir / records.RUN_INDEX).write_text("{}")
+    rep = write_run_report(r.run_dir)    # no usable index: the cell directories are scanned
+    assert records.RUN_INDEX in rep.run.problems and set(rep.run.problems) >= {"arm64-base"}
