@@ -354,3 +354,17 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--reaper"]:
         sys.exit(_reaper_main(float(sys.argv[2]) if len(sys.argv) > 2 else REAPER_GRACE_S))
     sys.exit("usage: procs.py --reaper [GRACE_S]")
+
+
+def run_group(cmd, *, input=None, grace: float = DEFAULT_GRACE_S, **popen_kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` for a command that may start children of its own (make, mmdebstrap,
+    merge_config.sh, mkfs): the same arguments, but the whole group is stopped with the harness."""
+    if input is not None:
+        popen_kwargs.setdefault("stdin", subprocess.PIPE)
+    capture = popen_kwargs.pop("capture_output", False)
+    if capture:
+        popen_kwargs.setdefault("stdout", subprocess.PIPE)
+        popen_kwargs.setdefault("stderr", subprocess.PIPE)
+    with spawn_group(cmd, grace=grace, **popen_kwargs) as proc:
+        out, err = proc.communicate(input)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

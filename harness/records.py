@@ -43,6 +43,7 @@ CELL_STEPS = "steps.csv"
 CELL_PROBED_STEPS = "steps-probed.csv"
 GUEST_SCRIPT_COPY = "guest.sh"
 RECORD_LIMIT = 8 << 20        # a cell record is a few kB; anything near this is not one of ours
+STEPS_LIMIT = 1 << 30         # a parsed steps file: ~60 bytes a step, the spec caps a cell at 1e7 steps
 
 
 def console_log(attempt: int) -> str:
@@ -90,6 +91,7 @@ class Attempt(Record):
     reason: str
     console: str
     wall_s: float
+    command: list[str] = Field([], description="the host command that ran the guest (vng's argv)")
 
 
 class KernelInfo(Record):
@@ -188,19 +190,28 @@ def write(path: Path, record: Record) -> None:
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
 
 
-def read(path: Path, model: type[Record]) -> Record:
-    """A record from disk; links and oversized files are refused (a run directory may be shared)."""
+def read_bounded(path: Path, limit: int) -> bytes:
+    """A file of a run directory: no link followed, regular files only, at most `limit` bytes (a run
+    directory may be shared, copied or tampered with; reading it must not hang or blow up)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise RecordError(f"{path.name}: missing") from None
     except OSError as e:
         raise RecordError(f"{path.name}: cannot open: {e.strerror}") from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > RECORD_LIMIT:
-            raise RecordError(f"{path.name}: not a regular file of at most {RECORD_LIMIT} bytes")
-        data = fh.read(RECORD_LIMIT + 1)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise RecordError(f"{path.name}: not a regular file of at most {limit} bytes")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise RecordError(f"{path.name}: more than {limit} bytes")
+    return data
+
+
+def read(path: Path, model: type[Record]) -> Record:
+    """A record from disk; links and oversized files are refused."""
+    data = read_bounded(path, RECORD_LIMIT)
     try:
         obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

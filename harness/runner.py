@@ -27,13 +27,13 @@ import datetime as dt
 import fcntl
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 from harness import probes, records
 from harness.analysis import report
@@ -51,7 +51,7 @@ from harness.records import CellResult, RunIndex
 from harness.spec.loader import Cell, LoadedExperiment
 
 INFRA_RETRIES = 2
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,95}$")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,95}")
 
 
 @dataclass
@@ -108,7 +108,7 @@ class Runner:
         self.builder = builder or KernelBuilder(self.cache, console=Console(stderr=True))
         self.backend = backend or VngBackend(self.cache)
         run_id = run_id or run_id_for(le)
-        if not RUN_ID.match(run_id):
+        if not RUN_ID.fullmatch(run_id):
             raise InputError(f"--run-id {run_id!r}: a run id is one name of letters, digits and ._+- "
                              "(at most 96 characters), inside the results directory")
         self.results_root = results_root.resolve()
@@ -197,8 +197,15 @@ class Runner:
         plans = self.plan()
         prepared = self.prepare(plans)
         exp_sha = sha256_bytes(self.le.path.read_bytes())
-        created = not self.run_dir.exists()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_dir.is_symlink():
+            raise InputError(f"{self.run_dir} is a symbolic link: a run directory must be a directory of its own")
+        self.results_root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir()
+            created = True
+        except FileExistsError:
+            created = False
+        started = False
         outcomes: list[CellOutcome] = []
         try:
             with _locked(self.run_dir):
@@ -210,10 +217,14 @@ class Runner:
                 try:
                     for i, p in enumerate(plans, 1):
                         self.console.print(f"[bold][{i}/{len(plans)}][/] {p.cell.id}", highlight=False)
+                        started = True
                         out = self.run_cell(p, prepared[p.cell.id])
                         outcomes.append(out)
                         color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
-                        self.console.print(f"    [{color}]{out.status}[/]: {out.reason}", highlight=False)
+                        line = Text("    ")   # the reason may quote the guest: never markup
+                        line.append(out.status, style=color)
+                        line.append(f": {out.reason}")
+                        self.console.print(line, highlight=False)
                         self._index_cell(index, out)
                         records.write(self.run_dir / records.RUN_INDEX, index)
                     inv.interrupted = False
@@ -223,9 +234,9 @@ class Runner:
                                       and all(e.status == "ok" for e in index.cells.values()))
                     records.write(self.run_dir / records.RUN_INDEX, index)
                     self.summarise()
-        except InputError:
-            if created:
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+        except InputError:   # refused before any cell ran: leave nothing this run made
+            if created and not started:
+                share.remove_tree(self.run_dir)
             raise
         return outcomes
 
@@ -263,7 +274,7 @@ class Runner:
         if rep.table is not None:
             self.console.print(rep.table)
         for line in rep.notes:
-            self.console.print(line, highlight=False)
+            self.console.print(line, highlight=False, markup=False)
         self.console.print(f"results: {self.run_dir}", highlight=False)
 
     # -- one cell --------------------------------------------------------------------------------
@@ -274,6 +285,16 @@ class Runner:
                     repeats=self.le.experiment.repeats, probes_pending=p.probes_pending, **kw)
 
     def run_cell(self, p: CellPlan, prep: Prepared) -> CellOutcome:
+        """One cell; whatever happened, the share keeps no device, FIFO, link or set-id file."""
+        try:
+            return self._run_cell(p, prep)
+        finally:
+            share_dir = self.run_dir / p.cell.id / protocol.SHARE
+            if share_dir.is_dir() and not share_dir.is_symlink():
+                for what in share.neutralise(share_dir):
+                    self.console.print(f"    share: {what}", highlight=False, markup=False)
+
+    def _run_cell(self, p: CellPlan, prep: Prepared) -> CellOutcome:
         cell, spec = p.cell, p.cell.spec
         d = self.run_dir / cell.id
         t_cell = time.monotonic()
@@ -293,10 +314,7 @@ class Runner:
         if not self.redo and (prev := self._previous(d)) is not None:
             if prev.status == "ok" and prev.fingerprint == fingerprint:
                 return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
-        if d.is_symlink():
-            d.unlink()
-        elif d.exists():
-            shutil.rmtree(d)
+        share.remove_tree(d)
         d.mkdir(parents=True)
         atomic_write_text(d / records.GUEST_SCRIPT_COPY, p.script)
         if p.probes_pending:
@@ -321,7 +339,7 @@ class Runner:
                 res = self.backend.run(cfg, share_dir, protocol.guest_command(), spec.machine.run_timeout_s,
                                        d / records.console_log(attempt), spec.machine.boot_timeout_s)
             attempts.append(records.Attempt(outcome=res.outcome, reason=res.reason, console=res.console_log.name,
-                                            wall_s=round(res.wall_s, 1)))
+                                            wall_s=round(res.wall_s, 1), command=list(res.command)))
             if not res.infrastructure:
                 break
         guest = records.GuestInfo(
@@ -344,9 +362,9 @@ class Runner:
             return self._fail(p, d, res.outcome, f"{reason} (console log: {res.console_log})", **base)
         try:
             collected = self.collect(p, d, share_dir)
-        except (share.ShareError, StepsFormatError, platform.SnapshotError, bpftrace_json.ProbeOutputError,
-                ValueError) as e:
-            return self._fail(p, d, "output-unreadable", f"guest output unreadable: {share.excerpt(str(e), 400)}",
+        except Exception as e:   # everything collect reads is the guest's: no shape of it may stop the run
+            why = str(e) if isinstance(e, (share.ShareError, ValueError)) else f"{type(e).__name__}: {e}"
+            return self._fail(p, d, "output-unreadable", f"guest output unreadable: {share.excerpt(why, 400)}",
                               **base)
         if collected.get("platform_wrong"):
             return self._fail(p, d, "platform-failed", "platform-failed: " + "; ".join(collected["platform_wrong"]),
@@ -370,11 +388,15 @@ class Runner:
     def _fill_share(self, p: CellPlan, share_dir: Path) -> None:
         """An empty share with the host's inputs: whatever an earlier attempt's guest left is gone."""
         share.reset(share_dir)
-        atomic_write_text(share_dir / protocol.GUEST_SCRIPT, p.script)
-        for name, text in p.probe_scripts.items():
-            atomic_write_text(share_dir / protocol.probe_script(name), text)
+        inputs = {protocol.GUEST_SCRIPT: p.script.encode()}
+        inputs.update({protocol.probe_script(name): text.encode() for name, text in p.probe_scripts.items()})
         if p.wait_file is not None:
-            shutil.copyfile(p.wait_file, share_dir / protocol.WAIT_FILE)
+            inputs[protocol.WAIT_FILE] = p.wait_file.read_bytes()   # the spec bounds its size
+        if p.probe_scripts:
+            (share_dir / protocol.PROBES_DIR).mkdir(mode=0o755)
+        for name, data in inputs.items():
+            with share.create_exclusive(share_dir / name) as fh:
+                fh.write(data)
 
     @staticmethod
     def _probe_error(share_dir: Path, name: str) -> str:
@@ -391,8 +413,7 @@ class Runner:
         """What the guest wrote -> the record's measured parts (and host-side parsed files)."""
         spec, repeats = p.cell.spec, self.le.experiment.repeats
         runs = [protocol.repeat_files(r) for r in range(repeats)]
-        raw = [parse_steps_csv(share.read_text(share_dir / f.steps, share.LIMIT_STEPS), f.steps, r)
-               for r, f in enumerate(runs)]
+        raw = [self._steps(spec, share_dir, f, r) for r, f in enumerate(runs)]
         steps = steps_from_columns(raw)
         atomic_write_text(d / records.CELL_STEPS, to_parsed_csv(steps))
         stats = cell_stats(steps)
@@ -407,13 +428,32 @@ class Runner:
             out.update(self._probes(p, d, share_dir, raw, snaps, stats))
         return out
 
+    @staticmethod
+    def _steps(spec, share_dir: Path, f: protocol.RunFiles, repeat: int) -> dict:
+        """One run's steps file, read within what the spec can produce (a row is at most 9 numbers
+        of 20 digits) and checked to hold exactly the spec's measured steps."""
+        w = spec.workload
+        rows = (w.steps + w.warmup) * w.agents
+        limit = min(share.LIMIT_STEPS, rows * 200 + 4096)
+        cols = parse_steps_csv(share.read_text(share_dir / f.steps, limit), f.steps, repeat)
+        if len(cols["step"]) != w.steps * w.agents:
+            raise StepsFormatError(f"{f.steps}: {len(cols['step'])} measured steps, the spec asks for "
+                                   f"{w.steps * w.agents}")
+        return cols
+
+    @staticmethod
+    def _probe_limit(spec) -> int:
+        """bpftrace output grows with the steps traced (a few lines per step, background events)."""
+        w = spec.workload
+        return min(share.LIMIT_PROBE, 64 * share.MIB + (w.steps + w.warmup) * w.agents * 16 * share.KIB)
+
     def _probes(self, p: CellPlan, d: Path, share_dir: Path, raw, snaps, stats) -> dict:
         """Parse each probe's output against the loop run it traced. With a separate probed run,
         that run (repeat 0's seed) against repeat 0 is the probes' overhead."""
         out: dict = {}
         if p.cell.spec.probe_run == "separate":
             f = protocol.PROBED_FILES
-            probed_raw = [parse_steps_csv(share.read_text(share_dir / f.steps, share.LIMIT_STEPS), f.steps, 0)]
+            probed_raw = [self._steps(p.cell.spec, share_dir, f, 0)]
             probed_steps = steps_from_columns(probed_raw)
             atomic_write_text(d / records.CELL_PROBED_STEPS, to_parsed_csv(probed_steps))
             cur_khz = platform.parse_snapshot(share.read_text(share_dir / f.before, share.LIMIT_SMALL),
@@ -433,15 +473,15 @@ class Runner:
         for name in p.probes:
             tool = probes.get(name)
             name_out = protocol.probe_output(name)
-            text = share.read_text(share_dir / name_out, share.LIMIT_PROBE)
+            text = share.read_text(share_dir / name_out, self._probe_limit(p.cell.spec))
             try:
                 recs = tool.records(bpftrace_json.parse(text, name_out), ctx)
+                summaries[name] = tool.summary(recs, ctx)
             except bpftrace_json.ProbeOutputError as e:
                 raise ValueError(f"probe {name}: {e}") from None
-            except (KeyError, IndexError, TypeError, ValueError) as e:
+            except Exception as e:   # any shape of output the parser did not expect
                 raise ValueError(f"probe {name}: malformed output ({type(e).__name__})") from None
             atomic_write_text(d / records.probe_records(name), tool.to_csv(recs))
-            summaries[name] = tool.summary(recs, ctx)
         out["probes"] = summaries
         return out
 

@@ -25,7 +25,7 @@ GOLDEN = Path(__file__).parent / "golden"
 RECORDINGS = {arch: FIXTURES / arch for arch in ("x86_64", "arm64")}
 
 
-def experiment(tmp_path, body="", arch="[x86_64]", name="fake"):
+def experiment(tmp_path, body="", arch="[x86_64, arm64]", name="fake"):
     """The recording's experiment (same workload, repeats and probes), with extra variants."""
     base = (FIXTURES / "recording.yaml").read_text().replace("name: recording", f"name: {name}")
     base = base.replace("arch: [x86_64, arm64]", f"arch: {arch}")
@@ -243,7 +243,15 @@ def _replace(name, data: bytes):
     (_replace("steps-r0.csv", b"agent,step,warm"), "steps-r0.csv: unexpected header"),
     (_replace("probe-wakeup_latency.json", b'{"type": "attached_probes", "data": {"probes": 3}}\n[1, 2]\n'),
      "probe wakeup_latency: probe-wakeup_latency.json:2: not a bpftrace JSON object"),
-    (_replace("probe-dvfs_ramp.json", b'{"type": "printf", "data": "W 1 2\\n"}\n'), "probe dvfs_ramp"),
+    (_replace("probe-dvfs_ramp.json", b'{"type": "printf", "data": "W 1\\n"}\n'),
+     "probe dvfs_ramp: dvfs_ramp: unexpected line 'W 1'"),
+    (_replace("probe-wakeup_latency.json", b"[" * 200_000 + b"\n"), "not a bpftrace JSON line"),
+    (_replace("probe-wakeup_latency.json", b'{"type": "attached_probes", "data": {"probes": 1e999}}\n'),
+     "attached_probes without a probe count"),
+    (_replace("steps-r0.csv", (FIXTURES / "x86_64" / "steps-r0.csv").read_bytes() + b"0,99,0,1,1,1,1,1,0\n"),
+     "steps-r0.csv: 61 measured steps, the spec asks for 60"),
+    (_replace("steps-r0.csv", b"agent,step,warmup,wait_ns,signal_ns,wake_ns,phases_ns,done_ns,cpu\n"
+                               b"0,0,0,-5,1,1,1,1,0\n"), "a value outside"),
     (_replace("platform-r0-after.txt", b"/sys/devices/system/cpu/cpu0/cpuidle/state0/name:C1;reboot\n"),
      "idle state named"),
     (_replace("platform-r0-before.txt", b"/sys/devices/system/cpu/sim_power/energy_uj:\x00\xff\n"),
@@ -424,3 +432,91 @@ def test_report_goes_on_past_corrupt_records(tmp_path):
     (r.run_dir / records.RUN_INDEX).write_text("{}")
     rep = write_run_report(r.run_dir)    # no usable index: the cell directories are scanned
     assert records.RUN_INDEX in rep.run.problems and set(rep.run.problems) >= {"arm64-base"}
+
+
+@pytest.mark.parametrize("line", ["workload_exit=--1", "workload_exit=\u00b2", "workload_exit=99999999999",
+                                  "setup_failed=[/x]", "platform_mismatch=[link=http://x]click[/link]"])
+def test_odd_status_values_fail_the_cell_and_the_run_goes_on(tmp_path, line, capsys):
+    """Exit codes that are not ASCII numbers, and reasons that look like Rich markup: the cell fails
+    (or is judged on the rest of its status), nothing crashes, the summary and report still work."""
+    def hook(share_dir, attempt):
+        if "x86_64" in str(share_dir):
+            with open(share_dir / protocol.STATUS, "a") as fh:
+                fh.write(line + "\n")
+    le = experiment(tmp_path)
+    r, backend, _ = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))
+    x86, arm = r.run()
+    assert arm.status == "ok"
+    assert x86.status == "failed" or line.startswith("workload_exit=99999")
+    assert main(["report", str(r.run_dir)]) == 0
+
+
+def test_device_nodes_fifos_and_setid_files_do_not_stay_on_the_host(tmp_path):
+    """9p passes mknod and set-id bits through to the host: a device node where the host reads is
+    refused without being opened for reading, and after the run the share holds only regular files
+    and directories, none set-id."""
+    import stat
+
+    def hook(share_dir, attempt):
+        (share_dir / "platform-r0-before.txt").unlink()
+        os.mknod(share_dir / "platform-r0-before.txt", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(share_dir / "blk", 0o600 | stat.S_IFBLK, os.makedev(7, 0))
+        os.mkfifo(share_dir / "fifo")
+        (share_dir / "rootsh").write_bytes(b"#!/bin/sh\n")
+        os.chmod(share_dir / "rootsh", 0o4755)
+        (share_dir / "link").symlink_to("/etc/shadow")
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert out.status == "failed" and "platform-r0-before.txt: not a regular file" in out.reason
+    share_dir = out.dir / protocol.SHARE
+    assert stat.S_IMODE(share_dir.stat().st_mode) == 0o700
+    for dirpath, dirs, files in os.walk(share_dir):
+        for n in dirs + files:
+            st = os.lstat(os.path.join(dirpath, n))
+            assert stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode), n
+            assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), n
+    assert (share_dir / "rootsh").is_file()
+
+
+def test_a_share_nested_thousands_deep_is_still_reset_for_the_retry(tmp_path):
+    def hook(share_dir, attempt):
+        if attempt:
+            return
+        fd = os.open(share_dir, os.O_RDONLY)
+        for _ in range(1500):   # deeper than Python's recursion limit
+            os.mkdir("d", dir_fd=fd)
+            nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(fd)
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, attempts=["boot-failed"], hostile=hook))[0].run()
+    assert out.status == "ok" and out.record.infra_failures == 1
+    assert not (out.dir / protocol.SHARE / "d").exists()
+
+
+def test_a_run_directory_that_is_a_link_is_refused(tmp_path):
+    le = experiment(tmp_path)
+    r, backend, _ = runner(tmp_path, le)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r.run_dir.parent.mkdir(parents=True)
+    r.run_dir.symlink_to(elsewhere)
+    with pytest.raises(InputError, match="symbolic link"):
+        r.run()
+    assert list(elsewhere.iterdir()) == [] and backend.runs == []
+
+
+def test_report_does_not_hang_on_a_fifo_and_finds_unindexed_records(tmp_path):
+    le = experiment(tmp_path)
+    r, _, _ = runner(tmp_path, le)
+    r.run()
+    steps = r.run_dir / "x86_64-base" / records.CELL_STEPS
+    steps.unlink()
+    os.mkfifo(steps)
+    index = records.read(r.run_dir / records.RUN_INDEX, RunIndex)
+    del index.cells["arm64-base"]           # killed between the cell record and the index
+    records.write(r.run_dir / records.RUN_INDEX, index)
+    rep = write_run_report(r.run_dir)
+    assert [c.id for c in rep.run.ok] == ["arm64-base"]
+    assert "steps unusable" in rep.run.problems["x86_64-base"]

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from harness import records  # noqa: E402
 from harness.analysis.runs import RunData, load_run  # noqa: E402
@@ -91,7 +92,9 @@ def summary_table(rows: list[dict], title: str) -> Table:
         stats = r.get("stats") or {}
         cells = [fmt.format(stats[k]) if k in stats else "-" for k, _, fmt in COLUMNS]
         status = r["status"] if r["status"] == "ok" else f"{r['status'].upper()}: {r.get('reason', '')[:60]}"
-        t.add_row(r["cell"], status, f"{r.get('accel', '-')}/{r.get('timing', '-')}", *cells)
+        # Text, not markup: a reason may quote the guest
+        t.add_row(Text(r["cell"]), Text(status), Text(f"{r.get('accel', '-')}/{r.get('timing', '-')}"),
+                  *(Text(c) for c in cells))
     return t
 
 

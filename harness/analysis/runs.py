@@ -74,11 +74,13 @@ def load_run(run_dir: Path) -> RunData:
     problems: dict[str, str] = {}
     try:
         index = records.read(run_dir / records.RUN_INDEX, RunIndex)
-        names = list(index.cells)
     except records.RecordError as e:
         problems[records.RUN_INDEX] = str(e)
-        names = sorted(p.name for p in run_dir.iterdir()
-                       if p.is_dir() and not p.is_symlink() and (p / records.CELL_RESULT).exists())
+    # the index, and any cell directory with a record the index has not caught up with (a run
+    # killed between the two writes)
+    on_disk = [p.name for p in run_dir.iterdir()
+               if p.is_dir() and not p.is_symlink() and (p / records.CELL_RESULT).exists()]
+    names = sorted(set(index.cells if index else ()) | set(on_disk))
     if index is None and not names:
         raise InputError(f"{run_dir}: not a run directory (no {records.RUN_INDEX}, no cell records)")
     run = RunData(run_dir, index, problems=problems)

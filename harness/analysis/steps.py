@@ -8,17 +8,18 @@ its wait); compute = done - phases (the fixed work, stretched by a low frequency
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from harness import records
 from harness.guest.share import excerpt
 from harness.records import StepStats
 
 COLUMNS = ("agent", "step", "warmup", "wait_ns", "signal_ns", "wake_ns", "phases_ns", "done_ns", "cpu")
+TIME_MAX_NS = 1 << 62   # CLOCK_MONOTONIC in ns: 146 years of uptime
 
 
 class StepsFormatError(ValueError):
@@ -46,20 +47,21 @@ class Steps:
 def parse_steps_csv(text: str, origin: str, repeat: int = 0) -> dict[str, np.ndarray]:
     """agentloop's steps file (what the guest wrote) -> measured-step columns; anything else is a
     StepsFormatError quoting at most a short excerpt of what was there."""
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None or tuple(header) != COLUMNS:
-        said = excerpt(",".join(header)) if header else "nothing"
-        raise StepsFormatError(f"{origin}: unexpected header ({said})")
-    rows = [r for r in reader if r]
-    if not rows:
+    header = text.partition("\n")[0].rstrip("\r")
+    if tuple(header.split(",")) != COLUMNS:
+        raise StepsFormatError(f"{origin}: unexpected header ({excerpt(header) if header else 'nothing'})")
+    body = text.partition("\n")[2]
+    if not body.strip():
         raise StepsFormatError(f"{origin}: no steps")
-    try:
-        a = np.array(rows, dtype=np.int64)
+    try:   # numpy's C reader: memory in proportion to the numbers, not to Python objects per field
+        a = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.int64, ndmin=2)
     except (ValueError, OverflowError):
         raise StepsFormatError(f"{origin}: a row is not {len(COLUMNS)} integers") from None
-    if a.ndim != 2 or a.shape[1] != len(COLUMNS):
+    if a.shape[1] != len(COLUMNS):
         raise StepsFormatError(f"{origin}: rows of the wrong width")
+    if (a < 0).any() or (a > TIME_MAX_NS).any():   # keeps every difference below inside int64
+        raise StepsFormatError(f"{origin}: a value outside 0..{TIME_MAX_NS}")
+    rows = a
     cols = {name: a[:, i] for i, name in enumerate(COLUMNS)}
     keep = cols["warmup"] == 0
     cols = {k: v[keep] for k, v in cols.items()}
@@ -91,21 +93,24 @@ def to_parsed_csv(s: Steps) -> str:
 
 
 def read_parsed_csv(path: Path) -> dict[str, np.ndarray]:
-    """steps.csv (written by the host) -> float columns in us; StepsFormatError if it is not one."""
+    """steps.csv of a run directory -> float columns in us; StepsFormatError if it is not one."""
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-    except OSError as e:
-        raise StepsFormatError(f"{path.name}: {e.strerror}") from None
-    if not rows or ",".join(rows[0]) != PARSED_HEADER:
+        text = records.read_bounded(path, records.STEPS_LIMIT).decode("ascii")
+    except (records.RecordError, UnicodeDecodeError) as e:
+        raise StepsFormatError(f"{path.name}: {e}") from None
+    head, _, body = text.partition("\n")
+    if head != PARSED_HEADER:
         raise StepsFormatError(f"{path.name}: not a parsed steps file")
+    names = head.split(",")
     try:
-        a = np.array(rows[1:], dtype=float).reshape(-1, len(rows[0]))
+        a = np.loadtxt(io.StringIO(body), delimiter=",", dtype=float, ndmin=2)
     except ValueError:
         raise StepsFormatError(f"{path.name}: malformed rows") from None
-    if not len(a):
+    if not a.size:
         raise StepsFormatError(f"{path.name}: no steps")
-    return {name: a[:, i] for i, name in enumerate(rows[0])}
+    if a.shape[1] != len(names) or not np.isfinite(a).all():
+        raise StepsFormatError(f"{path.name}: malformed rows")
+    return {name: a[:, i] for i, name in enumerate(names)}
 
 
 def _pct(x: np.ndarray, q: float) -> float:

@@ -90,9 +90,9 @@ class FakeBackend:
             fh.write(text)
         status = protocol.read_status(share_dir)
         outcome, reason = classify(rc, timed_out, read_console(console), status)
-        start = status.get(protocol.Key.WORKLOAD_START)
-        return GuestResult(outcome, reason, console, 0.1, rc, start is not None,
-                           float(start) if start and start.replace(".", "", 1).isdigit() else None, status, 0.1)
+        return GuestResult(outcome, reason, console, 0.1, rc, protocol.Key.WORKLOAD_START in status,
+                           protocol.uptime_at(status, protocol.Key.WORKLOAD_START), status, 0.1,
+                           ("fake-guest", cfg.arch, what))
 
 
 def _copy_share(rec: Path, share_dir: Path) -> None:

@@ -143,8 +143,12 @@ def parse_snapshot(text: str, origin: str = "snapshot") -> Snapshot:
         name = f.get("name", "?")
         if not _STATE_NAME.match(name):
             raise SnapshotError(f"{origin}: cpu{cpu} has an idle state named {excerpt(name, 40)!r}")
-        s.idle.setdefault(cpu, []).append(IdleState(name, _int(f.get("latency", "0")), _int(f.get("usage", "0")),
-                                                    _int(f.get("time", "0")), f.get("disable", "0") == "1"))
+        try:
+            state = IdleState(name, _int(f.get("latency", "0")), _int(f.get("usage", "0")), _int(f.get("time", "0")),
+                              f.get("disable", "0") == "1")
+        except ValueError:
+            raise SnapshotError(f"{origin}: cpu{cpu} idle state {name}: a count is not a number") from None
+        s.idle.setdefault(cpu, []).append(state)
     return s
 
 

@@ -11,6 +11,7 @@ platform snapshots per repeat, and each probe's output. The host reads them back
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,15 @@ def parse_status(text: str) -> dict[str, str]:
             if k.isidentifier() and len(k) <= 64:
                 out[k] = v.strip()[:4096]
     return out
+
+
+_UPTIME = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+
+
+def uptime_at(status: dict[str, str], key: str) -> float | None:
+    """A /proc/uptime stamp the script wrote (seconds), or None if it is not one."""
+    v = status.get(key, "")
+    return float(v) if _UPTIME.fullmatch(v) else None
 
 
 def read_status(share_dir: Path) -> dict[str, str]:

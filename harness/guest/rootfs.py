@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness import procs
 from harness.errors import HarnessError
 from harness.kernel.cache import BuildCache, sha256_json
 
@@ -71,8 +72,8 @@ def ensure_rootfs(cache: BuildCache, arch: str = "arm64", log=None) -> Path:
                *[f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale")],
                RELEASE, str(tmp), "-"]
         with open(log_path, "w") as fh:
-            proc = subprocess.run(cmd, input=sources, text=True, stdout=fh, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "LC_ALL": "C"})
+            proc = procs.run_group(cmd, input=sources, text=True, stdout=fh, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "LC_ALL": "C"})
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness import procs
 from harness.errors import HarnessError
 
 MOUNT = "/tmp/scratch"   # where the guest mounts it; the workload's --workdir
@@ -31,7 +31,7 @@ def scratch_disk(tmp_root: Path, size_mb: int) -> Iterator[Path]:
         image = Path(d) / "scratch.img"
         with open(image, "wb") as fh:
             fh.truncate(size_mb << 20)
-        r = subprocess.run([mkfs, "-q", "-F", "-L", "scratch", str(image)], capture_output=True, text=True)
+        r = procs.run_group([mkfs, "-q", "-F", "-L", "scratch", str(image)], capture_output=True, text=True)
         if r.returncode:
             raise HarnessError(f"mkfs.ext4 {image} failed: {r.stderr.strip() or r.returncode}")
         yield image

@@ -12,10 +12,9 @@ quoted in host messages only as a short excerpt with control characters removed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,8 +39,9 @@ class MissingFile(ShareError):
     pass
 
 
-def _open_flags() -> int:
-    return os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+# Reopening an O_PATH fd through /proc/self/fd/N follows that magic link to the very file the fd
+# holds (no lookup of a name the guest controls), so O_NOFOLLOW must not be set there.
+_REOPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
 def _check_name(name: str) -> None:
@@ -62,23 +62,42 @@ def open_dir(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
+def _open_regular(dfd: int, name: str) -> int:
+    """An fd open for reading on a regular file `name` in the directory `dfd`. The name is first
+    taken with O_PATH (which opens nothing: a device node the guest made is never opened, so
+    opening it can have no side effect), checked, and only then reopened for reading."""
+    try:
+        pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        raise MissingFile(f"{name}: missing") from None
+    except OSError as e:
+        raise ShareError(f"{name}: cannot open: {e.strerror}") from None
+    try:
+        st = os.fstat(pfd)
+        if stat.S_ISLNK(st.st_mode):
+            raise ShareError(f"{name}: is a symbolic link (not followed)")
+        if not stat.S_ISREG(st.st_mode):
+            raise ShareError(f"{name}: not a regular file")
+        try:
+            fd = os.open(f"/proc/self/fd/{pfd}", _REOPEN)
+        except OSError as e:
+            raise ShareError(f"{name}: cannot open: {e.strerror}") from None
+    finally:
+        os.close(pfd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):   # replaced between the two opens
+        os.close(fd)
+        raise ShareError(f"{name}: not a regular file")
+    return fd
+
+
 def read_bytes(path: Path, limit: int) -> bytes:
     """The content of a regular file in the share, at most `limit` bytes (more is an error)."""
     parent, name = path.parent, path.name
     _check_name(name)
     with open_dir(parent) as dfd:
-        try:
-            fd = os.open(name, _open_flags(), dir_fd=dfd)
-        except FileNotFoundError:
-            raise MissingFile(f"{name}: missing") from None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise ShareError(f"{name}: is a symbolic link (not followed)") from None
-            raise ShareError(f"{name}: cannot open: {e.strerror}") from None
+        fd = _open_regular(dfd, name)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ShareError(f"{name}: not a regular file")
         if st.st_size > limit:
             raise ShareError(f"{name}: {st.st_size} bytes, more than the {limit}-byte limit")
         chunks, total = [], 0
@@ -139,11 +158,64 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 
+def remove_tree(path: Path) -> None:
+    """Remove a tree the guest may have shaped (links, devices, thousands of nested directories):
+    GNU rm walks it iteratively, never follows a link and stays on one filesystem. Python 3.11's
+    shutil.rmtree recurses once per level and fails on deep trees."""
+    if not path.exists() and not path.is_symlink():
+        return
+    r = subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, text=True)
+    if r.returncode or path.exists() or path.is_symlink():
+        raise HarnessError(f"cannot remove {path}: {excerpt(r.stderr) or 'rm failed'}")
+
+
 def reset(share: Path) -> None:
-    """An empty share directory: whatever an earlier guest left (links included) is removed without
-    being followed, so a retry starts from what the host writes and nothing the guest planted."""
-    if share.is_symlink():
-        share.unlink()
-    elif share.exists():
-        shutil.rmtree(share)   # fd-based on Linux: does not follow symlinks inside
-    share.mkdir(parents=True)
+    """An empty share directory, readable by root only: whatever an earlier guest left (links
+    included) is removed without being followed, so a retry starts from what the host writes and
+    nothing the guest planted."""
+    remove_tree(share)
+    share.mkdir(mode=0o700, parents=True)
+    os.chmod(share, 0o700)
+
+
+def neutralise(share: Path) -> list[str]:
+    """After a guest has run: anything in the share that is neither a regular file nor a directory
+    (device nodes, FIFOs, sockets; 9p with security_model=none passes mknod and setuid bits through
+    to the host as root) is removed, and set-id bits are cleared, so the results directory keeps no
+    device or setuid file of the guest's making. Links are removed too (nothing needs them).
+    Returns what was removed or changed, for the record."""
+    done: list[str] = []
+    stack = [share]
+    while stack:   # iterative: the guest chooses the depth
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            rel = os.path.relpath(e.path, share)
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                    os.chmod(e.path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID), follow_symlinks=False)
+                stack.append(Path(e.path))
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                    os.chmod(e.path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID | 0o111))
+                    done.append(f"{rel}: set-id bits cleared")
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+                done.append(f"{rel}: {_kind(st.st_mode)} removed")
+    return done
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "symbolic link"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"

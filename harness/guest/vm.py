@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import time
@@ -28,9 +27,10 @@ from harness.guest import protocol, share
 from harness.procs import spawn_group
 
 # What virtme-ng's shell string can carry unquoted: no blanks, quotes, $, ;, `, =, or commas.
-SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
-SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_./+:,=-]+$")
+SAFE_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
+SAFE_TOKEN = re.compile(r"[A-Za-z0-9_./+:,=-]+")
 CONSOLE_TAIL = 16 << 20   # the end of a console log is where panics and oopses are
+_EXIT_CODE = re.compile(r"-?[0-9]{1,5}")   # ASCII digits only: str.isdigit() takes '²' too
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class GuestResult:
     guest_uptime_at_start_s: float | None = None
     status: dict[str, str] = field(default_factory=dict)
     boot_wall_s: float | None = None   # host wall time from vng start to the workload's start
+    command: tuple[str, ...] = ()      # what was run on the host (vng's argv)
 
     @property
     def ok(self) -> bool:
@@ -87,8 +88,8 @@ X86_TCG_CPU = "qemu64,vendor=GenuineIntel,family=6,model=85,stepping=4"
 def check_path(path: Path | str, what: str) -> str:
     """A path as virtme-ng may see it, or an input error naming it."""
     text = str(path)
-    if not SAFE_PATH.match(text):
-        bad = sorted({c for c in text if not SAFE_PATH.match(c)})
+    if not SAFE_PATH.fullmatch(text):
+        bad = sorted({c for c in text if not SAFE_PATH.fullmatch(c)})
         raise InputError(f"{what} {text!r} has characters virtme-ng would pass to a shell unquoted "
                          f"({' '.join(repr(c) for c in bad)}); use a path of letters, digits and ._+-/ only")
     return text
@@ -98,7 +99,7 @@ def vng_command(cfg: GuestConfig, results_dir: Path, script: str) -> list[str]:
     results = check_path(results_dir, "results directory")
     image = check_path(cfg.image, "kernel image")
     for item in cfg.cmdline:
-        if not SAFE_TOKEN.match(item):
+        if not SAFE_TOKEN.fullmatch(item):
             raise InputError(f"kernel command line item {item!r} is not a single plain token")
     # --cwd must lie inside the guest's root; 9p always (virtiofsd start-up fails on these hosts and
     # costs retries before vng falls back to 9p anyway).
@@ -148,7 +149,7 @@ def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, st
     started = K.WORKLOAD_START in status
     said = {k: share.excerpt(v, 120) for k, v in status.items()}
     code_text = status.get(K.WORKLOAD_EXIT, "")
-    if code_text.lstrip("-").isdigit() and len(code_text) < 6:
+    if _EXIT_CODE.fullmatch(code_text):
         code = int(code_text)
         if K.PLATFORM_MISMATCH in status:
             return "platform-failed", f"platform knob did not hold: {said[K.PLATFORM_MISMATCH]}"
@@ -199,9 +200,8 @@ def run_guest(cfg: GuestConfig, share_dir: Path, script: str, timeout_s: float, 
     rc, boot_wall = None, None
     if shutil.which(cmd[0]) is None:
         raise HarnessError("vng (virtme-ng) not found: bash scripts/setup.sh")
+    # (no header line in the log: QEMU reopens its stdout as a file chardev, with O_TRUNC)
     with share.create_exclusive(console_path, "w") as console:
-        console.write("$ " + shlex.join(cmd) + "\n")
-        console.flush()
         with spawn_group(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as proc:
             while True:
                 try:
@@ -218,9 +218,6 @@ def run_guest(cfg: GuestConfig, share_dir: Path, script: str, timeout_s: float, 
     wall = time.monotonic() - t0
     status = protocol.read_status(share_dir)
     outcome, reason = classify(rc, timed_out, read_console(console_path), status)
-    try:
-        uptime = float(status[protocol.Key.WORKLOAD_START]) if protocol.Key.WORKLOAD_START in status else None
-    except ValueError:
-        uptime = None
+    uptime = protocol.uptime_at(status, protocol.Key.WORKLOAD_START)
     return GuestResult(outcome, reason, console_path, wall, rc, protocol.Key.WORKLOAD_START in status, uptime,
-                       status, boot_wall)
+                       status, boot_wall, tuple(cmd))

@@ -212,7 +212,7 @@ class KernelBuilder:
         return config
 
     def _run(self, cmd: list[str], what: str, cwd: Path | None = None) -> str:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=self._env(), cwd=cwd)
+        proc = procs.run_group(cmd, capture_output=True, text=True, env=self._env(), cwd=cwd)
         if proc.returncode != 0:
             raise HarnessError(f"{what} failed:\n{(proc.stdout + proc.stderr).strip()[-4000:]}")
         return proc.stdout

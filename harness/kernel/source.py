@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import procs
 from harness.errors import HarnessError, InputError
 from harness.kernel.cache import BuildCache
 
@@ -102,8 +103,8 @@ def _fill_pristine(src: KernelSource, tmp: Path) -> None:
         git(tmp.parent, "clone", "--quiet", "--no-checkout", str(src.path), tmp.name)
         git(tmp, "checkout", "--quiet", "--detach", src.identity.split(":", 1)[1])
     else:
-        proc = subprocess.run(["tar", "-xf", str(src.path), "-C", str(tmp), "--strip-components=1"],
-                              capture_output=True, text=True)
+        proc = procs.run_group(["tar", "-xf", str(src.path), "-C", str(tmp), "--strip-components=1"],
+                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise HarnessError(f"unpacking {src.path} failed:\n{proc.stderr.strip()}")
         if not (tmp / "Makefile").is_file() or not (tmp / "Kconfig").is_file():

@@ -27,13 +27,15 @@ def parse(text: str, origin: str = "bpftrace output") -> BpftraceOutput:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ProbeOutputError(f"{origin}:{n}: not JSON: {e}") from None
+        except (RecursionError, ValueError):   # nested too deep; a number past every bound
+            raise ProbeOutputError(f"{origin}:{n}: not a bpftrace JSON line") from None
         if not isinstance(obj, dict):
             raise ProbeOutputError(f"{origin}:{n}: not a bpftrace JSON object")
         kind = obj.get("type")
         if kind == "attached_probes":
             try:
                 out.attached = int(obj["data"]["probes"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise ProbeOutputError(f"{origin}:{n}: attached_probes without a probe count") from None
         elif kind == "printf":
             out.printf.extend(ln for ln in str(obj["data"]).splitlines() if ln.strip())
