@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, OUTSIDE, ProbeContext, agent_of
+from harness.probes.csvout import csv_text
 
 TEMPLATE = "pagecache.bt.j2"
 DESCRIPTION = "page-cache lookups, misses (pages read from the device) and evictions, by file and loop phase"
@@ -109,6 +110,6 @@ def summary(recs: list[PageEvent], ctx: ProbeContext = NO_CONTEXT) -> dict:
 
 
 def to_csv(recs: list[PageEvent]) -> str:
-    return "kind,ns,tid,comm,dev,ino,index,pages,file,phase\n" + "".join(
-        f"{r.kind},{r.ns},{r.tid},{r.comm},{_dev_name(r.dev)},{r.ino},{r.index},{r.pages},{r.file},{r.phase}\n"
-        for r in recs)
+    return csv_text("kind,ns,tid,comm,dev,ino,index,pages,file,phase".split(","),
+                    ((r.kind, r.ns, r.tid, r.comm, _dev_name(r.dev), r.ino, r.index, r.pages, r.file, r.phase)
+                     for r in recs))

@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, OUTSIDE, ProbeContext, agent_of
+from harness.probes.csvout import csv_text
 
 TEMPLATE = "vfs_metadata.bt.j2"
 DESCRIPTION = "path lookup cost of stat/open, RCU-walk fallbacks, dcache misses, filesystem lookups"
@@ -98,6 +99,4 @@ _CSV_FIELDS = ("op", "tid", "comm", "start_ns", "end_ns", "cost_ns", "failed", "
 
 
 def to_csv(recs: list[Lookup]) -> str:
-    return ",".join(_CSV_FIELDS) + "\n" + "".join(
-        ",".join(str(int(v) if isinstance(v, bool) else v) for v in (getattr(r, f) for f in _CSV_FIELDS)) + "\n"
-        for r in recs)
+    return csv_text(_CSV_FIELDS, ((getattr(r, f) for f in _CSV_FIELDS) for r in recs))

@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, OUTSIDE, ProbeContext
+from harness.probes.csvout import csv_text
 
 TEMPLATE = "workqueue_delay.bt.j2"
 DESCRIPTION = "work items: queue -> start -> end delay per function, and the ones on the agent's wake path"
@@ -143,10 +144,8 @@ def _pcts(ns: list[int | None], name: str) -> dict[str, float]:
 
 
 def to_csv(recs: list[WorkItem]) -> str:
-    def f(v):
-        return "" if v is None else str(int(v) if isinstance(v, bool) else v)
-    head = "work,function,workqueue,queue_cpu,target_cpu,exec_cpu,queue_ns,start_ns,end_ns,delay_ns,runtime_ns,"
-    head += "woke_agent,delayed_agent,phase\n"
-    return head + "".join(",".join(f(v) for v in (
-        hex(r.work), r.function, r.workqueue, r.queue_cpu, r.target_cpu, r.exec_cpu, r.queue_ns, r.start_ns,
-        r.end_ns, r.delay_ns, r.runtime_ns, r.woke_agent, r.delayed_agent, r.phase)) + "\n" for r in recs)
+    head = ("work,function,workqueue,queue_cpu,target_cpu,exec_cpu,queue_ns,start_ns,end_ns,delay_ns,runtime_ns,"
+            "woke_agent,delayed_agent,phase").split(",")
+    return csv_text(head, ((hex(r.work), r.function, r.workqueue, r.queue_cpu, r.target_cpu, r.exec_cpu, r.queue_ns,
+                            r.start_ns, r.end_ns, r.delay_ns, r.runtime_ns, r.woke_agent, r.delayed_agent, r.phase)
+                           for r in recs))
