@@ -4,6 +4,7 @@ prepared (no per-session virtualenv: the kernel toolchain and QEMU are system pa
     nox -s tests                  the test suite (what .ci/run runs)
     nox -s tests-arm64            arm64 guests end to end (slow when cold)
     nox -s tests-measure          the x86_64 measurement tests (platform calibration): tens of minutes
+    nox -s tests-extended         x86_64 checks beyond the CI set (injected delay, probe attach errors, ...)
     nox -s build-kernel           build the kernels of experiments/dvfs_ramp.yaml
     nox -s build-kernel -- --arch arm64 --config agent-on
     nox -s smoke                  build, boot and run experiments/smoke.yaml
@@ -37,6 +38,14 @@ def tests_measure(session):
     """The measurement tests on x86_64 guests (the simulated platform's calibration): many cells,
     tens of minutes, so CI leaves them to developers and to the workflow matrix."""
     session.run("python", "-m", "pytest", "-m", "measurement and not arm64", *(session.posargs or ["-q"]))
+
+
+@nox.session(name="tests-extended")
+def tests_extended(session):
+    """Checks that deepen what `tests` covers (each a boot or a tree): the injected-delay sanity
+    check of the loop's latency, bpftrace's own error for a probe that cannot attach, explicit
+    windows, and the sim-platform series' round trip through an editable tree."""
+    session.run("python", "-m", "pytest", "-m", "extended and not arm64", *(session.posargs or ["-q"]))
 
 
 @nox.session(name="build-kernel")

@@ -158,27 +158,63 @@ def cmd_report(args, out: Console) -> int:
     return 0
 
 
+def _fmt_estimate(e: dict, pct: bool = False) -> str:
+    """value [95 % CI] and p, with enough digits to tell 99.76 % from 99.87 %."""
+    if e["value"] != e["value"]:   # NaN
+        return "-"
+    f = (lambda v: f"{v * 100:+.2f}%") if pct else (lambda v: f"{v:.4f}")
+    text = f"{f(e['value'])} [{f(e['ci95_lo'])}, {f(e['ci95_hi'])}]"
+    if e.get("p_value") is not None:
+        text += f" p={e['p_value']:.3g}"
+    if not e.get("level", "").startswith("repeats"):
+        text += " (steps only)"
+    return text
+
+
 def cmd_compare(args, out: Console) -> int:
     import json
 
-    from harness.analysis.compare import compare
+    from harness.analysis import compare as cmp
+    from harness.analysis.runs import load_run
 
-    res = compare(args.run_dir, args.treatment, args.stock, args.floor)
+    runs = [load_run(d) for d in args.run_dir]
+    if len(runs) == 1:
+        res = cmp.compare_run(runs[0], args.treatment, args.stock, args.floor)
+    else:
+        res = cmp.compare_runs(runs)
     for cell, why in sorted(res.left_out.items()):
         out.print(f"left out {cell}: {why}", highlight=False, markup=False)
     if not res.groups:
-        raise InputError(f"{args.run_dir}: no arch and matrix point has ok cells of the variants "
-                         f"{args.treatment}, {args.stock} and {args.floor}")
-    t = Table(title=f"{args.treatment} vs {args.stock} (gap to {args.floor}); 95% bootstrap CIs")
-    for col in ("cells", "gap closed p50", "gap closed p99", f"energy / {args.stock}", f"energy / {args.floor}"):
-        t.add_column(col)
-
-    def fmt(e):
-        return f"{e['value']:.4f} [{e['ci95_lo']:.4f}, {e['ci95_hi']:.4f}]"
-
-    for label, r in res.groups.items():
-        t.add_row(label, fmt(r["gap_closed_p50"]), fmt(r["gap_closed_p99"]), fmt(r["energy_vs_stock"]),
-                  fmt(r["energy_vs_floor"]))
+        what = (f"ok cells of the variants {args.treatment}, {args.stock} and {args.floor}" if len(runs) == 1
+                else f"an ok cell in {args.run_dir[0]} with a match in another run")
+        raise InputError(f"{', '.join(map(str, args.run_dir))}: no arch and matrix point has {what}")
+    if len(runs) == 1:
+        t = Table(title=f"{args.treatment} vs {args.stock} (gap to {args.floor}); 95% hierarchical bootstrap CIs, "
+                  f"p: Mann-Whitney on repeats vs {args.stock}")
+        for col in ("cells", "repeats", "gap closed p50", "gap closed p99", f"energy / {args.stock}",
+                    f"energy / {args.floor}"):
+            t.add_column(col)
+        for label, r in res.groups.items():
+            t.add_row(label, "/".join(str(n) for n in r["repeats"].values()), _fmt_estimate(r["gap_closed_p50"]),
+                      _fmt_estimate(r["gap_closed_p99"]), _fmt_estimate(r["energy_vs_stock"]),
+                      _fmt_estimate(r["energy_vs_floor"]))
+    else:
+        t = Table(title=f"step latency against {runs[0].dir.name}; 95% hierarchical bootstrap CIs, "
+                  "p: Mann-Whitney on repeats")
+        t.add_column("cell")
+        t.add_column(f"{runs[0].dir.name} p50 / p99 us")
+        others = [r.dir.name for r in runs[1:]]
+        for name in others:
+            t.add_column(f"{name}: p50 change")
+            t.add_column(f"{name}: p99 change")
+        for label, r in res.groups.items():
+            b = r["baseline"]
+            cells = [label, f"{b['step_p50_us']:.1f} / {b['step_p99_us']:.1f}"]
+            for name in others:
+                o = r["runs"].get(name)
+                cells += ([_fmt_estimate(o["p50_change"], pct=True), _fmt_estimate(o["p99_change"], pct=True)]
+                          if o else ["-", "-"])
+            t.add_row(*cells)
     out.print(t)
     if args.json:
         args.json.write_text(json.dumps({"groups": res.groups, "left_out": res.left_out}, indent=2) + "\n")
@@ -249,8 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir", type=Path, nargs="+", help="run directories (results/<experiment>-<hash>)")
     sp.set_defaults(func=cmd_report)
 
-    sp = sub.add_parser("compare", help="gap closed between stock and floor by a treatment, and its energy")
-    sp.add_argument("run_dir", type=Path, help="a run directory (results/<experiment>-<hash>)")
+    sp = sub.add_parser("compare", help="one run: the stock -> floor gap a treatment closes, and its energy; "
+                        "several runs: every cell against the first run")
+    sp.add_argument("run_dir", type=Path, nargs="+", help="run directories (results/<experiment>-<hash>); with "
+                    "several, the first is the baseline")
     sp.add_argument("--treatment", default="agent", help="variant under test (default: agent)")
     sp.add_argument("--stock", default="stock", help="the reference variant (default: stock)")
     sp.add_argument("--floor", default="floor", help="the physical floor variant (default: floor)")

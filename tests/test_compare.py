@@ -16,12 +16,15 @@ STATS = StepStats(steps=1, wake_p50_us=1, wake_p99_us=1, wake_p999_us=1, step_p5
                   compute_p50_us=1, compute_mean_us=1, step_p50_repeat_cv=0)
 
 
-def make_cell(run, arch, variant, step_us, axes=None, status="ok", energy=(100.0, 102.0)):
+def make_cell(run, arch, variant, step_us, axes=None, status="ok", energy=(100.0, 102.0), repeats=1):
+    """A cell record with its steps.csv; the steps are split evenly over `repeats`."""
     axes = axes or {}
     cid = "-".join([arch, variant] + [f"{k.split('.')[-1]}_{v}" for k, v in axes.items()])
     d = run / cid
     d.mkdir(parents=True)
-    lines = [PARSED_HEADER] + [f"0,0,{i},1000,10,{s:.3f},{s - 20:.3f},1,0" for i, s in enumerate(step_us)]
+    per = len(step_us) // repeats
+    lines = [PARSED_HEADER] + [f"{min(i // per, repeats - 1)},0,{i},1000,10,{s:.3f},{s - 20:.3f},1,0"
+                               for i, s in enumerate(step_us)]
     (d / records.CELL_STEPS).write_text("\n".join(lines) + "\n")
     plat = PlatformSummary(energy_uj=1, energy_per_step_uj=float(np.mean(energy)),
                            energy_per_step_by_repeat_uj=list(energy), avg_power_mw=1, elapsed_s=1,
@@ -55,9 +58,10 @@ def test_gap_closed_and_energy(tmp_path, capsys):
     assert g["value"] == pytest.approx(0.75, abs=0.01) and g["ci95_lo"] < 0.75 < g["ci95_hi"]
     assert g["ci95_hi"] - g["ci95_lo"] < 0.05
     assert res["energy_vs_stock"]["value"] == pytest.approx(151.5 / 101.0)
+    assert g["level"].startswith("steps (1 repeat") and "p_value" not in g   # one repeat: said so
     assert main(["compare", str(run), "--json", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
-    assert "gap closed p50" in out and "0.75" in out
+    assert "gap closed p50" in out and "0.75" in out and "(steps only)" in out
     assert json.loads((tmp_path / "c.json").read_text())["groups"]["x86_64"]["gap_closed_p99"]["value"] > 0.5
     assert main(["compare", str(run), "--treatment", "nope"]) == 2
 
@@ -96,3 +100,64 @@ def test_a_corrupt_record_is_left_out_and_the_rest_compared(tmp_path):
     p.write_text(p.read_text()[:100])       # truncated
     res = compare(run, "agent")
     assert set(res.groups) == {"arm64"} and "not JSON" in res.left_out["x86_64-stock"]
+
+
+def repeats_with_spread(rng, mean, n_repeats=5, steps=400, spread=40.0, noise=5.0):
+    """Steps of n repeats whose levels differ from boot to boot (schedutil settling elsewhere)."""
+    return np.concatenate([mean + rng.normal(0, spread) + rng.normal(0, noise, steps) for _ in range(n_repeats)])
+
+
+def test_intervals_cover_the_run_to_run_spread_and_p_values_use_repeats(tmp_path):
+    """Resampling pooled steps treats 2000 steps as independent and gives a CI a few us wide;
+    the repeats disagree by ~40 us, and the hierarchical interval says so."""
+    from harness.analysis import compare as cmp
+    from harness.analysis.runs import load_run
+
+    rng = np.random.default_rng(11)
+    run = tmp_path / "run"
+    ids = [make_cell(run, "x86_64", "stock", repeats_with_spread(rng, 1000), repeats=5),
+           make_cell(run, "x86_64", "floor", repeats_with_spread(rng, 600), repeats=5),
+           make_cell(run, "x86_64", "agent", repeats_with_spread(rng, 700), repeats=5)]
+    write_index(run, ids)
+    loaded = load_run(run)
+    stock, agent = (cmp.cell_data(c) for c in sorted(loaded.ok, key=lambda c: c.id)[1:])
+    assert len(stock.repeats) == 5
+    hier = cmp.relative_change(stock, agent, 50)
+    pooled = cmp.CellData("pooled", stock.step_us, (stock.step_us,), stock.energy_per_step_uj)
+    pooled_agent = cmp.CellData("pooled-a", agent.step_us, (agent.step_us,), agent.energy_per_step_uj)
+    naive = cmp.relative_change(pooled, pooled_agent, 50)
+    assert hier.level == "repeats+steps" and naive.level.startswith("steps")
+    assert (hier.hi - hier.lo) > 3 * (naive.hi - naive.lo)
+    assert hier.p_value == pytest.approx(2 / 252)      # 5 vs 5 repeats, all apart: the exact minimum
+    same = cmp.relative_change(stock, cmp.CellData("again", stock.step_us, stock.repeats[::-1],
+                                                   stock.energy_per_step_uj), 50)
+    assert same.p_value == 1.0 and same.lo < 0 < same.hi
+    g = compare(run, "agent").groups["x86_64"]["gap_closed_p50"]
+    assert g["level"] == "repeats+steps" and g["p_value"] < 0.01 and g["ci95_lo"] < g["value"] < g["ci95_hi"]
+
+
+def test_two_runs_compared_cell_by_cell_against_the_first(tmp_path, capsys):
+    """compare RUN_A RUN_B: each cell of A with its match in B, the change with a CI and a p-value
+    (mmtests compare-kernels style); a cell B lacks is named."""
+    rng = np.random.default_rng(2)
+    a, b = tmp_path / "kernel-a", tmp_path / "kernel-b"
+    ids_a = [make_cell(a, "x86_64", "stock", repeats_with_spread(rng, 1000, spread=5), repeats=4),
+             make_cell(a, "x86_64", "agent", repeats_with_spread(rng, 800, spread=5), repeats=4)]
+    ids_b = [make_cell(b, "x86_64", "stock", repeats_with_spread(rng, 1000, spread=5), repeats=4)]
+    write_index(a, ids_a)
+    write_index(b, ids_b)
+    assert main(["compare", str(a), str(b), "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "kernel-b: p50 change" in out and "p=" in out
+    assert "left out kernel-b/x86_64-agent: no ok cell matching kernel-a/x86_64-agent" in out
+    res = json.loads((tmp_path / "c.json").read_text())
+    ch = res["groups"]["x86_64 stock"]["runs"]["kernel-b"]["p50_change"]
+    assert ch["ci95_lo"] < 0 < ch["ci95_hi"] and abs(ch["value"]) < 0.02 and ch["p_value"] > 0.05
+    faster = tmp_path / "kernel-c"
+    write_index(faster, [make_cell(faster, "x86_64", "stock", repeats_with_spread(rng, 900, spread=5), repeats=4)])
+    from harness.analysis.compare import compare_runs
+    from harness.analysis.runs import load_run
+
+    res = compare_runs([load_run(a), load_run(faster)])
+    ch = res.groups["x86_64 stock"]["runs"]["kernel-c"]["p50_change"]
+    assert ch["value"] == pytest.approx(-0.10, abs=0.02) and ch["ci95_hi"] < 0 and ch["p_value"] < 0.05

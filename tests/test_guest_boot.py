@@ -31,6 +31,7 @@ def experiment(tmp_path, name, body):
     return load_experiment(f)
 
 
+@pytest.mark.extended
 def test_injected_delay_shows_up_in_step_latency_and_runs_resume(tmp_path):
     le = experiment(tmp_path, "inject", """\
         workload: {steps: 200, warmup: 20, compute_units: 50000, wait: {kind: eventfd, us: 1000}}
@@ -142,6 +143,7 @@ def test_cli_smoke_run(tmp_path, capsys):
     assert len(rows) == probe["events"] + 1
 
 
+@pytest.mark.extended
 def test_probe_that_cannot_attach_names_itself_and_the_symbol(tmp_path, monkeypatch):
     import harness.probes
 

@@ -41,6 +41,14 @@ def test_vng_command_kvm_real_time_x86():
     assert "--root" not in cmd
 
 
+def test_host_warnings_before_the_kernel_banner_are_no_splat():
+    console = ("WARNING: Image format was not specified for '/c/scratch.img' and probing guessed raw.\n"
+               "Linux version 6.12.117+ (harness@agent-latency)\n[ 1.0] booted\n")
+    assert classify(0, False, console, {"workload_start": "2.0", "workload_exit": "0"})[0] == "ok"
+    assert classify(0, False, console + "[ 9.1] WARNING: CPU: 0 PID: 1 at kernel/sched/core.c:1 x\n",
+                    {"workload_start": "2.0", "workload_exit": "0"})[0] == "splat"
+
+
 @pytest.mark.parametrize("rc,timed_out,console,status,outcome,words", [
     (0, False, "", {"workload_start": "5.1", "workload_exit": "0"}, "ok", "completed"),
     (1, False, "", {"workload_start": "5.1", "workload_exit": "127", "workload_cmd": "/opt/agentloop"},

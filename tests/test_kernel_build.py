@@ -90,7 +90,7 @@ def test_symbol_the_stock_tree_lacks_is_an_error(builder, tmp_path):
         builder.configure(req, stock, tmp_path / "obj")
 
 
-@pytest.mark.parametrize("edit", ["sim-platform", "agent-latency"])
+@pytest.mark.parametrize("edit", [pytest.param("sim-platform", marks=pytest.mark.extended), "agent-latency"])
 def test_series_round_trips_through_an_editable_tree(tmp_path, edit):
     dev = make_dev_tree(tmp_path / "linux", ["sim-platform", "agent-latency"], edit)
     out = tmp_path / "patches"

@@ -17,7 +17,7 @@ TOOLS = ["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_met
 
 def run_suite(tmp_path, arch):
     text = (paths.EXPERIMENTS_DIR / "probes.yaml").read_text()
-    text = text.replace("arch: [x86_64, arm64]", f"arch: [{arch}]").replace("steps: 300", "steps: 80")
+    text = text.replace("arch: [x86_64, arm64]", f"arch: [{arch}]").replace("steps: 300", "steps: 50")
     text = text.replace("repeats: 3", "repeats: 1")
     text = text[:text.index("variants:")] + f"variants:\n  - name: all\n    set: {{probes: {TOOLS}}}\n"
     exp = tmp_path / "probes.yaml"

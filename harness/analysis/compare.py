@@ -1,13 +1,19 @@
-"""Compare cells of a run: how much of the stock -> floor latency gap a treatment closes, and at
-what energy, with bootstrap confidence intervals.
+"""Compare cells: within a run, how much of the stock -> floor latency gap a treatment closes and
+at what energy; across runs, how each cell moved against a baseline run.
 
 gap closed at quantile q = (stock_q - treatment_q) / (stock_q - floor_q): 1.0 means the treatment
-is as fast as the floor, 0 means no better than stock, negative means worse. Steps are resampled
-within each cell (percentile bootstrap); energy is compared per step, resampling repeats.
+is as fast as the floor, 0 means no better than stock, negative means worse.
 
-Cells come from the run's records (`analysis.runs`): they are matched by arch and matrix axes and
-told apart by variant, so an experiment with matrix axes compares like with like; failed and
-unusable cells are left out and named.
+Confidence intervals come from a hierarchical bootstrap (`scipy.stats.bootstrap` over the repeats,
+then the steps resampled within each drawn repeat): schedutil settles on a different OPP from one
+boot to the next, so the steps of a repeat are not independent of each other and resampling pooled
+steps alone gives intervals that are too narrow. With a single repeat only the step level is left,
+and the estimate says so (`level: steps`). Significance: a two-sided Mann-Whitney U test on the
+repeats' own quantiles (the repeat is the independent unit; with 3 repeats a side the smallest
+possible p is 0.1, with 5 it is 0.008). Energy is per step, resampling repeats.
+
+Cells come from the records (`analysis.runs`): matched by arch and matrix axes, told apart by
+variant (and, across runs, by run); failed and unusable cells are left out and named.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from harness.analysis.runs import CellData as RunCell
 from harness.analysis.runs import RunData, load_run
@@ -28,53 +35,114 @@ class Estimate:
     value: float
     lo: float
     hi: float
+    level: str = "repeats+steps"    # what the interval resamples
+    p_value: float | None = None    # against the reference, where there is one
 
-    def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
-
-    def as_dict(self) -> dict[str, float]:
-        return {"value": self.value, "ci95_lo": self.lo, "ci95_hi": self.hi}
+    def as_dict(self) -> dict:
+        d = {"value": self.value, "ci95_lo": self.lo, "ci95_hi": self.hi, "level": self.level}
+        if self.p_value is not None:
+            d["p_value"] = self.p_value
+        return d
 
 
 @dataclass(frozen=True)
 class CellData:
     cell: str
-    step_us: np.ndarray
-    energy_per_step_uj: np.ndarray     # one value per repeat
+    step_us: np.ndarray                 # all measured steps
+    repeats: tuple[np.ndarray, ...]     # the same steps, one array per repeat
+    energy_per_step_uj: np.ndarray      # one value per repeat
 
 
 def cell_data(c: RunCell) -> CellData:
+    st = c.steps()
+    step, rep = np.asarray(st["step_us"], dtype=float), np.asarray(st["repeat"])
     energy = c.record.platform.energy_per_step_by_repeat_uj if c.record.platform else []
-    return CellData(c.id, np.asarray(c.steps()["step_us"], dtype=float), np.asarray(energy, dtype=float))
+    return CellData(c.id, step, tuple(step[rep == r] for r in np.unique(rep)), np.asarray(energy, dtype=float))
 
 
-def _quantile_boot(rng, x: np.ndarray, q: float) -> np.ndarray:
-    idx = rng.integers(0, len(x), size=(RESAMPLES, len(x)))
-    return np.percentile(x[idx], q, axis=1)
+def _level(*cells: CellData) -> str:
+    if all(len(c.repeats) > 1 for c in cells):
+        return "repeats+steps"
+    return "steps (1 repeat: run-to-run spread not covered)"
+
+
+def _hier_quantiles(cells: tuple[CellData, ...], q: float, seed: int) -> np.ndarray:
+    """(RESAMPLES, len(cells)) quantiles: repeats drawn by scipy's bootstrap, steps within each
+    drawn repeat resampled here. With one repeat a cell's outer draw is that repeat every time."""
+    rng = np.random.default_rng(seed)
+    out: list[list[float]] = []
+
+    def statistic(*idx):
+        row = []
+        for c, picks in zip(cells, idx, strict=True):
+            parts = [c.repeats[int(i)] for i in np.atleast_1d(picks)]
+            drawn = np.concatenate([p[rng.integers(0, len(p), len(p))] for p in parts])
+            row.append(np.percentile(drawn, q))
+        out.append(row)
+        return 0.0
+
+    data = tuple(np.arange(len(c.repeats)) for c in cells)
+    if all(len(d) > 1 for d in data):
+        stats.bootstrap(data, statistic, n_resamples=RESAMPLES, vectorized=False, paired=False,
+                        method="percentile", random_state=np.random.default_rng(seed + 1))
+    else:   # scipy needs two observations per sample: draw the repeats here (a lone one stays)
+        outer = np.random.default_rng(seed + 1)
+        for _ in range(RESAMPLES):
+            statistic(*[d[outer.integers(0, len(d), len(d))] for d in data])
+    return np.asarray(out[-RESAMPLES:])
+
+
+def _ci(boot: np.ndarray) -> tuple[float, float]:
+    boot = boot[np.isfinite(boot)]
+    if not len(boot):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def repeat_quantiles(c: CellData, q: float) -> np.ndarray:
+    return np.array([np.percentile(r, q) for r in c.repeats])
+
+
+def mann_whitney_p(a: CellData, b: CellData, q: float) -> float | None:
+    """Two-sided p that the repeats' q-quantiles of a and b come from one distribution."""
+    x, y = repeat_quantiles(a, q), repeat_quantiles(b, q)
+    if len(x) < 2 or len(y) < 2:
+        return None
+    return float(stats.mannwhitneyu(x, y, alternative="two-sided", method="exact").pvalue)
 
 
 def gap_closed(stock: CellData, treat: CellData, floor: CellData, q: float, seed: int = 1) -> Estimate:
-    rng = np.random.default_rng(seed)
     s, t, f = (np.percentile(c.step_us, q) for c in (stock, treat, floor))
-    bs, bt, bf = (_quantile_boot(rng, c.step_us, q) for c in (stock, treat, floor))
+    boot = _hier_quantiles((stock, treat, floor), q, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
-        boot = (bs - bt) / (bs - bf)
-    boot = boot[np.isfinite(boot)]
+        gaps = (boot[:, 0] - boot[:, 1]) / (boot[:, 0] - boot[:, 2])
     value = (s - t) / (s - f) if s != f else float("nan")
-    lo, hi = (np.percentile(boot, [2.5, 97.5]) if len(boot) else (float("nan"),) * 2)
-    return Estimate(float(value), float(lo), float(hi))
+    return Estimate(float(value), *_ci(gaps), _level(stock, treat, floor), mann_whitney_p(treat, stock, q))
+
+
+def relative_change(base: CellData, other: CellData, q: float, seed: int = 1) -> Estimate:
+    """other_q / base_q - 1, with its hierarchical CI and the repeat-level p-value."""
+    b, o = np.percentile(base.step_us, q), np.percentile(other.step_us, q)
+    boot = _hier_quantiles((base, other), q, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = boot[:, 1] / boot[:, 0] - 1
+    return Estimate(float(o / b - 1) if b else float("nan"), *_ci(rel), _level(base, other),
+                    mann_whitney_p(other, base, q))
 
 
 def energy_ratio(treat: CellData, ref: CellData, seed: int = 1) -> Estimate:
     """treatment / reference energy per step; CI by resampling repeats."""
-    if not len(treat.energy_per_step_uj) or not len(ref.energy_per_step_uj):
-        return Estimate(float("nan"), float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
     a, b = treat.energy_per_step_uj, ref.energy_per_step_uj
+    if not len(a) or not len(b):
+        return Estimate(float("nan"), float("nan"), float("nan"), "none (no energy meter)")
+    rng = np.random.default_rng(seed)
     ba = a[rng.integers(0, len(a), size=(RESAMPLES, len(a)))].mean(axis=1)
     bb = b[rng.integers(0, len(b), size=(RESAMPLES, len(b)))].mean(axis=1)
-    lo, hi = np.percentile(ba / bb, [2.5, 97.5])
-    return Estimate(float(a.mean() / b.mean()), float(lo), float(hi))
+    p = (float(stats.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
+         if len(a) > 1 and len(b) > 1 else None)
+    return Estimate(float(a.mean() / b.mean()), *_ci(ba / bb), "repeats" if min(len(a), len(b)) > 1 else
+                    "none (1 repeat)", p)
 
 
 @dataclass
@@ -87,12 +155,15 @@ def group_label(arch: str, axes: dict) -> str:
     return " ".join([arch] + [f"{k.split('.')[-1]}={v}" for k, v in sorted(axes.items())])
 
 
+def _left_out(run: RunData, prefix: str = "") -> dict[str, str]:
+    out = {f"{prefix}{c.id}": f"failed: {c.record.reason}" for c in run.failed}
+    out.update({f"{prefix}{k}": v for k, v in run.problems.items()})
+    return out
+
+
 def compare_run(run: RunData, treatment: str, stock: str = "stock", floor: str = "floor") -> Comparison:
     """Per arch and matrix point: gap closed at p50/p99 and energy vs stock and vs floor."""
-    res = Comparison()
-    for c in run.failed:
-        res.left_out[c.id] = f"failed: {c.record.reason}"
-    res.left_out.update(run.problems)
+    res = Comparison(left_out=_left_out(run))
     groups: dict[tuple, dict[str, RunCell]] = {}
     for c in run.ok:
         groups.setdefault((c.record.arch, c.axes_key()), {})[c.record.variant] = c
@@ -109,6 +180,7 @@ def compare_run(run: RunData, treatment: str, stock: str = "stock", floor: str =
         t, s, f = (cell_data(by_variant[need[k]]) for k in ("treatment", "stock", "floor"))
         res.groups[label] = {
             "cells": {"treatment": t.cell, "stock": s.cell, "floor": f.cell},
+            "repeats": {c.cell: len(c.repeats) for c in (s, t, f)},
             "step_p50_us": {c.cell: float(np.percentile(c.step_us, 50)) for c in (s, t, f)},
             "step_p99_us": {c.cell: float(np.percentile(c.step_us, 99)) for c in (s, t, f)},
             "gap_closed_p50": gap_closed(s, t, f, 50).as_dict(),
@@ -121,3 +193,34 @@ def compare_run(run: RunData, treatment: str, stock: str = "stock", floor: str =
 
 def compare(run_dir: Path, treatment: str, stock: str = "stock", floor: str = "floor") -> Comparison:
     return compare_run(load_run(run_dir), treatment, stock, floor)
+
+
+def compare_runs(runs: list[RunData]) -> Comparison:
+    """mmtests compare-kernels style: the first run is the baseline; every cell (arch, variant and
+    axes) found in it and in another run gets that run's step p50/p99 change with CI and p."""
+    res = Comparison()
+    names = [r.dir.name for r in runs]
+    if len(set(names)) != len(names):
+        names = [str(r.dir) for r in runs]
+    for name, run in zip(names, runs, strict=True):
+        res.left_out.update(_left_out(run, f"{name}/"))
+    keyed = [{(c.record.arch, c.record.variant, c.axes_key()): c for c in run.ok} for run in runs]
+    for key, base_cell in sorted(keyed[0].items()):
+        base = cell_data(base_cell)
+        label = group_label(key[0], base_cell.record.axes) + f" {key[1]}"
+        row: dict = {"baseline": {"run": names[0], "cell": base.cell, "repeats": len(base.repeats),
+                                  "step_p50_us": float(np.percentile(base.step_us, 50)),
+                                  "step_p99_us": float(np.percentile(base.step_us, 99))}, "runs": {}}
+        for name, other_cells in zip(names[1:], keyed[1:], strict=True):
+            if key not in other_cells:
+                res.left_out.setdefault(f"{name}/{base.cell}", f"no ok cell matching {names[0]}/{base.cell}")
+                continue
+            other = cell_data(other_cells[key])
+            row["runs"][name] = {"cell": other.cell, "repeats": len(other.repeats),
+                                 "step_p50_us": float(np.percentile(other.step_us, 50)),
+                                 "step_p99_us": float(np.percentile(other.step_us, 99)),
+                                 "p50_change": relative_change(base, other, 50).as_dict(),
+                                 "p99_change": relative_change(base, other, 99).as_dict()}
+        if row["runs"]:
+            res.groups[label] = row
+    return res

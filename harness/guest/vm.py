@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from harness.procs import spawn_group
 SAFE_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9_./+:,=-]+")
 CONSOLE_TAIL = 16 << 20   # the end of a console log is where panics and oopses are
+CONSOLE_LIMIT = 256 << 20  # what of a guest's console is kept on the host
 _EXIT_CODE = re.compile(r"-?[0-9]{1,5}")   # ASCII digits only: str.isdigit() takes '²' too
 
 
@@ -137,9 +140,17 @@ _OOPS = re.compile(r"(BUG: [^\n]*|Oops: [^\n]*|general protection fault[^\n]*|in
 _SPLAT = re.compile(r"(WARNING: [^\n]*|BUG: [^\n]*|UBSAN: [^\n]*|Oops: [^\n]*|general protection fault[^\n]*)")
 
 
+def kernel_log(console: str) -> str:
+    """The kernel's part of a console log: from its banner on. Before it stand vng's and QEMU's own
+    messages (e.g. QEMU's "WARNING: Image format was not specified" for a raw scratch disk), which
+    are no kernel splat."""
+    i = console.find("Linux version ")
+    return console[i:] if i >= 0 else console
+
+
 def splats(console: str) -> list[str]:
-    """Every checker or oops headline in a console log, in order (empty on a clean run)."""
-    return [m.group(0).strip() for m in _SPLAT.finditer(console)]
+    """Every checker or oops headline the kernel printed, in order (empty on a clean run)."""
+    return [m.group(0).strip() for m in _SPLAT.finditer(kernel_log(console))]
 
 
 def classify(rc: int | None, timed_out: bool, console: str, status: dict[str, str]) -> tuple[str, str]:
@@ -190,6 +201,22 @@ def read_console(path: Path) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
+def _copy_console(rfd: int, dst) -> None:
+    written, dropped = 0, 0
+    try:
+        while chunk := os.read(rfd, 1 << 16):
+            if written + len(chunk) <= CONSOLE_LIMIT:
+                dst.write(chunk)
+                written += len(chunk)
+            else:
+                dropped += len(chunk)
+        if dropped:
+            dst.write(f"\n[harness: {dropped} more bytes of console output dropped]\n".encode())
+        dst.flush()
+    finally:
+        os.close(rfd)
+
+
 def run_guest(cfg: GuestConfig, share_dir: Path, script: str, timeout_s: float, console_path: Path,
               boot_timeout_s: float | None = None) -> GuestResult:
     """Boot, run `script` (a shell command line in the guest), power off. Never leaves QEMU behind:
@@ -200,21 +227,37 @@ def run_guest(cfg: GuestConfig, share_dir: Path, script: str, timeout_s: float, 
     rc, boot_wall = None, None
     if shutil.which(cmd[0]) is None:
         raise HarnessError("vng (virtme-ng) not found: bash scripts/setup.sh")
-    # (no header line in the log: QEMU reopens its stdout as a file chardev, with O_TRUNC)
-    with share.create_exclusive(console_path, "w") as console:
-        with spawn_group(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as proc:
-            while True:
-                try:
-                    rc = proc.wait(timeout=0.5)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                elapsed = time.monotonic() - t0
-                if boot_wall is None and protocol.Key.WORKLOAD_START in protocol.read_status(share_dir):
-                    boot_wall = elapsed
-                if elapsed > timeout_s or (boot_wall is None and boot_timeout_s and elapsed > boot_timeout_s):
-                    timed_out = True
-                    break
+    # vng's output goes through a pipe that one thread copies to the log: QEMU reopens its stdout
+    # (/proc/self/fd/1) as a file chardev, which on a regular file would start a second write
+    # offset at 0 (and truncate), so the log's start would be overwritten; on a pipe every writer
+    # is serialised. The copy is capped: the console is the guest's to fill.
+    with share.create_exclusive(console_path, "wb") as console:
+        console.write(("$ " + shlex.join(cmd) + "\n").encode())
+        console.flush()
+        rfd, wfd = os.pipe()   # our own pipe: the copier owns its read end, spawn_group never closes it
+        copier = threading.Thread(target=_copy_console, args=(rfd, console), daemon=True)
+        copier.start()
+        writer_open = True
+        try:
+            with spawn_group(cmd, stdout=wfd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) as proc:
+                os.close(wfd)   # only the group writes now: EOF once the last of it is gone
+                writer_open = False
+                while True:
+                    try:
+                        rc = proc.wait(timeout=0.5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    elapsed = time.monotonic() - t0
+                    if boot_wall is None and protocol.Key.WORKLOAD_START in protocol.read_status(share_dir):
+                        boot_wall = elapsed
+                    if elapsed > timeout_s or (boot_wall is None and boot_timeout_s and elapsed > boot_timeout_s):
+                        timed_out = True
+                        break
+        finally:   # the group is gone (spawn_group's exit): the pipe reaches EOF
+            if writer_open:
+                os.close(wfd)
+            copier.join(timeout=10)
     wall = time.monotonic() - t0
     status = protocol.read_status(share_dir)
     outcome, reason = classify(rc, timed_out, read_console(console_path), status)
