@@ -37,6 +37,7 @@ from harness.spec import load_experiment, yamlsrc
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 TIMEOUT_S = 5.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPECT = re.compile(r"^# expect: (.+)$")
 # What follows "error: FILE" on every line: ":LINE:COL: " (or ": " for the file) then the message.
 LOCATED = re.compile(r"^(?::(?P<line>[1-9][0-9]*):(?P<col>[1-9][0-9]*))?: \S.*$")
@@ -55,7 +56,9 @@ def _static_cases() -> list[Case]:
     cases = []
     for f in sorted(CORPUS.glob("*.yaml")):
         head = f.read_bytes()[:4096].decode("utf-8", errors="replace").lstrip("\ufeff")
-        expects = [m.group(1) for line in head.splitlines() if (m := EXPECT.match(line.rstrip("\r")))]
+        # `{repo}` stands for the checkout's own path (the messages name resolved paths)
+        expects = [m.group(1).replace("{repo}", re.escape(str(REPO_ROOT)))
+                   for line in head.splitlines() if (m := EXPECT.match(line.rstrip("\r")))]
         cases.append(Case(f.stem, expects, path=f))
     return cases
 
