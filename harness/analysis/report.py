@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
@@ -108,6 +109,16 @@ def summary_text(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _latency_axis(ax, data: list[np.ndarray]) -> None:
+    """Log scale when the cells span a decade or more; within one decade a log axis only prints
+    colliding minor labels, so it stays linear."""
+    vals = np.concatenate([d[d > 0] for d in data if len(d)]) if data else np.array([])
+    if len(vals) and vals.max() / vals.min() >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def latency_cdf(series: dict[str, dict[str, dict[str, np.ndarray]]], out: Path, title: str) -> Path:
     """Per arch (a row each: their step times differ by construction), one CDF line per cell for
     step latency and wake latency (us, log x axis)."""
@@ -123,7 +134,7 @@ def latency_cdf(series: dict[str, dict[str, dict[str, np.ndarray]]], out: Path, 
                     continue
                 y = np.arange(1, len(x) + 1) / len(x)
                 ax.plot(np.maximum(x, 1e-3), y, label=cell, linewidth=1.2)
-            ax.set_xscale("log")
+            _latency_axis(ax, [np.asarray(d[metric], dtype=float) for d in series[arch].values()])
             ax.set_xlabel(f"{label} [us]")
             ax.set_ylabel("fraction of steps")
             ax.set_title(arch, fontsize=10)
