@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness.guest import share
 from harness.kernel.cache import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -191,22 +190,12 @@ def write(path: Path, record: Record) -> None:
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
-    """A file of a run directory: no link followed, regular files only, at most `limit` bytes (a run
-    directory may be shared, copied or tampered with; reading it must not hang or blow up)."""
+    """A file of a run directory, read the way the share is (a run directory may be shared, copied
+    or tampered with): no link followed, no device opened, regular files only, at most `limit`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise RecordError(f"{path.name}: missing") from None
-    except OSError as e:
-        raise RecordError(f"{path.name}: cannot open: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            raise RecordError(f"{path.name}: not a regular file of at most {limit} bytes")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise RecordError(f"{path.name}: more than {limit} bytes")
-    return data
+        return share.read_bytes(path, limit)
+    except share.ShareError as e:
+        raise RecordError(str(e)) from None
 
 
 def read(path: Path, model: type[Record]) -> Record:

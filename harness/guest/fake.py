@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.guest import protocol
 from harness.guest.accel import AccelChoice
 from harness.guest.vm import GuestConfig, GuestResult, classify, read_console
@@ -117,8 +118,6 @@ class FakeKernels:
     builds: list[str] = field(default_factory=list)
 
     def build(self, req: KernelRequest) -> BuildResult:
-        from harness.errors import HarnessError
-
         self.builds.append(req.label)
         if req.variant in self.fail:
             raise HarnessError(self.fail[req.variant])

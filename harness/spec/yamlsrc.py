@@ -264,29 +264,20 @@ class _Composer:
         if isinstance(event, ScalarEvent):
             ld.get_event()
             tag = event.tag if explicit else ld.resolve(yaml.ScalarNode, event.value, event.implicit)
-            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
-            node.explicit_tag = explicit
-            if event.anchor is not None:
-                self.anchors[event.anchor] = node
-            return node
+            return self._started(yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark,
+                                                 style=event.style), event, explicit)
         if isinstance(event, SequenceStartEvent):
             ld.get_event()
-            node = yaml.SequenceNode(event.tag or "tag:yaml.org,2002:seq", [], event.start_mark, None,
-                                     flow_style=event.flow_style)
-            node.explicit_tag = explicit
-            if event.anchor is not None:
-                self.anchors[event.anchor] = node
+            node = self._started(yaml.SequenceNode(event.tag or "tag:yaml.org,2002:seq", [], event.start_mark,
+                                                   None, flow_style=event.flow_style), event, explicit)
             while not self._at_end(path, SequenceEndEvent):
                 node.value.append(self.node(path + (len(node.value),), depth + 1))
             node.end_mark = ld.get_event().end_mark
             return node
         if isinstance(event, MappingStartEvent):
             ld.get_event()
-            node = yaml.MappingNode(event.tag or "tag:yaml.org,2002:map", [], event.start_mark, None,
-                                    flow_style=event.flow_style)
-            node.explicit_tag = explicit
-            if event.anchor is not None:
-                self.anchors[event.anchor] = node
+            node = self._started(yaml.MappingNode(event.tag or "tag:yaml.org,2002:map", [], event.start_mark,
+                                                  None, flow_style=event.flow_style), event, explicit)
             while not self._at_end(path, MappingEndEvent):
                 key = self.node(path + ("?",), depth + 1)
                 label = key.value if isinstance(key, yaml.ScalarNode) else "?"
@@ -294,6 +285,13 @@ class _Composer:
             node.end_mark = ld.get_event().end_mark
             return node
         raise self.stop(event.start_mark, path, f"unexpected YAML event {type(event).__name__}")
+
+    def _started(self, node: yaml.Node, event, explicit: bool) -> yaml.Node:
+        """A node as composed: whether its tag was written out, and its anchor registered."""
+        node.explicit_tag = explicit
+        if event.anchor is not None:
+            self.anchors[event.anchor] = node
+        return node
 
 
 # --- building: nodes -> plain data ---------------------------------------------------------------
