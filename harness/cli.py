@@ -19,6 +19,7 @@ from harness import paths, procs
 from harness.errors import HarnessError, InputError
 from harness.kernel.build import KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache
+from harness.kernel.source import DEBIAN_TARBALL
 from harness.spec import load_experiment
 from harness.spec.loader import LoadedExperiment
 
@@ -245,6 +246,29 @@ def cmd_probes_list(args, out: Console) -> int:
     return 0
 
 
+def cmd_presets(args, out: Console) -> int:
+    from harness.platform import presets
+
+    if args.extract is None:
+        if args.output is not None:
+            raise InputError("-o/--output goes with --extract")
+        t = Table(title="platform presets (harness/platform/presets/)")
+        for col in ("name", "source", "OPPs", "idle states (exit us)"):
+            t.add_column(col)
+        for name in presets.names():
+            doc = presets.document(name)
+            opps, src = doc["opps"], doc["source"]
+            t.add_row(name, f"{src['file']} (Linux {src['kernel']})",
+                      f"{len(opps)}: {opps[0]['khz'] // 1000}-{opps[-1]['khz'] // 1000} MHz, "
+                      f"{opps[0]['microvolt'] / 1e6:.3f}-{opps[-1]['microvolt'] / 1e6:.3f} V",
+                      ", ".join(f"{c['name']} ({c['exit_latency_us']})" for c in doc["cstates"]))
+        out.print(t)
+        return 0
+    for f in presets.write_presets(args.extract, args.output or presets.PRESETS_DIR):
+        out.print(f"wrote {f.relative_to(paths.REPO_ROOT) if f.is_relative_to(paths.REPO_ROOT) else f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -307,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_probes_render)
     pr = psub.add_parser("list", help="the tools, what they measure and what they attach to")
     pr.set_defaults(func=cmd_probes_list)
+
+    sp = sub.add_parser("presets", help="the platform presets (real SoC tables), or regenerate them from a kernel tree")
+    sp.add_argument("--extract", nargs="?", type=Path, const=DEBIAN_TARBALL, metavar="TREE",
+                    help=f"regenerate the preset files from a kernel source directory or tarball (default: "
+                    f"{DEBIAN_TARBALL}, about a minute to read)")
+    sp.add_argument("-o", "--output", type=Path, help="where --extract writes (default: harness/platform/presets/)")
+    sp.set_defaults(func=cmd_presets)
 
     sp = sub.add_parser("kernel-tree", help="turn the patch series into an editable git tree")
     sp.add_argument("dest", type=Path, help="where to create the tree")

@@ -71,6 +71,23 @@ class StepStats(Record):
     step_p50_repeat_cv: float = Field(description="coefficient of variation of each repeat's step p50")
 
 
+class Frontier(Record):
+    """The cell against the physical frontier: the least energy its platform needs for one step of
+    the measured work and wait within the measured latency (harness/platform/frontier.py), on the
+    agent's CPU. eta = bound / measured: 1 is on the frontier."""
+
+    latency_us: float = Field(description="mean step latency (signal -> step done), measured steps")
+    period_us: float = Field(description="guest time per step (wait + step)")
+    step_cycles: float = Field(description="the step's compute (the workload's units) in simulated cycles")
+    other_cycles: float = Field(description="the rest of what tasks ran on the agent CPU per step (meter)")
+    energy_uj: float = Field(description="measured, agent CPU, per step")
+    bound_uj: float
+    eta: float
+    eta_by_repeat: list[float]
+    state: str = Field(description="the idle state the bound idles in")
+    opps_khz: list[int] = Field(description="the OPPs the bound computes at")
+
+
 class PlatformSummary(Record):
     """The simulated platform's energy meter and residency over all repeats."""
 
@@ -83,6 +100,14 @@ class PlatformSummary(Record):
     freq_residency: dict[str, float]
     idle_residency: dict[str, float]
     idle_entries: dict[str, int]
+    period_per_step_by_repeat_us: list[float] = Field([], description="wall (guest) time per step")
+    agent_cpu: int | None = Field(None, description="the CPU the agent was pinned to; the agent_* figures are its")
+    agent_energy_per_step_by_repeat_uj: list[float] = []
+    agent_cycles_per_step_by_repeat: list[float] = Field([], description="cycles tasks ran on the agent's CPU")
+    agent_active_per_step_by_repeat_us: list[float] = Field([], description="agent CPU outside idle states "
+                                                            "(tasks, interrupts, exits, polling)")
+    agent_idle_per_step_by_repeat_us: list[float] = []
+    frontier: Frontier | None = None
 
 
 class Attempt(Record):

@@ -37,6 +37,7 @@ from rich.text import Text
 
 from harness import probes, records
 from harness.analysis import report
+from harness.analysis.efficiency import cell_frontier
 from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns, to_parsed_csv
 from harness.errors import HarnessError, InputError
 from harness.guest import platform, protocol, share
@@ -361,7 +362,7 @@ class Runner:
                 reason += f": {self._probe_error(share_dir, res.status.get(protocol.Key.PROBE_FAILED, ''))}"
             return self._fail(p, d, res.outcome, f"{reason} (console log: {res.console_log})", **base)
         try:
-            collected = self.collect(p, d, share_dir)
+            collected = self.collect(p, d, share_dir, prep.timing)
         except Exception as e:   # everything collect reads is the guest's: no shape of it may stop the run
             why = str(e) if isinstance(e, (share.ShareError, ValueError)) else f"{type(e).__name__}: {e}"
             return self._fail(p, d, "output-unreadable", f"guest output unreadable: {share.excerpt(why, 400)}",
@@ -409,7 +410,7 @@ class Runner:
         return share.excerpt(" ".join(text.split()[:60]), 400) or "bpftrace exited without a message"
 
     # -- collect ---------------------------------------------------------------------------------
-    def collect(self, p: CellPlan, d: Path, share_dir: Path) -> dict:
+    def collect(self, p: CellPlan, d: Path, share_dir: Path, timing: str = "virtual") -> dict:
         """What the guest wrote -> the record's measured parts (and host-side parsed files)."""
         spec, repeats = p.cell.spec, self.le.experiment.repeats
         runs = [protocol.repeat_files(r) for r in range(repeats)]
@@ -422,7 +423,9 @@ class Runner:
                  for f in runs]
         wrong = platform.verify(spec.platform, spec.arch, snaps[0][0])
         w = spec.workload   # energy covers whole repeats: warm-up steps included
-        plat = platform.summarize([platform.delta(b, a) for b, a in snaps], w.agents * (w.steps + w.warmup))
+        plat = platform.summarize([platform.delta(b, a) for b, a in snaps], w.agents * (w.steps + w.warmup),
+                                  agent_cpu=w.agent_cpu)
+        plat.frontier = cell_frontier(spec, steps, plat, timing)
         out = {"stats": stats, "platform": plat, "platform_wrong": wrong}
         if p.probes:
             out.update(self._probes(p, d, share_dir, raw, snaps, stats))

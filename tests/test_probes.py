@@ -80,6 +80,28 @@ def test_dvfs_ramp_pairs_wakeups_runs_and_frequency_changes():
         dvfs_ramp.records(bpftrace_json.BpftraceOutput(printf=["X 1 2"]))
 
 
+def test_dvfs_ramp_khz_before_is_the_last_request_before_the_wakeup():
+    """The frequency the CPU had been set to when the agent was woken: the last F event on the run's
+    CPU before the wakeup (not one after it, not another CPU's), else the frequency from the context."""
+    from harness.probes import dvfs_ramp
+
+    out = bpftrace_json.BpftraceOutput(printf=[
+        "F 1 200 2400000", "F 1 900 800000",         # the later one holds at the wakeup
+        "F 0 950 3200000",                          # another CPU
+        "W 7 1000", "F 1 1050 1600000",             # after the wakeup, before the run: not "before"
+        "R 7 1 1100 1600000", "F 1 1300 3200000", "S 7 1 2100",
+        "W 7 3000", "R 7 1 3100 3200000", "S 7 1 3600",   # nothing new since 1300
+        "F 1 3900 1200000", "R 7 1 4000 1200000", "S 7 1 4500",   # preempted and resumed: at the run start
+        "W 8 5000", "R 8 2 5100 0", "S 8 2 5600",   # cpu2: no event there
+    ])
+    runs = dvfs_ramp.records(out)
+    assert [r.khz_before for r in runs] == [800000, 3200000, 1200000, None]
+    assert (runs[0].start_khz, runs[0].max_khz, runs[0].changes) == (1600000, 3200000, 2)
+    # a CPU without events has the frequency the platform snapshot saw before the probe attached
+    with_ctx = dvfs_ramp.records(out, ProbeContext(cur_khz={2: 408000, 1: 4000000}))
+    assert [r.khz_before for r in with_ctx] == [800000, 3200000, 1200000, 408000]
+
+
 def test_wakeup_latency_agrees_with_the_loop_step_by_step():
     """A real x86_64 guest run (sim platform, schedutil + menu): every measured step's wakeup is in
     the probe, the kernel's wakeup-to-run never exceeds the loop's signal-to-running, and the loop

@@ -17,10 +17,16 @@ def test_example_expands_to_both_arches_and_both_agent_settings():
     le = load_experiment(EXAMPLE)
     pairs = {(c.spec.arch, c.spec.kernel.agent_latency) for c in le.cells}
     assert pairs == {("x86_64", False), ("x86_64", True), ("arm64", False), ("arm64", True)}
-    floor = next(c for c in le.cells if c.id == "arm64-floor")
+    # every variant on both arches, for each platform preset of the matrix
+    presets = {(c.spec.arch, c.variant, c.spec.platform.sim.preset) for c in le.cells}
+    assert len(presets) == len(le.cells) == 2 * 6 * 2
+    assert {p for _, _, p in presets} == {"x86-skl-client", "rk3399-a72"}
+    floor = next(c for c in le.cells if c.id == "arm64-floor-preset_rk3399-a72")
     assert floor.spec.platform.governor == "performance" and floor.spec.platform.idle_poll
-    agent = next(c for c in le.cells if c.id == "x86_64-agent")
+    assert [o.khz for o in floor.spec.platform.sim.opps][-1] == 1_800_000
+    agent = next(c for c in le.cells if c.id == "x86_64-agent-preset_x86-skl-client")
     assert agent.spec.workload.mark_agent and agent.spec.kernel.variant == "agent-on"
+    assert [o.khz for o in agent.spec.platform.sim.opps][-1] == 4_000_000
 
 
 def test_matrix_axes_cross_variants(tmp_path):
@@ -112,7 +118,7 @@ def test_each_problem_reported_once_even_across_cells(tmp_path, capsys):
 
 def test_validate_ok(capsys):
     assert main(["validate", str(EXAMPLE)]) == 0
-    assert "12 cells" in capsys.readouterr().out
+    assert "24 cells" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("path", sorted((EXAMPLE.parent).glob("*.yaml")), ids=lambda p: p.stem)
@@ -130,13 +136,13 @@ def test_variant_section_mapping_merges_into_the_section(tmp_path):
         platform:
           governor: userspace
           userspace_khz: 1600000
-          sim: {steal_period_us: 100, transition_latency_us: 20}
+          sim: {steal_chunk_us: 100, transition_latency_us: 300}
         workload: {steps: 10, warmup: 1, wait: {kind: eventfd, us: 500}}
         variants:
           - name: agent
             set:
               kernel: {agent_latency: true, config: {CONFIG_LOCALVERSION: '"-agent"'}}
-              platform: {sim: {steal_period_us: 250}}
+              platform: {sim: {steal_chunk_us: 250}}
               workload.wait: {us: 900}
         matrix:
           workload: [{steps: 20}, {steps: 30}]
@@ -147,7 +153,8 @@ def test_variant_section_mapping_merges_into_the_section(tmp_path):
     assert k.agent_latency and k.debug and k.series == ["sim-platform", "agent-latency"]
     assert k.config == {"CONFIG_HZ": "1000", "CONFIG_LOCALVERSION": '"-agent"'}
     assert p.governor == "userspace" and p.userspace_khz == 1_600_000
-    assert p.sim.steal_period_us == 250 and p.sim.transition_latency_us == 20
+    assert p.sim.steal_chunk_us == 250 and p.sim.transition_latency_us == 300
+    assert p.sim.preset == "x86-skl-client" and len(p.sim.opps) == 9      # the rest from the default preset
     assert w.wait.us == 900 and w.wait.kind == "eventfd" and w.warmup == 1
     assert [c.spec.workload.steps for c in cells] == [20, 30]
 
@@ -179,3 +186,89 @@ def test_all_tags_and_non_plain_scalars_refused_before_construction(tmp_path, ca
     code, err = run_cli(capsys, "validate", str(f))
     assert code == 2 and ":2:10: machine: YAML tags are not allowed" in err
     assert not marker.exists()
+
+
+# -- the simulated platform's presets -----------------------------------------------------------------------
+
+NOT_FROM_PRESET = {"preset", "steal_chunk_us", "steal_irq_ns"}   # the model's own defaults
+
+
+def _sim(**fields):
+    from harness.spec.model import SimPlatform
+
+    return SimPlatform.model_validate(fields)
+
+
+def test_no_preset_means_the_default_preset_and_it_is_recorded(tmp_path):
+    from harness.platform import presets
+    from harness.spec.model import DEFAULT_PRESET, PlatformSpec
+
+    table = presets.load("x86-skl-client")
+    assert DEFAULT_PRESET == "x86-skl-client"
+    for sim in (_sim(), PlatformSpec().sim, _sim(preset=None)):
+        assert sim.preset == "x86-skl-client"
+        assert sim.model_dump(mode="json", exclude=NOT_FROM_PRESET) == table
+        assert sim.transition_latency_us == 20 and sim.steal_chunk_us == 50   # the preset's, the field's default
+    # one field given: the rest from the default preset, which is named
+    partial = _sim(leakage_ua=2_000_000)
+    assert partial.preset == "x86-skl-client" and partial.leakage_ua == 2_000_000
+    assert partial.dynamic_power_coefficient == table["dynamic_power_coefficient"]
+    # every field given: nothing came from a preset, none is named
+    full = _sim(**table)
+    assert full.preset is None and full.model_dump(mode="json", exclude=NOT_FROM_PRESET) == table
+    # and the cell's recorded spec says where its table came from
+    f = tmp_path / "d.yaml"
+    f.write_text("name: d\n")
+    (cell,) = load_experiment(f).cells
+    assert cell.spec.model_dump(mode="json")["platform"]["sim"]["preset"] == "x86-skl-client"
+
+
+def test_a_preset_fills_what_is_not_given_and_fields_next_to_it_override_it():
+    from harness.platform import presets
+
+    a72 = presets.load("rk3399-a72")
+    sim = _sim(preset="rk3399-a72")
+    assert sim.preset == "rk3399-a72" and sim.model_dump(mode="json", exclude=NOT_FROM_PRESET) == a72
+    over = _sim(preset="rk3399-a72", transition_latency_us=300, steal_chunk_us=20)
+    assert (over.transition_latency_us, over.steal_chunk_us) == (300, 20)
+    assert over.opps == sim.opps and over.cstates == sim.cstates and over.leakage_ua == 170_000
+    # a list is replaced whole, not merged item by item
+    one = _sim(preset="rk3399-a53", cstates=[{"name": "WFI", "exit_latency_us": 1, "target_residency_us": 1}])
+    assert [c.name for c in one.cstates] == ["WFI"] and one.dynamic_power_coefficient == 100
+    # the override is validated against the preset's other fields: a53's clock-gated WFI draws 23.1 mW
+    # at its lowest OPP (28 mA x 0.825 V), so a 30 mW deeper state is refused
+    with pytest.raises(ValueError, match="deep draws more than the shallower WFI at 408000 kHz"):
+        _sim(preset="rk3399-a53", cstates=[{"name": "WFI", "exit_latency_us": 1, "target_residency_us": 1},
+                                           {"name": "deep", "exit_latency_us": 9, "target_residency_us": 9,
+                                            "power_mw": 30}])
+    # a recorded spec reads back as the same platform (what tests and reports do with result.json)
+    for s in (sim, over, one, _sim()):
+        assert type(s).model_validate(s.model_dump(mode="json")) == s
+
+
+def test_preset_in_the_matrix_with_a_variant_override(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(textwrap.dedent("""\
+        name: p
+        matrix:
+          platform.sim.preset: [rk3399-a72, x86-skl-client]
+        variants:
+          - {name: slow, set: {platform.sim.transition_latency_us: 300}}
+          - {name: plain}
+    """))
+    got = {c.id: (c.spec.platform.sim.preset, c.spec.platform.sim.transition_latency_us,
+                  c.spec.platform.sim.opps[-1].khz) for c in load_experiment(f).cells}
+    assert got == {"x86_64-slow-preset_rk3399-a72": ("rk3399-a72", 300, 1_800_000),
+                   "x86_64-slow-preset_x86-skl-client": ("x86-skl-client", 300, 4_000_000),
+                   "x86_64-plain-preset_rk3399-a72": ("rk3399-a72", 40, 1_800_000),
+                   "x86_64-plain-preset_x86-skl-client": ("x86-skl-client", 20, 4_000_000)}
+
+
+def test_an_unknown_preset_in_the_matrix_is_one_located_error(tmp_path, capsys):
+    f = tmp_path / "u.yaml"
+    f.write_text("name: u\nmatrix:\n  platform.sim.preset: [rk3399-a72, nope]\n"
+                 "variants:\n  - {name: a}\n  - {name: b}\n")
+    code, err = run_cli(capsys, "validate", str(f))
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: {f}:3:37: platform.sim.preset: preset 'nope' is not one of "
+                                        "['rk3399-a53', 'rk3399-a72', 'x86-skl-client']"]

@@ -26,7 +26,8 @@ COLUMNS = (("steps", "steps", "{:.0f}"), ("wake_p50_us", "wake p50", "{:.1f}"),
            ("wake_p99_us", "wake p99", "{:.1f}"), ("wake_p999_us", "wake p99.9", "{:.1f}"),
            ("step_p50_us", "step p50", "{:.1f}"), ("step_p99_us", "step p99", "{:.1f}"),
            ("compute_p50_us", "compute p50", "{:.1f}"), ("energy_per_step_uj", "energy/step uJ", "{:.0f}"),
-           ("avg_power_mw", "power mW", "{:.0f}"), ("probe_overhead_p50", "probe cost p50", "{:+.1%}"))
+           ("avg_power_mw", "power mW", "{:.0f}"), ("eta", "eta", "{:.3f}"),
+           ("probe_overhead_p50", "probe cost p50", "{:+.1%}"))
 
 
 def _row(cell) -> dict:
@@ -34,7 +35,8 @@ def _row(cell) -> dict:
     r = cell.record
     stats = dict(r.stats.model_dump()) if r.stats else {}
     if r.platform:
-        stats.update(energy_per_step_uj=r.platform.energy_per_step_uj, avg_power_mw=r.platform.avg_power_mw)
+        stats.update(energy_per_step_uj=r.platform.energy_per_step_uj, avg_power_mw=r.platform.avg_power_mw,
+                     eta=r.platform.frontier.eta if r.platform.frontier else None)
     if "p50" in r.probe_overhead:
         stats["probe_overhead_p50"] = r.probe_overhead["p50"]
     stats = {k: v for k, v in stats.items() if v is not None}
@@ -87,8 +89,8 @@ def summary_table(rows: list[dict], title: str) -> Table:
     t.add_column("status")
     t.add_column("accel/timing")
     for _, head, _ in COLUMNS:
-        t.add_column(head + ("" if head.startswith(("steps", "probe")) or head.endswith(("uJ", "mW")) else " us"),
-                     justify="right")
+        unitless = head.startswith(("steps", "probe", "eta")) or head.endswith(("uJ", "mW"))
+        t.add_column(head + ("" if unitless else " us"), justify="right")
     for r in rows:
         stats = r.get("stats") or {}
         cells = [fmt.format(stats[k]) if k in stats else "-" for k, _, fmt in COLUMNS]

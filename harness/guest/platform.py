@@ -34,23 +34,48 @@ class PlatformPlan:
 
 def cstate_names(spec: PlatformSpec, arch: str) -> list[str]:
     """The idle states the guest will show: POLL is the core's poll state, which arm64 has not."""
-    names = [c.name for c in spec.sim.cstates]
-    return [n for n in names if not (n == "POLL" and arch != "x86_64")]
+    return spec.cstates_on(arch)
 
 
-def sim_cmdline(spec: PlatformSpec) -> list[str]:
+def _state_power(power: float | str) -> str:
+    """A state's power as the simulated cpuidle driver takes it: uW, `cg` or `active`."""
+    if power == "clock-gated":
+        return "cg"
+    if power == "active":
+        return "active"
+    return str(max(1, round(float(power) * 1000)))
+
+
+# What one steal interrupt (hrtimer entry and exit, the driver's own work) costs the task besides
+# the spin, per guest arch under QEMU virtual time. The driver cannot see its own exit, so this is
+# calibrated (experiments/sim_platform.yaml, opp-min cells): with 0 here, the lowest OPP is slower
+# than fmax/fmin by b per chunk, and an unseen cost o is paid once and accrued as useful time at the
+# rate fmax/f - 1, so b = o x fmax/f (measured: b = 5.25 us on x86_64, 7.5 on arm64 at fmax/5).
+# Under KVM it is host-dependent: set platform.sim.steal_irq_ns.
+STEAL_IRQ_NS = {"x86_64": 1050, "arm64": 1500}
+
+
+def steal_irq_ns(spec: PlatformSpec, arch: str) -> int:
+    return spec.sim.steal_irq_ns if spec.sim.steal_irq_ns is not None else STEAL_IRQ_NS.get(arch, 0)
+
+
+def sim_cmdline(spec: PlatformSpec, arch: str = "x86_64") -> list[str]:
+    """The simulated platform's parameters (sim-cpufreq, cpuidle-sim in kernel/patches/sim-platform)."""
     sim = spec.sim
     return [
-        "sim_cpufreq.opps=" + ",".join(f"{o.khz}:{round(o.power_mw)}" for o in sim.opps),
+        "sim_cpufreq.opps=" + ",".join(f"{o.khz}:{o.microvolt}" for o in sim.opps),
+        f"sim_cpufreq.dyn_coeff={sim.dynamic_power_coefficient}",
+        f"sim_cpufreq.leakage_ua={sim.leakage_ua}",
         f"sim_cpufreq.transition_latency_us={sim.transition_latency_us}",
-        f"sim_cpufreq.steal_period_us={sim.steal_period_us}",
+        f"sim_cpufreq.steal_chunk_us={sim.steal_chunk_us}",
+        f"sim_cpufreq.steal_irq_ns={steal_irq_ns(spec, arch)}",
         "cpuidle_sim.states=" + ",".join(f"{c.name}:{c.exit_latency_us}:{c.target_residency_us}:"
-                                         f"{round(c.power_mw)}" for c in sim.cstates),
+                                         f"{_state_power(c.power_mw)}" for c in sim.cstates),
     ]
 
 
 def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
-    p = PlatformPlan(cmdline=sim_cmdline(spec), expected_cstates=cstate_names(spec, arch))
+    p = PlatformPlan(cmdline=sim_cmdline(spec, arch), expected_cstates=cstate_names(spec, arch))
     p.applied["sim"] = spec.sim.model_dump(mode="json")
     if spec.idle_poll:
         p.cmdline.append("idle=poll" if arch == "x86_64" else "nohlt")
@@ -59,20 +84,17 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
     p.setup.append(f"setall governor '{policies}/scaling_governor' {spec.governor}")
     p.applied["governor"] = spec.governor
     if spec.governor == "userspace":
-        p.setup.append(f"setall userspace_khz '{policies}/scaling_setspeed' {spec.userspace_khz}")
-        p.applied["userspace_khz"] = spec.userspace_khz
+        p.setup.append(f"setall userspace_khz '{policies}/scaling_setspeed' {spec.userspace_frequency()}")
+        p.applied["userspace_khz"] = spec.userspace_frequency()
     if spec.rate_limit_us is not None:
         p.setup.append(f"setall rate_limit_us '{policies}/schedutil/rate_limit_us' {spec.rate_limit_us}")
         p.applied["rate_limit_us"] = spec.rate_limit_us
     p.setup.append(f"setall idle_governor '{CPU}/cpuidle/current_governor' {spec.idle_governor}")
     p.applied["idle_governor"] = spec.idle_governor
-    names = p.expected_cstates
-    off = set(spec.disabled_cstates)
-    if spec.max_cstate is not None:   # an index into the experiment's table, the same on every arch
-        off |= {c.name for c in spec.sim.cstates[spec.max_cstate + 1:]}
-    for name in names:   # every state written, so a state left disabled by an earlier knob cannot linger
+    off = spec.disabled_on(arch)
+    for name in p.expected_cstates:   # every state written, so one left disabled by an earlier knob cannot linger
         p.setup.append(f"cstate {name} {1 if name in off else 0}")
-    p.applied["disabled_cstates"] = [n for n in names if n in off]
+    p.applied["disabled_cstates"] = off
     if spec.pm_qos_latency_us is not None:
         # /dev/cpu_dma_latency takes a binary s32; the request holds while the fd is open, so
         # the script opens it on fd 3 and keeps it for the rest of its life (the loop included).
@@ -106,6 +128,9 @@ class Snapshot:
     energy_uj: int = 0
     active_us: int = 0
     idle_us: int = 0
+    cycles: int = 0
+    per_cpu: dict[int, dict[str, int]] = field(default_factory=dict)   # cpu -> energy_uj/active_us/idle_us/cycles
+    params: dict[str, str] = field(default_factory=dict)    # the sim drivers' parameters as the kernel holds them
     cpufreq_driver: str = ""
     cpuidle_driver: str = ""
     idle_governor: str = ""
@@ -169,10 +194,13 @@ def _apply(s: Snapshot, idle: dict, key: str, value: str) -> None:
             raise ValueError(value)
     elif key == "pm_qos_us":
         s.pm_qos_us = _int(value) if _NUM.match(value) else None
-    elif key.startswith(f"{CPU}/sim_power/"):
-        leaf = key.rsplit("/", 1)[1]
-        if leaf in ("energy_uj", "active_us", "idle_us"):
-            setattr(s, leaf, _int(value))
+    elif m2 := re.match(rf"{CPU}/sim_power/(?:cpu(\d{{1,4}})/)?(energy_uj|active_us|idle_us|cycles)$", key):
+        if m2[1] is None:
+            setattr(s, m2[2], _int(value))
+        else:
+            s.per_cpu.setdefault(int(m2[1]), {})[m2[2]] = _int(value)
+    elif m2 := re.match(r"/sys/module/(sim_cpufreq|cpuidle_sim)/parameters/(\w{1,32})$", key):
+        s.params[f"{m2[1]}.{m2[2]}"] = excerpt(value, 300)
     elif key == f"{CPU}/cpuidle/current_driver":
         s.cpuidle_driver = excerpt(value, 32)
     elif key == f"{CPU}/cpuidle/current_governor":
@@ -207,6 +235,7 @@ class PlatformDelta:
     freq_time_s: dict[int, float]      # khz -> CPU-seconds at that OPP (all policies)
     idle_time_s: dict[str, float]      # state -> CPU-seconds in it (all CPUs)
     idle_entries: dict[str, int]
+    per_cpu: dict[int, dict[str, int]] = field(default_factory=dict)   # cpu -> energy_uj/active_us/idle_us/cycles
 
 
 def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
@@ -222,13 +251,17 @@ def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
             b = prev[i] if i < len(prev) else IdleState(st.name, 0, 0, 0, False)
             idle_t[st.name] = idle_t.get(st.name, 0.0) + (st.time_us - b.time_us) / 1e6
             idle_n[st.name] = idle_n.get(st.name, 0) + st.usage - b.usage
+    per = {cpu: {k: v - before.per_cpu.get(cpu, {}).get(k, 0) for k, v in vals.items()}
+           for cpu, vals in after.per_cpu.items()}
     return PlatformDelta(after.uptime_s - before.uptime_s, after.energy_uj - before.energy_uj,
-                         after.active_us - before.active_us, after.idle_us - before.idle_us, freq, idle_t, idle_n)
+                         after.active_us - before.active_us, after.idle_us - before.idle_us, freq, idle_t, idle_n,
+                         per)
 
 
-def summarize(deltas: list[PlatformDelta], steps_per_repeat: int) -> PlatformSummary:
-    """Per-cell energy proxy and residency over all repeats (warm-up steps included: the meter
-    covers whole repeats); fractions are of total CPU time."""
+def summarize(deltas: list[PlatformDelta], steps_per_repeat: int, agent_cpu: int | None = None) -> PlatformSummary:
+    """Per-cell energy and residency over all repeats (warm-up steps included: the meter covers
+    whole repeats); fractions are of total CPU time. With the agent pinned (`agent_cpu`), its
+    CPU's energy and cycles per step too: the figures the frontier bound is compared with."""
     energy = sum(d.energy_uj for d in deltas)
     elapsed = sum(d.elapsed_s for d in deltas)
     freq: dict[int, float] = {}
@@ -244,23 +277,40 @@ def summarize(deltas: list[PlatformDelta], steps_per_repeat: int) -> PlatformSum
     freq_total = sum(freq.values()) or 1.0
     cpu_total = (sum(d.active_us + d.idle_us for d in deltas) / 1e6) or 1.0
     steps = steps_per_repeat * len(deltas)
+    per_step = (lambda x: round(x / steps_per_repeat, 2)) if steps_per_repeat else (lambda x: 0.0)
+    agent = agent_cpu is not None and steps_per_repeat and all(agent_cpu in d.per_cpu for d in deltas)
+
+    def agent_per_step(key: str) -> list[float]:
+        return [per_step(d.per_cpu[agent_cpu].get(key, 0)) for d in deltas] if agent else []
+
     return PlatformSummary(
         energy_uj=energy,
         energy_per_step_uj=round(energy / steps, 1) if steps else None,
-        energy_per_step_by_repeat_uj=[round(d.energy_uj / steps_per_repeat, 2) if steps_per_repeat else 0.0
-                                      for d in deltas],
+        energy_per_step_by_repeat_uj=[per_step(d.energy_uj) for d in deltas],
         avg_power_mw=round(energy / elapsed / 1e3, 1) if elapsed > 0 else None,
         elapsed_s=round(elapsed, 3),
         active_fraction=round(sum(d.active_us for d in deltas) / 1e6 / cpu_total, 4),
         freq_residency={str(k): round(v / freq_total, 4) for k, v in sorted(freq.items())},
         idle_residency={k: round(v / cpu_total, 4) for k, v in idle_t.items()},
         idle_entries=idle_n,
+        period_per_step_by_repeat_us=[round(d.elapsed_s * 1e6 / steps_per_repeat, 2) if steps_per_repeat else 0.0
+                                      for d in deltas],
+        agent_cpu=agent_cpu if agent else None,
+        agent_energy_per_step_by_repeat_uj=agent_per_step("energy_uj"),
+        agent_cycles_per_step_by_repeat=agent_per_step("cycles"),
+        agent_active_per_step_by_repeat_us=agent_per_step("active_us"),
+        agent_idle_per_step_by_repeat_us=agent_per_step("idle_us"),
     )
 
 
 def verify(spec: PlatformSpec, arch: str, snap: Snapshot) -> list[str]:
     """Knobs the guest does not show as requested, in words; [] when all hold."""
     bad = []
+    for item in sim_cmdline(spec, arch):     # what the drivers hold, as /sys/module shows it
+        key, want = item.split("=", 1)
+        got = snap.params.get(key)
+        if snap.params and got != want:
+            bad.append(f"{key} is {excerpt(got or 'absent', 80)!r}, not {excerpt(want, 80)!r}")
     if snap.cpufreq_driver != "sim-cpufreq":
         bad.append(f"cpufreq driver is {snap.cpufreq_driver or 'absent'!r}, not 'sim-cpufreq' "
                    "(is the sim-platform series and fragment in this kernel?)")
@@ -274,8 +324,8 @@ def verify(spec: PlatformSpec, arch: str, snap: Snapshot) -> list[str]:
             bad.append(f"policy{pol} governor is {gov}, not {spec.governor}")
     if spec.governor == "userspace":
         for pol, khz in snap.cur_khz.items():
-            if khz != spec.userspace_khz:
-                bad.append(f"policy{pol} runs at {khz} kHz, not {spec.userspace_khz}")
+            if khz != spec.userspace_frequency():
+                bad.append(f"policy{pol} runs at {khz} kHz, not {spec.userspace_frequency()}")
     want_states = cstate_names(spec, arch)
     for cpu, states in snap.idle.items():
         names = [s.name for s in states]

@@ -33,6 +33,7 @@ class Run:
     mean_khz: float | None
     changes: int               # power:cpu_frequency events on the CPU from the wakeup to the run's end
     ramp_ns: int | None        # wakeup (or run start) -> the CPU reaches max_khz; 0 when it started there
+    khz_before: int | None = None   # the frequency last requested before the wakeup (None: none seen)
 
 
 def _ramp(start: int, wake: int | None, khz_origin: int | None, freq: list[tuple[int, int]], stop: int):
@@ -120,7 +121,8 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Run]:
                 origin = wake if wake is not None else start
                 ch = changes(rcpu, origin, ns)
                 khz0, top, mean, ramp = _ramp(start, wake, khz_at(rcpu, origin) or seen or None, ch, ns)
-                runs.append(Run(tid, rcpu, wake, start, ns, khz0, top, mean, len(ch), ramp))
+                runs.append(Run(tid, rcpu, wake, start, ns, khz0, top, mean, len(ch), ramp,
+                                khz_at(rcpu, origin)))
             else:
                 raise ValueError(kind)
         except (ValueError, IndexError):
@@ -149,6 +151,6 @@ def summary(recs: list[Run], ctx: ProbeContext = NO_CONTEXT) -> dict[str, float]
 def to_csv(recs: list[Run]) -> str:
     def f(v):
         return "" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))
-    return "tid,cpu,waking_ns,start_ns,stop_ns,start_khz,max_khz,mean_khz,changes,ramp_ns\n" + "".join(
+    return "tid,cpu,waking_ns,start_ns,stop_ns,start_khz,max_khz,mean_khz,changes,ramp_ns,khz_before\n" + "".join(
         ",".join(f(v) for v in (r.tid, r.cpu, r.waking_ns, r.start_ns, r.stop_ns, r.start_khz, r.max_khz,
-                                r.mean_khz, r.changes, r.ramp_ns)) + "\n" for r in recs)
+                                r.mean_khz, r.changes, r.ramp_ns, r.khz_before)) + "\n" for r in recs)

@@ -229,6 +229,12 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
             issues.append(locate(("probes", spec.probes.index("agent_window")),
                                  "probe agent_window traces the window: it needs kernel.agent_latency: true"))
 
+    plat = spec.platform
+    if len(plat.disabled_on(spec.arch)) == len(plat.cstates_on(spec.arch)):
+        knob = next(n for n in ("only_cstate", "disabled_cstates", "max_cstate") if getattr(plat, n) not in (None, []))
+        issues.append(locate(("platform", knob), f"with the other C-state knobs it disables every idle state "
+                             f"{spec.arch} has ({', '.join(plat.cstates_on(spec.arch))}): leave one enabled"))
+
     total = (w.steps + w.warmup) * w.agents * repeats
     if total > STEPS_TOTAL_MAX:
         issues.append(locate(("workload", "steps"), f"(steps {w.steps} + warmup {w.warmup}) x agents {w.agents} x "

@@ -9,11 +9,12 @@ axes and named variants (baselines) that expand into cells.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 # --- Bounds ----------------------------------------------------------------------------------
 # Every limit an experiment is checked against, in one place, with why. A value past one is
@@ -48,7 +49,11 @@ CMDLINE_ITEM_MAX = 128
 
 # The simulated platform: physical ranges (a CPU, not a supercomputer).
 KHZ_MIN, KHZ_MAX = 1_000, 10_000_000          # 1 MHz .. 10 GHz
+MICROVOLT_MIN, MICROVOLT_MAX = 100_000, 2_000_000   # a CPU rail: 0.1 .. 2 V (the driver refuses > 2 V)
+DYN_COEFF_MAX = 100_000                       # uW/MHz/V^2; real DT values are 50 .. 2000
+LEAKAGE_MAX_UA = 100_000_000                  # 100 A x V of static power: far beyond any core
 POWER_MAX_MW = 100_000                        # 100 W per CPU
+STEAL_CHUNK_MIN_US, STEAL_CHUNK_MAX_US = 5, 1_000   # below 5 us the timer's own cost dominates
 OPPS_MAX = 16                                 # the OPP table rides on the kernel command line
 CSTATES_MAX = 10                              # CPUIDLE_STATE_MAX
 EXIT_LATENCY_MAX_US = 100_000                 # the simulation spins it on every wakeup; real states < 10 ms
@@ -176,7 +181,7 @@ ConfigSymbol = Annotated[str, _pattern(r"CONFIG_[A-Z0-9_]+", KCONFIG_SYMBOL_MAX,
                                         "a Kconfig symbol (CONFIG_ then capitals, digits and _)")]
 KconfigValue = Annotated[str, AfterValidator(_kconfig_value)]
 CmdlineItem = Annotated[str, AfterValidator(_cmdline_item)]
-StateName = Annotated[str, _pattern(r"[A-Za-z0-9_]+", 15, "an idle state name (letters, digits and _)")]
+StateName = Annotated[str, _pattern(r"[A-Za-z0-9_-]+", 15, "an idle state name (letters, digits, _ and -)")]
 # A dotted cell field: workload.wait.us, kernel.config.CONFIG_HZ.
 DottedKey = Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", DOTTED_KEY_MAX,
                                      "a dotted cell field like workload.wait.us")]
@@ -272,32 +277,98 @@ class MachineSpec(Strict):
 
 class OPP(Strict):
     khz: int = Field(ge=KHZ_MIN, le=KHZ_MAX)
-    power_mw: float = Field(ge=0, le=POWER_MAX_MW)
+    microvolt: int = Field(ge=MICROVOLT_MIN, le=MICROVOLT_MAX, description="the OPP's voltage (DT opp-microvolt)")
+
+
+def _state_power(v: Any) -> Any:
+    """One message for a bad power, whichever form it tried (a union would give one per form)."""
+    if v in ("clock-gated", "active"):
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= POWER_MAX_MW:
+        raise ValueError(f"want a power in mW (0 to {POWER_MAX_MW}), 'clock-gated' or 'active', got {v!r:.40}")
+    return float(v)
+
+
+def _userspace_khz(v: Any) -> Any:
+    if v is None or v in ("min", "mid", "max"):
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or not KHZ_MIN <= v <= KHZ_MAX:
+        raise ValueError(f"want a frequency in kHz ({KHZ_MIN} to {KHZ_MAX}) or min, mid, max, got {v!r:.40}")
+    return v
+
+
+CStatePower = Annotated[float | Literal["clock-gated", "active"], BeforeValidator(_state_power)]
 
 
 class CState(Strict):
     name: StateName
     exit_latency_us: int = Field(ge=0, le=EXIT_LATENCY_MAX_US)
     target_residency_us: int = Field(ge=0, le=TARGET_RESIDENCY_MAX_US)
-    power_mw: float = Field(0, ge=0, le=POWER_MAX_MW)
+    power_mw: CStatePower = Field(
+        "clock-gated", description="mW of a retention or power-gated state; 'clock-gated' (WFI, C1): the static "
+                                   "power at the voltage of the OPP it idles at; 'active' (POLL only): running power")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _poll_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") == "POLL" and "power_mw" not in data:
+            return {**data, "power_mw": "active"}
+        return data
+
+    @model_validator(mode="after")
+    def _poll_is_active(self) -> CState:
+        if (self.name == "POLL") != (self.power_mw == "active"):
+            raise ValueError("POLL, and only POLL, draws 'active' power (a polling CPU runs)")
+        return self
+
+
+def _default_sim() -> dict[str, Any]:
+    from harness.platform import presets  # data files in the package; no kernel source needed
+    return presets.load(DEFAULT_PRESET)
+
+
+DEFAULT_PRESET = "x86-skl-client"
 
 
 class SimPlatform(Strict):
-    """Simulated cpufreq/cpuidle platform parameters (the guest has no real DVFS or C-states)."""
+    """Simulated cpufreq/cpuidle platform (the guest has no real DVFS or C-states). `preset` names a
+    table taken from a real SoC (harness/platform/presets/); fields given next to it override it."""
 
-    opps: list[OPP] = Field([OPP(khz=800_000, power_mw=150), OPP(khz=1_600_000, power_mw=450),
-                             OPP(khz=2_400_000, power_mw=1000), OPP(khz=3_200_000, power_mw=1800)],
-                            max_length=OPPS_MAX)
+    preset: Name | None = Field(None, description="platform preset (python -m harness presets lists them)")
+    opps: list[OPP] = Field(max_length=OPPS_MAX)
+    dynamic_power_coefficient: int = Field(ge=0, le=DYN_COEFF_MAX,
+                                           description="uW/MHz/V^2: dynamic power = C x MHz x V^2 (the Energy "
+                                                       "Model's DT dynamic-power-coefficient)")
+    leakage_ua: int = Field(ge=0, le=LEAKAGE_MAX_UA, description="static power (uW) = leakage_ua x V")
     transition_latency_us: int = Field(50, ge=0, le=TRANSITION_LATENCY_MAX_US,
-                                       description="request -> new frequency in effect")
-    steal_period_us: int = Field(250, ge=10, le=100_000,
-                                 description="period of the time stealing that emulates f < fmax (smaller "
-                                             "is more exact for short runs, costs more interrupts)")
-    cstates: list[CState] = Field([CState(name="POLL", exit_latency_us=0, target_residency_us=0, power_mw=600),
-                                   CState(name="C1", exit_latency_us=2, target_residency_us=2, power_mw=300),
-                                   CState(name="C3", exit_latency_us=60, target_residency_us=200, power_mw=100),
-                                   CState(name="C6", exit_latency_us=250, target_residency_us=1000, power_mw=20)],
-                                  max_length=CSTATES_MAX)
+                                       description="request -> new frequency, invariance and power in effect")
+    steal_chunk_us: int = Field(50, ge=STEAL_CHUNK_MIN_US, le=STEAL_CHUNK_MAX_US,
+                                description="longest stretch of stolen time that emulates f < fmax: bounds how "
+                                            "long an interrupt waits and the error on one short run")
+    steal_irq_ns: int | None = Field(None, ge=0, le=100_000,
+                                     description="what a steal interrupt costs the task besides its spin (counted "
+                                                 "in the chunk); default: the harness's calibration for the arch "
+                                                 "under QEMU virtual time (harness/guest/platform.py)")
+    cstates: list[CState] = Field(max_length=CSTATES_MAX)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_preset(cls, data: Any) -> Any:
+        """A preset fills every field the experiment does not give (the default: DEFAULT_PRESET)."""
+        if not isinstance(data, dict):
+            return data
+        from harness.platform import presets
+        name = data.get("preset")
+        if name is None:
+            base = _default_sim()
+        elif isinstance(name, str) and name in presets.names():
+            base = presets.load(name)
+        else:
+            raise ValueError(f"preset {name!r} is not one of {presets.names()}")
+        merged = {**base, **data}
+        if name is None and any(k not in data for k in base):
+            merged["preset"] = DEFAULT_PRESET       # say where the values not given came from
+        return merged
 
     @field_validator("cstates")
     @classmethod
@@ -319,30 +390,45 @@ class SimPlatform(Strict):
             raise ValueError("at least one OPP is needed")
         if [o.khz for o in v] != sorted({o.khz for o in v}):
             raise ValueError("OPP frequencies must be strictly ascending")
+        if [o.microvolt for o in v] != sorted(o.microvolt for o in v):
+            raise ValueError("OPP voltages must not fall as the frequency rises")
         return v
+
+    @model_validator(mode="after")
+    def _physical(self) -> SimPlatform:
+        """No idle state may draw more than a shallower one, nor a fixed-power state more than the
+        CPU draws clock-gated at its lowest OPP: such a table has no real counterpart."""
+        from harness.platform.energy import PowerModel
+        problems = PowerModel.from_sim(self).validate()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class PlatformSpec(Strict):
     """Power-management knobs applied and verified inside the guest before the loop starts."""
 
     governor: Literal["schedutil", "performance", "powersave", "userspace"] = "schedutil"
-    userspace_khz: int | None = Field(None, ge=KHZ_MIN, le=KHZ_MAX, description="frequency for the userspace governor")
+    userspace_khz: Annotated[int | Literal["min", "mid", "max"] | None, BeforeValidator(_userspace_khz)] = Field(
+        None, description="frequency for the userspace governor: kHz, or the table's min, mid or max OPP")
     rate_limit_us: int | None = Field(None, ge=0, le=RATE_LIMIT_MAX_US, description="schedutil rate_limit_us")
     idle_governor: Literal["menu", "teo", "ladder"] = "menu"
     max_cstate: int | None = Field(None, ge=0, le=CSTATES_MAX - 1, description="deepest allowed C-state index")
     disabled_cstates: list[StateName] = Field([], max_length=CSTATES_MAX)
+    only_cstate: StateName | None = Field(None, description="leave only this idle state enabled: a name, or "
+                                                            "'shallowest' (the first after POLL) or 'deepest'")
     pm_qos_latency_us: int | None = Field(None, ge=0, le=PM_QOS_MAX_US,
                                           description="hold /dev/cpu_dma_latency at this value")
     idle_poll: bool = Field(False, description="idle=poll (x86_64) / nohlt (arm64)")
     uclamp_min: int | None = Field(None, ge=0, le=1024, description="sched_setattr uclamp.min on the agent")
-    sim: SimPlatform = SimPlatform()
+    sim: SimPlatform = Field(default_factory=lambda: SimPlatform.model_validate({}))
 
     @model_validator(mode="after")
     def _knobs_consistent(self) -> PlatformSpec:
         if self.governor == "userspace":
             if self.userspace_khz is None:
                 raise ValueError("governor 'userspace' needs userspace_khz")
-            if self.userspace_khz not in [o.khz for o in self.sim.opps]:
+            if self.userspace_frequency() not in [o.khz for o in self.sim.opps]:
                 raise ValueError(f"userspace_khz {self.userspace_khz} is not one of the OPPs "
                                  f"{[o.khz for o in self.sim.opps]}")
         if self.rate_limit_us is not None and self.governor != "schedutil":
@@ -353,7 +439,34 @@ class PlatformSpec(Strict):
             raise ValueError(f"disabled_cstates names {unknown}, not among the simulated states {names}")
         if self.max_cstate is not None and self.max_cstate >= len(names):
             raise ValueError(f"max_cstate {self.max_cstate} is past the last of {len(names)} simulated states")
+        if self.only_cstate is not None and self.only_state() not in names:
+            raise ValueError(f"only_cstate {self.only_cstate!r} is not among the simulated states {names}")
         return self
+
+    def userspace_frequency(self) -> int | None:
+        """userspace_khz as a frequency (min / mid / max resolved against the OPP table)."""
+        khz = [o.khz for o in self.sim.opps]
+        return {"min": khz[0], "mid": khz[(len(khz) - 1) // 2], "max": khz[-1]}.get(self.userspace_khz,
+                                                                                  self.userspace_khz)
+
+    def cstates_on(self, arch: str) -> list[str]:
+        """The idle states the guest shows: POLL is the core's poll state, which arm64 has not."""
+        return [c.name for c in self.sim.cstates if not (c.name == "POLL" and arch != "x86_64")]
+
+    def disabled_on(self, arch: str) -> list[str]:
+        """The states the knobs disable on `arch`, in table order."""
+        off = set(self.disabled_cstates)
+        if self.max_cstate is not None:   # an index into the experiment's table, the same on every arch
+            off |= {c.name for c in self.sim.cstates[self.max_cstate + 1:]}
+        if self.only_cstate is not None:
+            off |= {c.name for c in self.sim.cstates if c.name != self.only_state()}
+        return [n for n in self.cstates_on(arch) if n in off]
+
+    def only_state(self) -> str | None:
+        """only_cstate as a state name (shallowest / deepest resolved against the table)."""
+        names = [c.name for c in self.sim.cstates]
+        real = [n for n in names if n != "POLL"] or names
+        return {"shallowest": real[0], "deepest": real[-1]}.get(self.only_cstate, self.only_cstate)
 
 
 class WaitSpec(Strict):

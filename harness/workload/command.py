@@ -9,6 +9,20 @@ from __future__ import annotations
 from harness.guest import scratch
 from harness.spec.model import WorkloadSpec
 
+# One compute unit of agentloop (its inner loop iteration) under QEMU virtual time (-icount shift=0:
+# one instruction per ns), i.e. at the simulated platform's fmax, per guest arch: the step's work
+# in cycles is units x this x fmax. Measured by experiments/sim_platform.yaml (opp-max cells,
+# compute_mean_us / compute_units); the unit is a different instruction mix on each arch.
+UNIT_NS_AT_FMAX = {"x86_64": 12.054, "arm64": 6.031}
+
+
+def step_cycles(w: WorkloadSpec, arch: str, fmax_khz: int) -> float | None:
+    """The compute a step asks for, in cycles of the simulated CPU (None: no figure for this arch)."""
+    unit = UNIT_NS_AT_FMAX.get(arch)
+    if unit is None or w.burst_every:
+        return None
+    return w.compute_units * unit * fmax_khz / 1e6
+
 
 def workdir(w: WorkloadSpec) -> str:
     return scratch.MOUNT if w.phases.disk_mb else "/tmp"
