@@ -57,9 +57,10 @@ def check_suite(result, d):
     assert v["slowpath_cost_p50_us"] > v["fastpath_cost_p50_us"]
     for tool in TOOLS:
         assert (d / f"probe-{tool}.csv").stat().st_size > 100
-    # all five tools at once, against the untraced repeat: measured +12 % on x86_64 (each alone
-    # costs 0.2-7 %, README); a traced run that takes a third longer means a tool went wrong
-    assert -0.05 < result["probe_overhead"]["p50"] < 0.33, result["probe_overhead"]
+    # all five tools at once, against the untraced repeat: +12 % on x86_64 on the first platform
+    # table, +33 % on the x86-skl-client preset (its deep states: every bpftrace wakeup pays an
+    # exit of up to 890 us); a traced run that takes half as long again means a tool went wrong
+    assert -0.05 < result["probe_overhead"]["p50"] < 0.5, result["probe_overhead"]
 
 
 def test_probe_suite_x86_64(tmp_path):
