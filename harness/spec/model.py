@@ -64,7 +64,8 @@ PM_QOS_MAX_US = 2_000_000_000                 # PM_QOS_CPU_LATENCY_DEFAULT_VALUE
 
 # The loop (harness/workload/agentloop.c, which itself refuses a wait over an hour).
 WAIT_MAX_US = 600_000_000         # 10 min: a wait that long is a stall, not a tool round trip; the
-                                  # hang test (tests/test_guest_boot.py) waits 300 s against a 120 s timeout (boot included)
+                                  # hang test (tests/test_guest_boot.py) waits 300 s against a 120 s
+                                  # timeout (boot included)
 COMPUTE_UNITS_MAX = 200_000_000   # 1000x the default 200000 (2.4 ms at fmax): ~2.4 s at fmax and ~10 s
                                   # at the lowest default OPP under virtual time, per step
 STEPS_MAX = 50_000_000            # per field; STEPS_TOTAL_MAX bounds the product
