@@ -12,9 +12,12 @@ prepared (no per-session virtualenv: the kernel toolchain and QEMU are system pa
     nox -s kernel-tree -- ~/src/agent-latency      series -> editable git tree
     nox -s export-patches -- ~/src/agent-latency   git tree -> series (+ checkpatch)
     nox -s checkpatch             checkpatch.pl on every series
+    nox -s config-matrix          the series in the configs a build bot tries (both arches, ~1 h)
     nox -s lint                   ruff + workflow schema check
     nox -s bench-build            cold/warm kernel build times
 """
+
+from pathlib import Path
 
 import nox
 
@@ -85,6 +88,17 @@ def lint(session):
     session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows",
                 ".github/workflows/kernel-matrix.yml")
+
+
+@nox.session(name="config-matrix")
+def config_matrix(session):
+    """The series built in the configurations a build bot tries (tinyconfig; CPU_FREQ, CPU_IDLE, SMP,
+    CGROUPS, CGROUP_SCHED off; UCLAMP_TASK, SCHED_CLASS_EXT, the preemption models, no jump labels,
+    KUnit), both arches, in a tree made from the series: about an hour warm."""
+    tree = session.posargs[0] if session.posargs else ".nox/config-matrix-tree"
+    if not Path(tree, ".git").exists():
+        session.run("python", "-m", "harness", "kernel-tree", tree)
+    session.run("python", "scripts/config_matrix.py", tree, *session.posargs[1:])
 
 
 @nox.session(name="bench-build")

@@ -2,6 +2,7 @@
 guest script, the agent loop's CSV parsing and statistics."""
 
 import csv
+import os
 import subprocess
 from pathlib import Path
 
@@ -283,3 +284,37 @@ def test_burst_steps_compute_more_on_every_nth_step(agentloop, tmp_path):
     assert compute[burst].min() > 10 * compute[~burst].max()
     with pytest.raises(ValueError, match="burst_every and burst_units go together"):
         WorkloadSpec(burst_every=4)
+
+
+def test_hogs_share_the_agents_cpu_and_a_custom_slice_is_set(agentloop, tmp_path):
+    """A CPU-bound neighbour pinned with the agent spins on the agent's CPU for the whole run (the
+    contended case: it uses the CPU whenever the agent waits). --slice-us sets the agent's EEVDF
+    request with sched_setattr (the loop exits non-zero if the kernel refuses it)."""
+    cpu = min(os.sched_getaffinity(0))
+
+    def run(hogs):
+        out = tmp_path / f"h{hogs}.csv"
+        w = WorkloadSpec(steps=200, warmup=2, compute_units=20000, wait={"us": 1000}, agent_cpu=cpu, hogs=hogs,
+                         slice_us=500)
+        args = workload_args(w, 0, str(out), "agentloop")
+        assert args[args.index("--slice-us") + 1] == "500"
+        t0 = os.times()
+        subprocess.run([str(agentloop), *args[1:]], check=True, capture_output=True, timeout=120)
+        t1 = os.times()
+        assert len(list(csv.DictReader(out.open()))) == 202
+        return t1.children_user - t0.children_user, t1.elapsed - t0.elapsed
+
+    cpu_alone, _ = run(0)
+    cpu_shared, wall = run(1)
+    # the hog ran whenever the agent did not: far more CPU time than the loop alone (a fifth of the
+    # wall time at least, leaving room for a loaded host)
+    assert cpu_shared > cpu_alone + 0.2 * wall, (cpu_alone, cpu_shared, wall)
+    with pytest.raises(ValueError, match="100..100000"):
+        WorkloadSpec(slice_us=50)
+    with pytest.raises(ValueError, match="hog_cpu needs hogs"):
+        WorkloadSpec(hog_cpu=0)
+    proc = subprocess.run([str(agentloop), "--steps", "1", "--slice-us", "50"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--slice-us" in proc.stderr
+    proc = subprocess.run([str(agentloop), "--steps", "1", "--adpf-target-us", "500", "--uclamp-min", "10"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--adpf-target-us" in proc.stderr

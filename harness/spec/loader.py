@@ -31,7 +31,6 @@ from harness.spec.model import (
     MAX_ISSUES_SHOWN,
     STEPS_TOTAL_MAX,
     WAIT_FILE_MAX_BYTES,
-    WINDOW_OPTIONS,
     CellSpec,
     Experiment,
 )
@@ -220,11 +219,9 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
         issues.append(locate(("kernel", "agent_latency"), f"CONFIG_AGENT_LATENCY needs the '{_AGENT_SERIES}' "
                              "series in kernel.series"))
     if not k.agent_latency:
-        for name in WINDOW_OPTIONS:
-            if getattr(w, name):
-                issues.append(locate(("workload", name), "the agent latency window needs kernel.agent_latency: "
-                                     "true (a stock kernel has no window)"))
-                break
+        for name in w.window_options_given()[:1]:
+            issues.append(locate(("workload", name), "the agent latency window needs kernel.agent_latency: "
+                                 "true (a stock kernel has no window)"))
         if "agent_window" in spec.probes:
             issues.append(locate(("probes", spec.probes.index("agent_window")),
                                  "probe agent_window traces the window: it needs kernel.agent_latency: true"))

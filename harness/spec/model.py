@@ -538,24 +538,48 @@ class WorkloadSpec(Strict):
     seed: int = Field(1, ge=0, le=SEED_MAX)
     mark_agent: bool = Field(False, description="mark the agent threads for the agent latency window "
                              "(needs kernel.agent_latency)")
-    window_us: int = Field(0, ge=0, le=20_000,
-                           description="window length opened at each wakeup (0 = kernel default, 2000)")
-    window_tolerance_us: int = Field(0, ge=0, le=EXIT_LATENCY_MAX_US, description="idle exit latency the agent's "
-                                     "CPU may pay while it waits (0 = kernel default, 20)")
-    window_guard_us: int = Field(0, ge=0, le=50_000, description="how long a wait keeps the CPU guarded "
-                                 "(0 = kernel default, 10000)")
+    window_us: int = Field(2000, ge=1, le=20_000, description="longest window, opened at each wakeup")
+    window_target_us: int = Field(0, ge=0, le=20_000, description="step latency target: the window asks for "
+                                  "the least capacity that meets it (0 = full capacity); at most window_us")
+    window_tolerance_us: int = Field(20, ge=0, le=EXIT_LATENCY_MAX_US, description="idle exit latency the agent's "
+                                     "CPU may pay while it waits (0 = polling only)")
+    window_guard_us: int = Field(10_000, ge=0, le=50_000, description="how long a wait keeps the CPU guarded "
+                                 "(0 = no guard)")
     agent_cpu: int | None = Field(None, ge=0, le=63, description="pin the agent threads to this CPU")
     world_cpu: int | None = Field(None, ge=0, le=63, description="pin the world threads to this CPU (with "
                                   "agent_cpu on another, every wakeup crosses CPUs)")
     explicit_windows: bool = Field(False, description="also open/close a window around each step with prctl")
+    slice_us: int = Field(0, ge=0, le=100_000, description="the agent's custom EEVDF slice (sched_attr."
+                          "sched_runtime; 0 = the default slice; else at least 100, the kernel's bound)")
+    hogs: int = Field(0, ge=0, le=64, description="CPU-bound neighbour threads for the run's length")
+    adpf_target_us: int = Field(0, ge=0, le=10_000_000, description="the user-space baseline of the production "
+                                "approach: an ADPF-style controller moves the agent's uclamp.min by each step's "
+                                "latency against this target (0 = off)")
+    hog_cpu: int | None = Field(None, ge=0, le=63, description="pin the hogs to this CPU (default: agent_cpu)")
     inject_delay_us: int = Field(0, ge=0, le=INJECT_DELAY_MAX_US, description="sanity check: the world sleeps "
                                  "this long between recording its signal and sending it")
 
     @model_validator(mode="after")
     def _window_needs_mark(self) -> WorkloadSpec:
-        given = [n for n in WINDOW_OPTIONS if n != "mark_agent" and getattr(self, n)]
+        given = [n for n in self.window_options_given() if n != "mark_agent"]
         if given and not self.mark_agent:
             raise ValueError(f"{', '.join(given)} need mark_agent: true")
+        if self.window_target_us > self.window_us:
+            raise ValueError(f"window_target_us ({self.window_target_us}) is longer than window_us "
+                             f"({self.window_us})")
+        return self
+
+    def window_options_given(self) -> list[str]:
+        """The window options this workload asks for: flags that are on, numbers that were set."""
+        return [n for n in WINDOW_OPTIONS
+                if (getattr(self, n) is True) or (n in self.model_fields_set and getattr(self, n) is not False)]
+
+    @model_validator(mode="after")
+    def _slice_bound(self) -> WorkloadSpec:
+        if 0 < self.slice_us < 100:
+            raise ValueError(f"slice_us {self.slice_us}: the kernel clamps a custom slice to 100..100000 us")
+        if self.hog_cpu is not None and not self.hogs:
+            raise ValueError("hog_cpu needs hogs")
         return self
 
     @model_validator(mode="after")
@@ -573,7 +597,8 @@ class WorkloadSpec(Strict):
 
 # The workload options that use the agent latency window, which only a CONFIG_AGENT_LATENCY=y
 # kernel has (checked per cell by the loader).
-WINDOW_OPTIONS = ("mark_agent", "window_us", "window_tolerance_us", "window_guard_us", "explicit_windows")
+WINDOW_OPTIONS = ("mark_agent", "window_us", "window_target_us", "window_tolerance_us", "window_guard_us",
+                  "explicit_windows")
 
 ProbeRun = Literal["separate", "in-repeats"]
 Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window"]
@@ -599,7 +624,7 @@ class CellSpec(Strict):
 
     @model_validator(mode="after")
     def _pinned_cpus_exist(self) -> CellSpec:
-        for name in ("agent_cpu", "world_cpu"):
+        for name in ("agent_cpu", "world_cpu", "hog_cpu"):
             cpu = getattr(self.workload, name)
             if cpu is not None and cpu >= self.machine.cpus:
                 raise ValueError(f"workload.{name} {cpu} is not a CPU of a {self.machine.cpus}-CPU machine")

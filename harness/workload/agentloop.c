@@ -57,11 +57,14 @@ struct opts {
 	uint64_t seed;
 	long touch_pages, read_kb, drop_cache_every, path_depth;
 	int mark_agent, explicit_windows;
-	long window_us, tolerance_us, guard_us;
+	long window_us, target_us, tolerance_us, guard_us;
 	long agent_cpu, world_cpu;	/* -1: not pinned */
 	int path_miss;
 	long inject_delay_us;
 	long uclamp_min;
+	long slice_us;		/* the agent's custom slice (sched_runtime), 0: the default */
+	long adpf_target_us;	/* the user-space ADPF-style controller's step target, 0: off */
+	long hogs, hog_cpu;	/* CPU-bound neighbours, pinned to hog_cpu (-1: the agent's CPU) */
 };
 
 struct record {
@@ -447,6 +450,33 @@ static void set_uclamp_min(long value)
 		die("sched_setattr(uclamp.min)");
 }
 
+/*
+ * An ADPF-style performance hint session, in user space: after each step, the step's latency
+ * against its target moves the thread's uclamp.min, as Android's power HAL turns the actual work
+ * durations a hint session reports into uclamp.min. This is an integral controller: the error
+ * (latency / target - 1) adds ADPF_GAIN x 1024 per step, within 0..1024.
+ */
+#define ADPF_GAIN 0.5
+
+static double adpf_update(double util, int64_t latency_ns, long target_us)
+{
+	double err = (double)latency_ns / ((double)target_us * 1000.0) - 1.0;
+
+	util += ADPF_GAIN * 1024.0 * err;
+	return util < 0 ? 0 : util > 1024 ? 1024 : util;
+}
+
+/* A custom EEVDF slice (sched_runtime of SCHED_OTHER): stock EEVDF's way to ask for a short request. */
+static void set_slice(long us)
+{
+	struct sched_attr_v1 attr = { .size = sizeof(attr), .sched_policy = SCHED_OTHER,
+				      .sched_runtime = (uint64_t)us * 1000 };
+
+	if (syscall(SYS_sched_setattr, 0, &attr, 0))
+		die("sched_setattr(sched_runtime)");
+}
+
+
 /* ---- threads ---- */
 
 static void pin_thread(long cpu, const char *role)
@@ -470,6 +500,21 @@ static void name_thread(const char *role, int id)
 	/* probes tell agents from worlds by comm: "agent-N" / "world-N" */
 	snprintf(name, sizeof(name), "%s-%d", role, id);
 	prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+/* A CPU-bound neighbour: spins until the agents are done. */
+static atomic_int hogs_stop;
+
+static void *hog_main(void *arg)
+{
+	const struct opts *o = arg;
+	volatile uint64_t x = 0;
+
+	name_thread("hog", 0);
+	pin_thread(o->hog_cpu >= 0 ? o->hog_cpu : o->agent_cpu, "hog");
+	while (!atomic_load_explicit(&hogs_stop, memory_order_relaxed))
+		x++;
+	return NULL;
 }
 
 static void *world_main(void *arg)
@@ -497,17 +542,27 @@ static void *world_main(void *arg)
 /* The agent latency window prctl (CONFIG_AGENT_LATENCY; include/uapi/linux/prctl.h of the series). */
 #ifndef PR_AGENT_LATENCY
 #define PR_AGENT_LATENCY		0x41474c57
-#define PR_AGENT_LATENCY_MARK		1
-#define PR_AGENT_LATENCY_OPEN		3
-#define PR_AGENT_LATENCY_CLOSE		4
-#define PR_AGENT_LATENCY_GET		5
+#define PR_AGENT_LATENCY_SET		1
+#define PR_AGENT_LATENCY_CLEAR		2
+#define PR_AGENT_LATENCY_GET		3
+#define PR_AGENT_LATENCY_OPEN		4
+#define PR_AGENT_LATENCY_CLOSE		5
+
+struct agent_latency_attr {
+	uint32_t flags, window_us, target_us, guard_us, tolerance_us;
+};
 #endif
 
 static atomic_int agents_marked;
 
 static void mark_agent(const struct opts *o)
 {
-	if (prctl(PR_AGENT_LATENCY, PR_AGENT_LATENCY_MARK, o->window_us, o->tolerance_us, o->guard_us)) {
+	struct agent_latency_attr attr = {
+		.window_us = o->window_us, .target_us = o->target_us,
+		.guard_us = o->guard_us, .tolerance_us = o->tolerance_us,
+	};
+
+	if (prctl(PR_AGENT_LATENCY, PR_AGENT_LATENCY_SET, &attr, sizeof(attr), 0)) {
 		fprintf(stderr, "agentloop: --mark-agent: prctl(PR_AGENT_LATENCY): %s "
 			"(a kernel without CONFIG_AGENT_LATENCY, or a value out of bounds)\n", strerror(errno));
 		exit(2);
@@ -519,7 +574,7 @@ static void window(const struct opts *o, int open)
 {
 	if (o->explicit_windows &&
 	    prctl(PR_AGENT_LATENCY, open ? PR_AGENT_LATENCY_OPEN : PR_AGENT_LATENCY_CLOSE,
-		  open ? (o->window_us ? o->window_us : 2000) : 0, 0, 0)) {
+		  open ? o->window_us : 0, 0, 0)) {
 		fprintf(stderr, "agentloop: prctl(PR_AGENT_LATENCY, %s): %s\n", open ? "OPEN" : "CLOSE",
 			strerror(errno));
 		exit(1);
@@ -536,10 +591,14 @@ static void *agent_main(void *arg)
 
 	name_thread("agent", a->id);
 	pin_thread(o->agent_cpu, "agent");
+	if (o->slice_us)
+		set_slice(o->slice_us);
 	if (o->uclamp_min >= 0)
 		set_uclamp_min(o->uclamp_min);
 	if (o->mark_agent)
 		mark_agent(o);
+	double adpf_util = 0;
+
 	for (long i = 0; i < total; i++) {
 		int64_t deadline = 0;
 		struct record *r = &a->rec[i];
@@ -558,6 +617,13 @@ static void *agent_main(void *arg)
 			    o->burst_units : o->compute_units, x);
 		r->done_ns = now_ns();
 		window(o, 0);
+		if (o->adpf_target_us) {
+			long before = lround(adpf_util);
+
+			adpf_util = adpf_update(adpf_util, r->done_ns - r->signal_ns, o->adpf_target_us);
+			if (lround(adpf_util) != before)
+				set_uclamp_min(lround(adpf_util));
+		}
 		atomic_store(&a->done_seq, (int)i + 1);
 		futex_wake(&a->done_seq);
 	}
@@ -594,8 +660,10 @@ static void usage(void)
 	      "  [--dist fixed|uniform|exponential|file] [--wait-us US] [--min-us US] [--max-us US]\n"
 	      "  [--wait-file F] [--seed S] [--touch-pages N] [--read-kb N] [--drop-cache-every N]\n"
 	      "  [--path-depth N] [--workdir DIR] [--mark-agent] [--window-us US] [--out FILE.csv]\n"
-	      "  [--tolerance-us US] [--guard-us US] [--explicit-windows] [--agent-cpu N] [--world-cpu N]\n"
-	      "  [--inject-delay-us US] [--uclamp-min 0..1024] [--path-miss]\n",
+	      "  [--target-us US] [--tolerance-us US] [--guard-us US] [--explicit-windows]\n"
+	      "  [--agent-cpu N] [--world-cpu N]\n"
+	      "  [--inject-delay-us US] [--uclamp-min 0..1024] [--path-miss]\n"
+	      "  [--slice-us US] [--hogs N] [--hog-cpu N] [--adpf-target-us US]\n",
 	      stderr);
 	exit(2);
 }
@@ -612,7 +680,9 @@ int main(int argc, char **argv)
 	struct opts o = { .steps = 1000, .warmup = 100, .agents = 1, .compute_units = 200000,
 			  .wait = W_FUTEX, .dist = D_FIXED, .wait_us = 2000, .seed = 1,
 			  .out = "agentloop.csv", .workdir = "/tmp", .uclamp_min = -1,
-			  .agent_cpu = -1, .world_cpu = -1 };
+			  .agent_cpu = -1, .world_cpu = -1, .hog_cpu = -1,
+			  /* the window's settings, all explicit (the kernel has no defaults) */
+			  .window_us = 2000, .target_us = 0, .tolerance_us = 20, .guard_us = 10000 };
 	static const struct option lopts[] = {
 		{ "steps", 1, 0, 's' }, { "warmup", 1, 0, 'w' }, { "agents", 1, 0, 'a' },
 		{ "compute-units", 1, 0, 'c' }, { "wait", 1, 0, 'W' }, { "dist", 1, 0, 'd' },
@@ -621,13 +691,15 @@ int main(int argc, char **argv)
 		{ "read-kb", 1, 0, 'r' }, { "drop-cache-every", 1, 0, 'D' }, { "path-depth", 1, 0, 'P' },
 		{ "workdir", 1, 0, 'k' }, { "mark-agent", 0, 0, 'A' }, { "window-us", 1, 0, 'N' },
 		{ "agent-cpu", 1, 0, 'C' }, { "world-cpu", 1, 0, 'V' },
-		{ "tolerance-us", 1, 0, 'T' }, { "guard-us", 1, 0, 'G' }, { "explicit-windows", 0, 0, 'X' },
+		{ "target-us", 1, 0, 'R' }, { "tolerance-us", 1, 0, 'T' }, { "guard-us", 1, 0, 'G' }, { "explicit-windows", 0, 0, 'X' },
 		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "uclamp-min", 1, 0, 'U' },
+		{ "slice-us", 1, 0, 'L' }, { "adpf-target-us", 1, 0, 'F' }, { "hogs", 1, 0, 'H' }, { "hog-cpu", 1, 0, 'Y' },
 		{ "path-miss", 0, 0, 'Z' }, { "burst-every", 1, 0, 'b' }, { "burst-units", 1, 0, 'B' },
 		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
 	struct agent *agents;
+	pthread_t *hogs;
 	long total;
 	int c;
 	FILE *out;
@@ -655,6 +727,7 @@ int main(int argc, char **argv)
 		case 'A': o.mark_agent = 1; break;
 		case 'Z': o.path_miss = 1; break;
 		case 'N': o.window_us = parse_long(optarg, "window-us"); break;
+		case 'R': o.target_us = parse_long(optarg, "target-us"); break;
 		case 'T': o.tolerance_us = parse_long(optarg, "tolerance-us"); break;
 		case 'G': o.guard_us = parse_long(optarg, "guard-us"); break;
 		case 'X': o.explicit_windows = 1; break;
@@ -663,6 +736,10 @@ int main(int argc, char **argv)
 		case 'o': o.out = optarg; break;
 		case 'I': o.inject_delay_us = parse_long(optarg, "inject-delay-us"); break;
 		case 'U': o.uclamp_min = parse_long(optarg, "uclamp-min"); break;
+		case 'L': o.slice_us = parse_long(optarg, "slice-us"); break;
+		case 'F': o.adpf_target_us = parse_long(optarg, "adpf-target-us"); break;
+		case 'H': o.hogs = parse_long(optarg, "hogs"); break;
+		case 'Y': o.hog_cpu = parse_long(optarg, "hog-cpu"); break;
 		default: usage();
 		}
 	}
@@ -672,6 +749,14 @@ int main(int argc, char **argv)
 	}
 	if (o.uclamp_min > 1024)
 		fail("--uclamp-min must be in 0..1024");
+	if (o.slice_us < 0 || o.slice_us > 100000 || (o.slice_us && o.slice_us < 100))
+		fail("--slice-us must be 0 or in 100..100000 (the kernel's bounds)");
+	if (o.hogs < 0 || o.hogs > 64)
+		fail("--hogs must be in 0..64");
+	if (o.adpf_target_us < 0 || o.adpf_target_us > 10000000)
+		fail("--adpf-target-us must be in 0..1e7");
+	if (o.adpf_target_us && o.uclamp_min >= 0)
+		fail("--adpf-target-us sets uclamp.min itself: not with --uclamp-min");
 	if (o.steps < 1 || o.steps + o.warmup > 100000000 || o.agents < 1 || o.agents > 64)
 		fail("--steps must be >= 1, steps + warmup <= 1e8, --agents in 1..64");
 	if (o.dist == D_FILE && !o.wait_file)
@@ -712,6 +797,12 @@ int main(int argc, char **argv)
 		/* touch the record pages now: no page faults inside the measured loop */
 		memset(a->rec, 0, total * sizeof(*a->rec));
 	}
+	hogs = calloc(o.hogs ? o.hogs : 1, sizeof(*hogs));
+	if (!hogs)
+		die("calloc");
+	for (long i = 0; i < o.hogs; i++)
+		if (pthread_create(&hogs[i], NULL, hog_main, &o))
+			die("pthread_create");
 	for (int i = 0; i < o.agents; i++) {
 		struct agent *a = &agents[i];
 
@@ -725,6 +816,9 @@ int main(int argc, char **argv)
 		if (o.wait != W_NANOSLEEP && o.wait != W_TIMERFD)
 			pthread_join(agents[i].world, NULL);
 	}
+	atomic_store(&hogs_stop, 1);
+	for (long i = 0; i < o.hogs; i++)
+		pthread_join(hogs[i], NULL);
 
 	out = fopen(o.out, "w");
 	if (!out)

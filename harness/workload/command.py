@@ -53,9 +53,8 @@ def workload_args(w: WorkloadSpec, repeat: int, out: str, binary: str, wait_file
         args.append("--path-miss")
     if w.mark_agent:
         args.append("--mark-agent")
-    for flag, value in (("--window-us", w.window_us), ("--tolerance-us", w.window_tolerance_us),
-                        ("--guard-us", w.window_guard_us)):
-        if value:
+        for flag, value in (("--window-us", w.window_us), ("--target-us", w.window_target_us),
+                            ("--tolerance-us", w.window_tolerance_us), ("--guard-us", w.window_guard_us)):
             args += [flag, str(value)]
     if w.explicit_windows:
         args.append("--explicit-windows")
@@ -65,4 +64,12 @@ def workload_args(w: WorkloadSpec, repeat: int, out: str, binary: str, wait_file
         args += ["--world-cpu", str(w.world_cpu)]
     if w.inject_delay_us:
         args += ["--inject-delay-us", str(w.inject_delay_us)]
+    if w.slice_us:
+        args += ["--slice-us", str(w.slice_us)]
+    if w.hogs:
+        args += ["--hogs", str(w.hogs)]
+    if w.adpf_target_us:
+        args += ["--adpf-target-us", str(w.adpf_target_us)]
+    if w.hog_cpu is not None:
+        args += ["--hog-cpu", str(w.hog_cpu)]
     return args
