@@ -9,8 +9,8 @@ off, and that build then checks the series' stubs). tinyconfig entries build vml
 entries build the objects the series touches (kernel/sched, kernel/sys.o, fs/exec.o,
 drivers/cpuidle, drivers/cpufreq) unless --full. Warnings in those objects count as failures, as
 they do for the bots (W=1 is not used: the base tree is not W=1 clean). Exit 1 if any entry fails.
-Too slow for CI (a few minutes per entry with ccache, more cold): `nox -s config-matrix`, and the
-workflow's kernel matrix.
+Too slow for CI (the x86_64 tinyconfig entry took 290 s on 2 cores): `nox -s config-matrix`, and
+the workflow's config-matrix job.
 """
 
 from __future__ import annotations
