@@ -63,12 +63,20 @@ def test_plan_marks_the_built_kernel(builder, capsys):
 
 
 def test_agent_on_and_off_differ_only_in_the_symbol(builder, tmp_path):
+    """The stock and window kernels differ in the window alone, and in the KUnit framework that runs
+    the window's arithmetic tests once at boot (agent-latency-on.config)."""
     with builder.tree_for(x86_request()) as tree:
         off = builder.configure(x86_request(), tree, tmp_path / "off")
         on = builder.configure(x86_request(agent_latency=True), tree, tmp_path / "on")
     a, b = set(_config_body(off).splitlines()), set(_config_body(on).splitlines())
-    assert a - b == {"# CONFIG_AGENT_LATENCY is not set"}
-    assert b - a == {"CONFIG_AGENT_LATENCY=y"}
+    assert a - b == {"# CONFIG_AGENT_LATENCY is not set", "# CONFIG_KUNIT is not set"}
+    # what the window kernel builds in beyond the stock one (KUnit also makes its tests' symbols
+    # visible, all "is not set")
+    enabled = {x for x in b - a if not x.startswith("#")}
+    assert {x for x in enabled if not x.startswith("CONFIG_KUNIT")} == \
+        {"CONFIG_AGENT_LATENCY=y", "CONFIG_AGENT_LATENCY_KUNIT_TEST=y"}
+    assert "CONFIG_KUNIT=y" in enabled
+    assert all(x.endswith(" is not set") for x in b - a if x.startswith("#"))
     assert builder.request_key(x86_request())[0] != builder.request_key(x86_request(agent_latency=True))[0]
 
 
