@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness.kernel import arch as archmod  # noqa: E402
+from harness.kernel.build import make_command, make_env  # noqa: E402
 from harness.kernel.cache import BuildCache  # noqa: E402
 
 
@@ -71,17 +71,10 @@ SERIES_FILES = re.compile(r"^(kernel/sched/|kernel/sys\.c|fs/exec\.c|drivers/cpu
 
 
 def make(tree: Path, out: Path, arch: archmod.KernelArch, *targets: str, log) -> subprocess.CompletedProcess:
-    gcc = arch.compiler()
-    cc = f"ccache {gcc}" if shutil.which("ccache") else gcc
-    # the harness's ccache (what the workflow caches), unless the caller chose one
-    env = {"CCACHE_DIR": str(BuildCache().dir("ccache")), **os.environ}
-    args = ["make", "-C", str(tree), f"O={out}", f"ARCH={arch.kbuild_arch}", f"-j{os.cpu_count() or 2}"]
-    if arch.compile_prefix:
-        args.append(f"CROSS_COMPILE={arch.compile_prefix}")
-    args += [f"CC={cc}", *targets]
+    args = [*make_command(arch, tree, out), f"-j{os.cpu_count() or 2}", *targets]
     log.write(f"$ {' '.join(args)}\n")
     log.flush()
-    return subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+    return subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=make_env(BuildCache()), text=True)
 
 
 def resolved(config: Path) -> dict[str, str]:

@@ -69,7 +69,7 @@ def test_panic_and_hang_are_contained_with_their_console_logs(tmp_path):
         workload: {steps: 20, warmup: 0, compute_units: 1000, wait: {kind: futex, us: 500}}
         variants:
           - {name: panic, set: {machine.cmdline: ["mem=20M"]}}   # the kernel runs out of memory at boot
-          - {name: hang, set: {workload.wait.us: 300000000, machine.run_timeout_s: 120}}
+          - {name: hang, set: {workload.wait.us: 300000000, machine.run_timeout_s: 20}}
     """)
     panic, hang = Runner(le, tmp_path / "results").run()
     assert panic.status == "failed" and "kernel panic before the workload started" in panic.reason

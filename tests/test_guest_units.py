@@ -4,6 +4,7 @@ guest script, the agent loop's CSV parsing and statistics."""
 import csv
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns
 from harness.errors import InputError
-from harness.guest import protocol
+from harness.guest import protocol, vm
 from harness.guest.vm import GuestConfig, GuestResult, classify, vng_command
 from harness.spec.model import WorkloadSpec
 from harness.workload.command import workload_args
@@ -73,6 +74,28 @@ def test_classify(rc, timed_out, console, status, outcome, words):
 
 def result(outcome, reason="", started=False):
     return GuestResult(outcome, reason, Path("/c"), 1.0, started=started)
+
+
+@pytest.mark.parametrize("boot_s,outcome_words", [
+    (2.5, "timed out during the workload"),        # a boot slower than the run's timeout still runs
+    (None, "timed out before the workload started"),
+])
+def test_the_run_timeout_counts_from_the_workload_start(tmp_path, monkeypatch, boot_s, outcome_words):
+    """A stand-in for vng: "boots" for boot_s, says the workload started, then hangs."""
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    status = share_dir / protocol.STATUS
+    boot = f"sleep {boot_s}; echo workload_start=1.0 >> {status}; " if boot_s is not None else ""
+    monkeypatch.setattr(vm, "vng_command", lambda cfg, share, script: ["sh", "-c", boot + "sleep 60"])
+    t0 = time.monotonic()
+    res = vm.run_guest(GuestConfig("x86_64", Path("/k")), share_dir, "true", timeout_s=1.0,
+                       console_path=tmp_path / "console.log", boot_timeout_s=5.0)
+    wall = time.monotonic() - t0
+    assert res.outcome == "hang" and outcome_words in res.reason
+    if boot_s is None:
+        assert 5.0 <= wall < 8.0                   # the boot timeout, not the run's
+    else:
+        assert res.boot_wall_s >= boot_s and boot_s + 1.0 <= wall < boot_s + 3.0
 
 
 def test_only_infrastructure_failures_are_retried():
@@ -206,6 +229,37 @@ def test_uclamp_flag_reaches_sched_setattr(agentloop, tmp_path):
     proc = subprocess.run([str(agentloop), "--steps", "5", "--warmup", "0", "--wait-us", "10", "--compute-units",
                            "10", "--uclamp-min", "2000", "--out", str(tmp_path / "x.csv")], capture_output=True)
     assert proc.returncode == 2 and b"uclamp-min must be in 0..1024" in proc.stderr
+
+
+def test_a_custom_slice_keeps_the_agents_nice_level(agentloop, tmp_path):
+    """Setting the slice sets all fair params: the loop passes its nice level back, so a run started
+    under `nice` keeps it (sched_setattr without KEEP_PARAMS would reset it to 0)."""
+    w = WorkloadSpec(steps=40, warmup=0, compute_units=100, wait={"us": 50000}, slice_us=500)
+    args = workload_args(w, 0, str(tmp_path / "n.csv"), "agentloop")
+    proc = subprocess.Popen(["nice", "-n", "7", str(agentloop), *args[1:]], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+    def agent_nice():
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            try:
+                if task.joinpath("comm").read_text().startswith("agent"):
+                    stat = task.joinpath("stat").read_text()
+                    return int(stat[stat.rindex(")") + 2:].split()[16])   # field 19: nice
+            except OSError:
+                pass
+        return None
+
+    try:
+        deadline = time.monotonic() + 20
+        while agent_nice() is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)   # well into the loop (2 s of 50 ms waits): its setup is done
+        seen = agent_nice()
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert b"sched_setattr" not in err, err
+    assert seen == 7
 
 
 def test_probes_get_a_run_of_their_own_after_the_untraced_repeats():

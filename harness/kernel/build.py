@@ -107,6 +107,27 @@ class BuildResult:
         return self.dir / "config"
 
 
+def make_command(arch: archmod.KernelArch, tree: Path, objdir: Path, cc: str | None = None) -> list[str]:
+    """`make` for `arch` in `tree` with objects in `objdir`, through ccache when there is one (the
+    one owner of the cross-compile and compiler flags: the builder and scripts/config_matrix.py)."""
+    cc = cc or arch.compiler()
+    args = ["make", "-C", str(tree), f"O={objdir}", f"ARCH={arch.kbuild_arch}"]
+    if arch.compile_prefix:
+        args.append(f"CROSS_COMPILE={arch.compile_prefix}")
+    if shutil.which("ccache"):
+        args += [f"CC=ccache {cc}", "HOSTCC=ccache gcc"]
+    return args
+
+
+def make_env(cache: BuildCache) -> dict[str, str]:
+    """The environment every kernel make runs in: the cache's ccache (what the workflow caches) and
+    a reproducible build stamp."""
+    return {**os.environ, "CCACHE_DIR": str(cache.dir("ccache")), "CCACHE_BASEDIR": str(cache.root),
+            "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "15G"),
+            "KBUILD_BUILD_TIMESTAMP": "Sun Nov 17 00:00:00 UTC 2024", "KBUILD_BUILD_USER": "harness",
+            "KBUILD_BUILD_HOST": "agent-latency", "LC_ALL": "C"}
+
+
 class KernelBuilder:
     def __init__(self, cache: BuildCache | None = None, jobs: int | None = None, console=None):
         self.cache = cache or BuildCache()
@@ -174,24 +195,13 @@ class KernelBuilder:
         _, src, patches = self.request_key(req)
         return self.checked_out(src, patches)
 
-    def make_args(self, req: KernelRequest, arch: archmod.KernelArch, cc: str, tree: Path, objdir: Path) -> list[str]:
-        args = ["make", "-C", str(tree), f"O={objdir}", f"ARCH={arch.kbuild_arch}"]
-        if arch.compile_prefix:
-            args.append(f"CROSS_COMPILE={arch.compile_prefix}")
-        if shutil.which("ccache"):
-            args += [f"CC=ccache {cc}", "HOSTCC=ccache gcc"]
-        return args
-
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "CCACHE_DIR": str(self.cache.dir("ccache")), "CCACHE_BASEDIR": str(self.cache.root),
-                "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "15G"),
-                "KBUILD_BUILD_TIMESTAMP": "Sun Nov 17 00:00:00 UTC 2024", "KBUILD_BUILD_USER": "harness",
-                "KBUILD_BUILD_HOST": "agent-latency", "LC_ALL": "C"}
+        return make_env(self.cache)
 
     def configure(self, req: KernelRequest, tree: Path, objdir: Path) -> Path:
         """allnoconfig + fragments + olddefconfig in `objdir`, then check every requested symbol."""
         arch = archmod.get(req.arch)
-        make = self.make_args(req, arch, arch.compiler(), tree, objdir)
+        make = make_command(arch, tree, objdir)
         objdir.mkdir(parents=True, exist_ok=True)
         self._run(make + ["allnoconfig"], "make allnoconfig")
         files = req.fragment_files()
@@ -222,7 +232,7 @@ class KernelBuilder:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         log_path = tmp / "build.log"
-        cmd = self.make_args(req, arch, cc, tree, objdir) + [f"-j{self.jobs}", arch.image_target]
+        cmd = make_command(arch, tree, objdir, cc) + [f"-j{self.jobs}", arch.image_target]
         with open(log_path, "w") as log, BuildProgress(req.label, _expected_objects(self.cache, req.arch),
                                                        console=self.console) as progress:
             log.write("$ " + " ".join(cmd) + "\n")
@@ -247,7 +257,7 @@ class KernelBuilder:
             shutil.rmtree(tmp, ignore_errors=True)
             tail = "\n".join(failed.read_text(errors="replace").splitlines()[-25:])
             raise HarnessError(f"kernel build {req.label} failed (make exit {rc}); full log: {failed}\n{tail}")
-        release = self._run(self.make_args(req, arch, cc, tree, objdir) + ["-s", "kernelrelease"],
+        release = self._run(make_command(arch, tree, objdir, cc) + ["-s", "kernelrelease"],
                             "make kernelrelease").strip()
         shutil.copy2(objdir / arch.image_path, tmp / arch.image_name)
         shutil.copy2(objdir / "vmlinux", tmp / "vmlinux")

@@ -259,7 +259,7 @@ class MachineSpec(Strict):
                                        description="extra kernel parameters, one token each (not the "
                                                    "harness's own: RESERVED_CMDLINE_NAMES)")
     boot_timeout_s: int = Field(300, ge=10, le=BOOT_TIMEOUT_MAX_S, description="power-on to workload start")
-    run_timeout_s: int = Field(1800, ge=10, le=RUN_TIMEOUT_MAX_S)
+    run_timeout_s: int = Field(1800, ge=10, le=RUN_TIMEOUT_MAX_S, description="workload start to power-off")
 
     @field_validator("cmdline")
     @classmethod

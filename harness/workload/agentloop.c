@@ -34,6 +34,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -429,7 +430,7 @@ static void prepare_phases(struct agent *a)
 	}
 }
 
-/* uclamp.min on the calling thread: the stock kernel's way to ask for a frequency floor. */
+/* sched_setattr(2)'s struct, version 1 (with uclamp): the stock kernel's knobs for a slice and a floor. */
 struct sched_attr_v1 {
 	uint32_t size, sched_policy;
 	uint64_t sched_flags;
@@ -439,15 +440,33 @@ struct sched_attr_v1 {
 	uint32_t sched_util_min, sched_util_max;
 };
 
-static void set_uclamp_min(long value)
-{
-	struct sched_attr_v1 attr = { .size = sizeof(attr), .sched_policy = SCHED_OTHER,
-				      .sched_flags = 0x18 /* KEEP_ALL: policy + params */ |
-						     0x20 /* UTIL_CLAMP_MIN */,
-				      .sched_util_min = (uint32_t)value };
+#define SCHED_FLAG_KEEP_ALL		0x18	/* KEEP_POLICY | KEEP_PARAMS */
+#define SCHED_FLAG_UTIL_CLAMP_MIN	0x20
 
+/*
+ * The calling thread's EEVDF request size (sched_runtime of SCHED_OTHER, 0 = leave it) and
+ * uclamp.min (< 0 = leave it), in one sched_setattr(). Setting a slice sets the fair params,
+ * so the thread's nice level is passed back as it is; without one, KEEP_ALL keeps them.
+ */
+static void set_sched_attr(long slice_us, long uclamp_min)
+{
+	struct sched_attr_v1 attr = { .size = sizeof(attr), .sched_policy = SCHED_OTHER };
+
+	if (slice_us) {
+		errno = 0;
+		attr.sched_nice = getpriority(PRIO_PROCESS, 0);	/* this thread's nice */
+		if (errno)
+			die("getpriority");
+		attr.sched_runtime = (uint64_t)slice_us * 1000;
+	} else {
+		attr.sched_flags = SCHED_FLAG_KEEP_ALL;
+	}
+	if (uclamp_min >= 0) {
+		attr.sched_flags |= SCHED_FLAG_UTIL_CLAMP_MIN;
+		attr.sched_util_min = (uint32_t)uclamp_min;
+	}
 	if (syscall(SYS_sched_setattr, 0, &attr, 0))
-		die("sched_setattr(uclamp.min)");
+		die(slice_us ? "sched_setattr(sched_runtime)" : "sched_setattr(uclamp.min)");
 }
 
 /*
@@ -464,16 +483,6 @@ static double adpf_update(double util, int64_t latency_ns, long target_us)
 
 	util += ADPF_GAIN * 1024.0 * err;
 	return util < 0 ? 0 : util > 1024 ? 1024 : util;
-}
-
-/* A custom EEVDF slice (sched_runtime of SCHED_OTHER): stock EEVDF's way to ask for a short request. */
-static void set_slice(long us)
-{
-	struct sched_attr_v1 attr = { .size = sizeof(attr), .sched_policy = SCHED_OTHER,
-				      .sched_runtime = (uint64_t)us * 1000 };
-
-	if (syscall(SYS_sched_setattr, 0, &attr, 0))
-		die("sched_setattr(sched_runtime)");
 }
 
 
@@ -591,10 +600,8 @@ static void *agent_main(void *arg)
 
 	name_thread("agent", a->id);
 	pin_thread(o->agent_cpu, "agent");
-	if (o->slice_us)
-		set_slice(o->slice_us);
-	if (o->uclamp_min >= 0)
-		set_uclamp_min(o->uclamp_min);
+	if (o->slice_us || o->uclamp_min >= 0)
+		set_sched_attr(o->slice_us, o->uclamp_min);
 	if (o->mark_agent)
 		mark_agent(o);
 	double adpf_util = 0;
@@ -622,7 +629,7 @@ static void *agent_main(void *arg)
 
 			adpf_util = adpf_update(adpf_util, r->done_ns - r->signal_ns, o->adpf_target_us);
 			if (lround(adpf_util) != before)
-				set_uclamp_min(lround(adpf_util));
+				set_sched_attr(0, lround(adpf_util));
 		}
 		atomic_store(&a->done_seq, (int)i + 1);
 		futex_wake(&a->done_seq);
