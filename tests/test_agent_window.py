@@ -64,7 +64,7 @@ def check_window(cells):
     # while ineligible is requeued by ttwu_runnable() under DELAY_DEQUEUE)
     assert marked["windows_opened"] == 110 and marked["explicit_windows"] == 0, marked
     # the sizing arithmetic's KUnit suite ran at boot
-    assert KUNIT_SUITE.search(cells["marked"]["console"]).groups() == ("4", "0", "0", "4")
+    assert KUNIT_SUITE.search(cells["marked"]["console"]).groups() == ("5", "0", "0", "5")
     assert marked["freq_boosts"] > 0 and marked["idle_guards"] > 0, marked
     if "explicit" in cells:
         check_explicit(cells)

@@ -2,6 +2,8 @@
 patch named with its hunk, an empty series as a stock tree."""
 
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,20 @@ def test_a_tarball_that_is_not_a_kernel_leaves_nothing_behind(tmp_path):
     with pytest.raises(InputError, match="does not look like a kernel source tarball"):
         source.pristine_repo(source.resolve(str(t), cache), cache)
     assert not any((tmp_path / "cache" / "sources").iterdir())
+
+
+def test_a_cache_lock_wait_names_the_holder(tmp_path):
+    """A second process waiting for a cache lock says so, with the holder's pid, then gets it."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom pathlib import Path\nfrom harness.kernel.cache import BuildCache\n"
+        f"with BuildCache(Path({str(tmp_path)!r})).lock('tree-x'):\n"
+        "    print('held', flush=True); time.sleep(2)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.monotonic()
+    waiter = subprocess.run([sys.executable, "-c", (
+        "from pathlib import Path\nfrom harness.kernel.cache import BuildCache\n"
+        f"with BuildCache(Path({str(tmp_path)!r})).lock('tree-x'):\n    print('got it')\n")],
+        capture_output=True, text=True, timeout=30)
+    holder.wait(timeout=30)
+    assert waiter.stdout.strip() == "got it" and time.monotonic() - t0 > 1
+    assert f"waiting for the cache lock tree-x (held by pid {holder.pid})" in waiter.stderr

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +47,28 @@ class BuildCache:
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An exclusive advisory lock, held across processes (two builds of one tree wait in turn)."""
+        """An exclusive advisory lock, held across processes (two builds of one tree wait in turn).
+        A wait says so on stderr, with the holder's pid, instead of hanging silently."""
         path = self.dir("state") / f"{name}.lock"
-        with open(path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read(64).strip()
+                print(f"waiting for the cache lock {name}" + (f" (held by pid {holder})" if holder.isdigit() else "")
+                      + " ...", file=sys.stderr, flush=True)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
             try:
                 yield
             finally:
+                fh.seek(0)
+                fh.truncate()
+                fh.flush()
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def file_sha256(self, path: Path) -> str:
