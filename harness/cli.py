@@ -148,14 +148,22 @@ def cmd_run(args, out: Console) -> int:
 def cmd_report(args, out: Console) -> int:
     from harness.analysis.report import write_run_report
 
+    if args.output is not None and args.output.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"{args.output}: the report is HTML, name it *.html")
+    reps = []
     for run_dir in args.run_dir:
         rep = write_run_report(run_dir)
+        reps.append(rep)
         if rep.table is not None:
             out.print(rep.table)
         for line in rep.notes:
             out.print(line, highlight=False, markup=False)
         if rep.summary:
             out.print(f"summary: {rep.summary}", highlight=False)
+    if args.output is not None:
+        from harness.analysis.html_report import write_html_report
+
+        out.print(f"html report: {write_html_report([r.run for r in reps], args.output)}", highlight=False)
     return 0
 
 
@@ -305,8 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("report", help="re-derive a run's summary and plot from its records (no build, no boot)")
+    sp = sub.add_parser("report", help="re-derive a run's summary and plot from its records (no build, no boot); "
+                        "with -o, one self-contained HTML report of all the runs given")
     sp.add_argument("run_dir", type=Path, nargs="+", help="run directories (results/<experiment>-<hash>)")
+    sp.add_argument("-o", "--output", type=Path, metavar="FILE.html",
+                    help="also write one offline HTML report of these runs (figures inline, faceted by arch)")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("compare", help="one run: the stock -> floor gap a treatment closes, and its energy; "

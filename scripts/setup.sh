@@ -19,6 +19,8 @@ APT_PACKAGES=(
   python3 python3-pip
   # arm64 root filesystem
   mmdebstrap arch-test qemu-user-static binfmt-support
+  # headless browser: the HTML report's screenshot and console test
+  chromium
 )
 
 want_apt=1

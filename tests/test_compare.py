@@ -123,13 +123,13 @@ def test_intervals_cover_the_run_to_run_spread_and_p_values_use_repeats(tmp_path
     stock, agent = (cmp.cell_data(c) for c in sorted(loaded.ok, key=lambda c: c.id)[1:])
     assert len(stock.repeats) == 5
     hier = cmp.relative_change(stock, agent, 50)
-    pooled = cmp.CellData("pooled", stock.step_us, (stock.step_us,), stock.energy_per_step_uj)
-    pooled_agent = cmp.CellData("pooled-a", agent.step_us, (agent.step_us,), agent.energy_per_step_uj)
+    pooled = cmp.CellData("pooled", stock.values, (stock.values,), stock.energy_per_step_uj)
+    pooled_agent = cmp.CellData("pooled-a", agent.values, (agent.values,), agent.energy_per_step_uj)
     naive = cmp.relative_change(pooled, pooled_agent, 50)
     assert hier.level == "repeats+steps" and naive.level.startswith("steps")
     assert (hier.hi - hier.lo) > 3 * (naive.hi - naive.lo)
     assert hier.p_value == pytest.approx(2 / 252)      # 5 vs 5 repeats, all apart: the exact minimum
-    same = cmp.relative_change(stock, cmp.CellData("again", stock.step_us, stock.repeats[::-1],
+    same = cmp.relative_change(stock, cmp.CellData("again", stock.values, stock.repeats[::-1],
                                                    stock.energy_per_step_uj), 50)
     assert same.p_value == 1.0 and same.lo < 0 < same.hi
     g = compare(run, "agent").groups["x86_64"]["gap_closed_p50"]

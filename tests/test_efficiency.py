@@ -136,3 +136,24 @@ def test_no_cell_frontier_without_one_pinned_agent_in_virtual_time(tmp_path):
     assert cell_frontier(spec, steps, _plat([900.0], [3e5], [1000.0]), "virtual") is None  # period < latency
     assert cell_frontier(_cell(tmp_path, agents=2), steps, ok, "virtual") is None
     assert cell_frontier(_cell(tmp_path, burst_every=4, burst_units=1000), steps, ok, "virtual") is None
+
+
+def test_the_frontier_curve_passes_through_each_example_cells_bound():
+    """The report's bound curve, from the record alone (its spec's power model, its frontier figures),
+    gives back the record's bound_uj at the cell's latency, and no less energy at a longer one than the
+    idle floor allows."""
+    from harness import paths, records
+    from harness.analysis.efficiency import frontier_curve, record_model
+    from harness.records import CellResult
+
+    seen = 0
+    for p in sorted((paths.REPO_ROOT / "results" / "examples").glob("*/*/result.json")):
+        rec = records.read(p, CellResult)
+        f = rec.platform.frontier if rec.platform else None
+        if f is None:
+            continue
+        at, slower = frontier_curve(record_model(rec.spec), f, [f.latency_us, 2 * f.latency_us])
+        assert at == pytest.approx(f.bound_uj, rel=1e-4), rec.cell
+        assert slower is not None and 0 < slower <= at * (1 + 1e-9)
+        seen += 1
+    assert seen >= 10

@@ -101,10 +101,12 @@ def test_replayed_run_gives_records_index_and_summary(tmp_path, capsys):
     # the offline path re-derives the same summary from the records, without the runner
     (r.run_dir / records.SUMMARY).unlink()
     (r.run_dir / records.CDF_PLOT).unlink()
-    assert main(["report", str(r.run_dir)]) == 0
+    assert main(["report", str(r.run_dir), "-o", str(tmp_path / "report.html")]) == 0
     assert (r.run_dir / records.SUMMARY).read_text() == summary
     assert (r.run_dir / records.CDF_PLOT).is_file()
     assert "x86_64-base" in capsys.readouterr().out
+    page = (tmp_path / "report.html").read_text()      # the HTML report reads what the runner writes today
+    assert 'id="fig-tail-x86_64"' in page and 'id="fig-tail-arm64"' in page
 
 
 def _normalised(rec: CellResult) -> dict:

@@ -18,6 +18,7 @@ variant (and, across runs, by run); failed and unusable cells are left out and n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,27 +49,29 @@ class Estimate:
 @dataclass(frozen=True)
 class CellData:
     cell: str
-    step_us: np.ndarray                 # all measured steps
+    values: np.ndarray                  # one latency column (us) of all measured steps
     repeats: tuple[np.ndarray, ...]     # the same steps, one array per repeat
     energy_per_step_uj: np.ndarray      # one value per repeat
 
 
-def cell_data(c: RunCell) -> CellData:
+def cell_data(c: RunCell, column: str = "step_us") -> CellData:
+    """A cell's `column` of steps.csv (step latency unless asked otherwise), pooled and per repeat."""
     st = c.steps()
-    step, rep = np.asarray(st["step_us"], dtype=float), np.asarray(st["repeat"])
+    vals, rep = np.asarray(st[column], dtype=float), np.asarray(st["repeat"])
     energy = c.record.platform.energy_per_step_by_repeat_uj if c.record.platform else []
-    return CellData(c.id, step, tuple(step[rep == r] for r in np.unique(rep)), np.asarray(energy, dtype=float))
+    return CellData(c.id, vals, tuple(vals[rep == r] for r in np.unique(rep)), np.asarray(energy, dtype=float))
 
 
-def _level(*cells: CellData) -> str:
+def interval_level(*cells: CellData) -> str:
     if all(len(c.repeats) > 1 for c in cells):
         return "repeats+steps"
     return "steps (1 repeat: run-to-run spread not covered)"
 
 
-def _hier_quantiles(cells: tuple[CellData, ...], q: float, seed: int) -> np.ndarray:
-    """(RESAMPLES, len(cells)) quantiles: repeats drawn by scipy's bootstrap, steps within each
-    drawn repeat resampled here. With one repeat a cell's outer draw is that repeat every time."""
+def hier_quantiles(cells: tuple[CellData, ...], q: float | Sequence[float], seed: int) -> np.ndarray:
+    """(RESAMPLES, len(cells)) quantiles, (RESAMPLES, len(cells), len(q)) for several: repeats drawn
+    by scipy's bootstrap, steps within each drawn repeat resampled here (one draw serves every q).
+    With one repeat a cell's outer draw is that repeat every time."""
     rng = np.random.default_rng(seed)
     out: list[list[float]] = []
 
@@ -92,7 +95,7 @@ def _hier_quantiles(cells: tuple[CellData, ...], q: float, seed: int) -> np.ndar
     return np.asarray(out[-RESAMPLES:])
 
 
-def _ci(boot: np.ndarray) -> tuple[float, float]:
+def ci95(boot: np.ndarray) -> tuple[float, float]:
     boot = boot[np.isfinite(boot)]
     if not len(boot):
         return float("nan"), float("nan")
@@ -113,21 +116,21 @@ def mann_whitney_p(a: CellData, b: CellData, q: float) -> float | None:
 
 
 def gap_closed(stock: CellData, treat: CellData, floor: CellData, q: float, seed: int = 1) -> Estimate:
-    s, t, f = (np.percentile(c.step_us, q) for c in (stock, treat, floor))
-    boot = _hier_quantiles((stock, treat, floor), q, seed)
+    s, t, f = (np.percentile(c.values, q) for c in (stock, treat, floor))
+    boot = hier_quantiles((stock, treat, floor), q, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         gaps = (boot[:, 0] - boot[:, 1]) / (boot[:, 0] - boot[:, 2])
     value = (s - t) / (s - f) if s != f else float("nan")
-    return Estimate(float(value), *_ci(gaps), _level(stock, treat, floor), mann_whitney_p(treat, stock, q))
+    return Estimate(float(value), *ci95(gaps), interval_level(stock, treat, floor), mann_whitney_p(treat, stock, q))
 
 
 def relative_change(base: CellData, other: CellData, q: float, seed: int = 1) -> Estimate:
     """other_q / base_q - 1, with its hierarchical CI and the repeat-level p-value."""
-    b, o = np.percentile(base.step_us, q), np.percentile(other.step_us, q)
-    boot = _hier_quantiles((base, other), q, seed)
+    b, o = np.percentile(base.values, q), np.percentile(other.values, q)
+    boot = hier_quantiles((base, other), q, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = boot[:, 1] / boot[:, 0] - 1
-    return Estimate(float(o / b - 1) if b else float("nan"), *_ci(rel), _level(base, other),
+    return Estimate(float(o / b - 1) if b else float("nan"), *ci95(rel), interval_level(base, other),
                     mann_whitney_p(other, base, q))
 
 
@@ -141,7 +144,7 @@ def energy_ratio(treat: CellData, ref: CellData, seed: int = 1) -> Estimate:
     bb = b[rng.integers(0, len(b), size=(RESAMPLES, len(b)))].mean(axis=1)
     p = (float(stats.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
          if len(a) > 1 and len(b) > 1 else None)
-    return Estimate(float(a.mean() / b.mean()), *_ci(ba / bb), "repeats" if min(len(a), len(b)) > 1 else
+    return Estimate(float(a.mean() / b.mean()), *ci95(ba / bb), "repeats" if min(len(a), len(b)) > 1 else
                     "none (1 repeat)", p)
 
 
@@ -155,7 +158,7 @@ def group_label(arch: str, axes: dict) -> str:
     return " ".join([arch] + [f"{k.split('.')[-1]}={v}" for k, v in sorted(axes.items())])
 
 
-def _left_out(run: RunData, prefix: str = "") -> dict[str, str]:
+def left_out(run: RunData, prefix: str = "") -> dict[str, str]:
     out = {f"{prefix}{c.id}": f"failed: {c.record.reason}" for c in run.failed}
     out.update({f"{prefix}{k}": v for k, v in run.problems.items()})
     return out
@@ -163,7 +166,7 @@ def _left_out(run: RunData, prefix: str = "") -> dict[str, str]:
 
 def compare_run(run: RunData, treatment: str, stock: str = "stock", floor: str = "floor") -> Comparison:
     """Per arch and matrix point: gap closed at p50/p99 and energy vs stock and vs floor."""
-    res = Comparison(left_out=_left_out(run))
+    res = Comparison(left_out=left_out(run))
     groups: dict[tuple, dict[str, RunCell]] = {}
     for c in run.ok:
         groups.setdefault((c.record.arch, c.axes_key()), {})[c.record.variant] = c
@@ -181,8 +184,8 @@ def compare_run(run: RunData, treatment: str, stock: str = "stock", floor: str =
         res.groups[label] = {
             "cells": {"treatment": t.cell, "stock": s.cell, "floor": f.cell},
             "repeats": {c.cell: len(c.repeats) for c in (s, t, f)},
-            "step_p50_us": {c.cell: float(np.percentile(c.step_us, 50)) for c in (s, t, f)},
-            "step_p99_us": {c.cell: float(np.percentile(c.step_us, 99)) for c in (s, t, f)},
+            "step_p50_us": {c.cell: float(np.percentile(c.values, 50)) for c in (s, t, f)},
+            "step_p99_us": {c.cell: float(np.percentile(c.values, 99)) for c in (s, t, f)},
             "gap_closed_p50": gap_closed(s, t, f, 50).as_dict(),
             "gap_closed_p99": gap_closed(s, t, f, 99).as_dict(),
             "energy_vs_stock": energy_ratio(t, s).as_dict(),
@@ -203,22 +206,22 @@ def compare_runs(runs: list[RunData]) -> Comparison:
     if len(set(names)) != len(names):
         names = [str(r.dir) for r in runs]
     for name, run in zip(names, runs, strict=True):
-        res.left_out.update(_left_out(run, f"{name}/"))
+        res.left_out.update(left_out(run, f"{name}/"))
     keyed = [{(c.record.arch, c.record.variant, c.axes_key()): c for c in run.ok} for run in runs]
     for key, base_cell in sorted(keyed[0].items()):
         base = cell_data(base_cell)
         label = group_label(key[0], base_cell.record.axes) + f" {key[1]}"
         row: dict = {"baseline": {"run": names[0], "cell": base.cell, "repeats": len(base.repeats),
-                                  "step_p50_us": float(np.percentile(base.step_us, 50)),
-                                  "step_p99_us": float(np.percentile(base.step_us, 99))}, "runs": {}}
+                                  "step_p50_us": float(np.percentile(base.values, 50)),
+                                  "step_p99_us": float(np.percentile(base.values, 99))}, "runs": {}}
         for name, other_cells in zip(names[1:], keyed[1:], strict=True):
             if key not in other_cells:
                 res.left_out.setdefault(f"{name}/{base.cell}", f"no ok cell matching {names[0]}/{base.cell}")
                 continue
             other = cell_data(other_cells[key])
             row["runs"][name] = {"cell": other.cell, "repeats": len(other.repeats),
-                                 "step_p50_us": float(np.percentile(other.step_us, 50)),
-                                 "step_p99_us": float(np.percentile(other.step_us, 99)),
+                                 "step_p50_us": float(np.percentile(other.values, 50)),
+                                 "step_p99_us": float(np.percentile(other.values, 99)),
                                  "p50_change": relative_change(base, other, 50).as_dict(),
                                  "p99_change": relative_change(base, other, 99).as_dict()}
         if row["runs"]:

@@ -13,6 +13,7 @@ cycles are then unknown) get no frontier.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from harness.analysis.steps import Steps
 from harness.platform import frontier
 from harness.platform.energy import PowerModel
 from harness.records import Frontier, PlatformSummary
-from harness.spec.model import CellSpec
+from harness.spec.model import CellSpec, SimPlatform
 from harness.workload.command import step_cycles
 
 
@@ -72,3 +73,21 @@ def cell_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, timing: s
                     other_cycles=round(other, 1), energy_uj=round(energy, 3), bound_uj=round(point.energy_uj, 3),
                     eta=round(frontier.efficiency(point.energy_uj, energy), 4), eta_by_repeat=etas,
                     state=point.state, opps_khz=[khz for khz, t in point.opps if t > 0])
+
+
+def record_model(spec: dict[str, Any]) -> PowerModel:
+    """The power model a cell was metered with, from its record's spec (as `cell_frontier` builds it
+    from the CellSpec); ValueError (pydantic's included) or KeyError when the spec has none."""
+    return PowerModel.from_sim(SimPlatform.model_validate(spec["platform"]["sim"]))
+
+
+def frontier_curve(model: PowerModel, f: Frontier, latencies_us: Sequence[float]) -> list[float | None]:
+    """The cell's bound over other latencies: its step and other cycles, and its gap between steps
+    (period - latency: the world's wait) held, so a slower step stretches the period. At the cell's own
+    latency this is its `bound_uj`. None where no schedule finishes in time."""
+    gap = f.period_us - f.latency_us
+    out: list[float | None] = []
+    for lat in latencies_us:
+        p = bound(model, f.step_cycles, f.other_cycles, gap + lat, lat)
+        out.append(p.energy_uj if p else None)
+    return out
