@@ -1,6 +1,9 @@
 """The five bpftrace tools in a booted guest, all attached to one traced run of a loop whose phases
 exercise their paths (experiments/probes.yaml, shortened, one cell): each attaches and produces
-records of the path it watches. x86_64 in CI; arm64 opt-in (nox -s tests-arm64)."""
+records of the path it watches. Five bpftrace tools compiling under TCG take ~8 minutes, so this
+is in `nox -s tests-extended` (x86_64) and `nox -s tests-arm64`, both run by the workflow; the CI
+set attaches one real probe (wakeup_latency, in the CLI smoke run) and checks every tool's
+parser and script on golden output (tests/test_probes.py)."""
 
 import csv
 import json
@@ -63,6 +66,7 @@ def check_suite(result, d):
     assert -0.05 < result["probe_overhead"]["p50"] < 0.5, result["probe_overhead"]
 
 
+@pytest.mark.extended
 def test_probe_suite_x86_64(tmp_path):
     check_suite(*run_suite(tmp_path, "x86_64"))
 
