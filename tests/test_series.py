@@ -3,7 +3,6 @@ patch named with its hunk, an empty series as a stock tree."""
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -180,17 +179,27 @@ def test_a_tarball_that_is_not_a_kernel_leaves_nothing_behind(tmp_path):
 
 
 def test_a_cache_lock_wait_names_the_holder(tmp_path):
-    """A second process waiting for a cache lock says so, with the holder's pid, then gets it."""
+    """A second process waiting for a cache lock says so, with the holder's pid, then gets it once
+    the holder lets go (a handshake, not a sleep: the holder holds until told)."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom pathlib import Path\nfrom harness.kernel.cache import BuildCache\n"
+        "import sys\nfrom pathlib import Path\nfrom harness.kernel.cache import BuildCache\n"
         f"with BuildCache(Path({str(tmp_path)!r})).lock('tree-x'):\n"
-        "    print('held', flush=True); time.sleep(2)\n")], stdout=subprocess.PIPE, text=True)
+        "    print('held', flush=True); sys.stdin.readline()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    t0 = time.monotonic()
-    waiter = subprocess.run([sys.executable, "-c", (
+    waiter = subprocess.Popen([sys.executable, "-c", (
         "from pathlib import Path\nfrom harness.kernel.cache import BuildCache\n"
-        f"with BuildCache(Path({str(tmp_path)!r})).lock('tree-x'):\n    print('got it')\n")],
-        capture_output=True, text=True, timeout=30)
-    holder.wait(timeout=30)
-    assert waiter.stdout.strip() == "got it" and time.monotonic() - t0 > 1
-    assert f"waiting for the cache lock tree-x (held by pid {holder.pid})" in waiter.stderr
+        f"with BuildCache(Path({str(tmp_path)!r})).lock('tree-x'):\n    print('got it', flush=True)\n")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = waiter.stderr.readline()
+        assert f"waiting for the cache lock tree-x (held by pid {holder.pid})" in said
+        assert waiter.poll() is None                     # still waiting while the holder holds
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert waiter.stdout.readline().strip() == "got it"
+    finally:
+        holder.kill()
+        waiter.kill()
+        holder.communicate()
+        waiter.communicate()

@@ -120,9 +120,10 @@ def make_command(arch: archmod.KernelArch, tree: Path, objdir: Path, cc: str | N
 
 
 def make_env(cache: BuildCache) -> dict[str, str]:
-    """The environment every kernel make runs in: the cache's ccache (what the workflow caches) and
-    a reproducible build stamp."""
-    return {**os.environ, "CCACHE_DIR": str(cache.dir("ccache")), "CCACHE_BASEDIR": str(cache.root),
+    """The environment every kernel make runs in: the cache's ccache (what the workflow caches),
+    unless the caller chose one, and a reproducible build stamp."""
+    return {**os.environ, "CCACHE_DIR": os.environ.get("CCACHE_DIR") or str(cache.dir("ccache")),
+            "CCACHE_BASEDIR": str(cache.root),
             "CCACHE_NOHASHDIR": "1", "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "15G"),
             "KBUILD_BUILD_TIMESTAMP": "Sun Nov 17 00:00:00 UTC 2024", "KBUILD_BUILD_USER": "harness",
             "KBUILD_BUILD_HOST": "agent-latency", "LC_ALL": "C"}

@@ -440,19 +440,32 @@ struct sched_attr_v1 {
 	uint32_t sched_util_min, sched_util_max;
 };
 
+#ifndef SCHED_FLAG_KEEP_POLICY
+#define SCHED_FLAG_KEEP_POLICY		0x08
+#endif
+#ifndef SCHED_FLAG_KEEP_ALL
 #define SCHED_FLAG_KEEP_ALL		0x18	/* KEEP_POLICY | KEEP_PARAMS */
+#endif
+#ifndef SCHED_FLAG_UTIL_CLAMP_MIN
 #define SCHED_FLAG_UTIL_CLAMP_MIN	0x20
+#endif
 
 /*
- * The calling thread's EEVDF request size (sched_runtime of SCHED_OTHER, 0 = leave it) and
- * uclamp.min (< 0 = leave it), in one sched_setattr(). Setting a slice sets the fair params,
- * so the thread's nice level is passed back as it is; without one, KEEP_ALL keeps them.
+ * The calling thread's EEVDF request size (sched_runtime, 0 = leave it) and uclamp.min (< 0 =
+ * leave it), in one sched_setattr(). The policy is always kept (a SCHED_BATCH agent stays one).
+ * Setting a slice sets the fair params, so the thread's nice level is passed back as it is;
+ * without one, KEEP_ALL keeps them. A slice needs a fair policy: SCHED_IDLE would ignore it.
  */
 static void set_sched_attr(long slice_us, long uclamp_min)
 {
 	struct sched_attr_v1 attr = { .size = sizeof(attr), .sched_policy = SCHED_OTHER };
 
 	if (slice_us) {
+		int policy = sched_getscheduler(0);
+
+		if (policy != SCHED_OTHER && policy != SCHED_BATCH)
+			fail("--slice-us needs SCHED_OTHER or SCHED_BATCH");
+		attr.sched_flags = SCHED_FLAG_KEEP_POLICY;
 		errno = 0;
 		attr.sched_nice = getpriority(PRIO_PROCESS, 0);	/* this thread's nice */
 		if (errno)
@@ -466,7 +479,8 @@ static void set_sched_attr(long slice_us, long uclamp_min)
 		attr.sched_util_min = (uint32_t)uclamp_min;
 	}
 	if (syscall(SYS_sched_setattr, 0, &attr, 0))
-		die(slice_us ? "sched_setattr(sched_runtime)" : "sched_setattr(uclamp.min)");
+		die(slice_us && uclamp_min >= 0 ? "sched_setattr(sched_runtime, uclamp.min)" :
+		    slice_us ? "sched_setattr(sched_runtime)" : "sched_setattr(uclamp.min)");
 }
 
 /*
