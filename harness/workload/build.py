@@ -51,7 +51,7 @@ SELFTEST_HEADERS = ("tools/testing/selftests/kselftest_harness.h", "tools/testin
 def added_file(patch: Path, path: str) -> str | None:
     """The content of a file a format-patch adds (one hunk, every line a '+'), or None."""
     lines, inside, hunk = [], False, False
-    for ln in patch.read_text().splitlines():
+    for ln in patch.read_text().split("\n"):   # not splitlines(): a form feed is text here
         if ln.startswith("diff --git "):
             inside, hunk = ln.endswith(f" b/{path}"), False
         elif inside and ln.startswith("@@ -0,0 "):
