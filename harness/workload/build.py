@@ -21,27 +21,36 @@ def workload_dir(cache: BuildCache, arch: str) -> Path:
     a = archmod.get(arch)
     key = sha256_json({"src": sha256_bytes(SOURCE.read_bytes()), "cflags": CFLAGS,
                        "cc": toolchain.identity(a)["gcc"]})[:16]
-    out = cache.dir("workload") / f"{arch}-{key}"
-    if (out / "agentloop").is_file():
+    return _cached_binary(cache, f"{arch}-{key}", "agentloop", arch, "the workload",
+                          lambda src: ([str(SOURCE), "-lm"], CFLAGS))
+
+
+def _cached_binary(cache: BuildCache, name: str, binary: str, arch: str, what: str, sources) -> Path:
+    """cache/workload/<name>/<binary>, compiled once under a lock: `sources(srcdir)` writes what
+    the compile needs into srcdir (only on a miss) and returns (compiler arguments, cflags)."""
+    out = cache.dir("workload") / name
+    if (out / binary).is_file():
         return out
-    with cache.lock(f"workload-{arch}-{key}"):
-        if not (out / "agentloop").is_file():
-            _compile(a, out, arch)
-    return out
-
-
-def _compile(a: archmod.KernelArch, out: Path, arch: str) -> None:
-    cc = a.compiler()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    proc = subprocess.run([cc, *CFLAGS, "-o", str(tmp / "agentloop"), str(SOURCE), "-lm"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
+    with cache.lock(f"workload-{name}"):
+        if (out / binary).is_file():
+            return out
+        tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        hint = " (arm64 needs libc6-dev-arm64-cross: bash scripts/setup.sh)" if arch == "arm64" else ""
-        raise HarnessError(f"building the workload for {arch} failed{hint}:\n{proc.stderr.strip()}")
-    tmp.rename(out)
+        (tmp / "src").mkdir(parents=True)
+        try:
+            args, cflags = sources(tmp / "src")
+            proc = subprocess.run([archmod.get(arch).compiler(), *cflags, "-o", str(tmp / binary), *args],
+                                  capture_output=True, text=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            hint = " (arm64 needs libc6-dev-arm64-cross: bash scripts/setup.sh)" if arch == "arm64" else ""
+            raise HarnessError(f"building {what} for {arch} failed{hint}:\n{proc.stderr.strip()}")
+        shutil.rmtree(tmp / "src")
+        tmp.rename(out)
+    return out
 
 
 SELFTEST = "tools/testing/selftests/sched/agent_latency_test.c"
@@ -66,35 +75,25 @@ def added_file(patch: Path, path: str) -> str | None:
 def selftest_dir(cache: BuildCache, arch: str, kernel_source: str = "debian",
                  series_name: str = "agent-latency") -> Path:
     """A directory holding the series' `agent_latency_test` for `arch`: its source from the patch
-    that adds it, kselftest's headers from the pristine kernel source (no patched tree needed)."""
+    that adds it, kselftest's headers from the pristine kernel source, read only when it is built
+    (the key names the source by its identity, so a hit needs no unpacked tree)."""
     text = next((t for p in series.load_series([series_name]) if (t := added_file(p.path, SELFTEST))), None)
     if text is None:
         raise HarnessError(f"no patch of series {series_name} adds {SELFTEST}")
-    repo = source.pristine_repo(source.resolve(kernel_source, cache), cache)
-    headers = {h: source.git(repo, "show", f"base:{h}").stdout for h in SELFTEST_HEADERS}
-    a = archmod.get(arch)
-    key = sha256_json({"src": sha256_bytes(text.encode()), "headers": {h: sha256_bytes(t.encode())
-                                                                       for h, t in headers.items()},
-                       "cflags": SELFTEST_CFLAGS, "cc": toolchain.identity(a)["gcc"]})[:16]
-    out = cache.dir("workload") / f"selftest-{arch}-{key}"
-    if (out / "agent_latency_test").is_file():
-        return out
-    with cache.lock(f"selftest-{arch}-{key}"):
-        if (out / "agent_latency_test").is_file():
-            return out
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for rel, content in {SELFTEST: text, **headers}.items():
-            (tmp / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / "src" / rel).write_text(content)
-        proc = subprocess.run([a.compiler(), *SELFTEST_CFLAGS, "-o", str(tmp / "agent_latency_test"),
-                               str(tmp / "src" / SELFTEST)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise HarnessError(f"building {SELFTEST} for {arch} failed:\n{proc.stderr.strip()}")
-        shutil.rmtree(tmp / "src")
-        tmp.rename(out)
-    return out
+    src = source.resolve(kernel_source, cache)
+    key = sha256_json({"src": sha256_bytes(text.encode()), "kernel": src.identity, "cflags": SELFTEST_CFLAGS,
+                       "cc": toolchain.identity(archmod.get(arch))["gcc"]})[:16]
+
+    def sources(d: Path):
+        repo = source.pristine_repo(src, cache)
+        for rel in SELFTEST_HEADERS:
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_text(source.git(repo, "show", f"base:{rel}").stdout)
+        (d / SELFTEST).parent.mkdir(parents=True, exist_ok=True)
+        (d / SELFTEST).write_text(text)
+        return [str(d / SELFTEST)], SELFTEST_CFLAGS
+
+    return _cached_binary(cache, f"selftest-{arch}-{key}", "agent_latency_test", arch, SELFTEST, sources)
 
 
 SELFTEST_CFLAGS = ["-O2", "-static", "-Wall", "-Werror"]   # as the selftests/sched Makefile (-Wall), kept clean
