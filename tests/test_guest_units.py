@@ -76,21 +76,26 @@ def result(outcome, reason="", started=False):
     return GuestResult(outcome, reason, Path("/c"), 1.0, started=started)
 
 
+def stand_in_guest(tmp_path, monkeypatch, boot_s, boot_timeout_s):
+    """run_guest with a stand-in for vng that "boots" for boot_s (None: never starts), says the
+    workload started, then hangs; the run timeout is 1 s. Returns (result, wall seconds)."""
+    share_dir = tmp_path / "share"
+    share_dir.mkdir()
+    boot = (f"sleep {boot_s}; echo workload_start=1.0 >> {share_dir / protocol.STATUS}; "
+            if boot_s is not None else "")
+    monkeypatch.setattr(vm, "vng_command", lambda cfg, share, script: ["sh", "-c", boot + "sleep 60"])
+    t0 = time.monotonic()
+    res = vm.run_guest(GuestConfig("x86_64", Path("/k")), share_dir, "true", timeout_s=1.0,
+                       console_path=tmp_path / "console.log", boot_timeout_s=boot_timeout_s)
+    return res, time.monotonic() - t0
+
+
 @pytest.mark.parametrize("boot_s,outcome_words", [
     (2.0, "timed out during the workload"),        # a boot slower than the run's timeout still runs
     (None, "timed out before the workload started"),
 ])
 def test_the_run_timeout_counts_from_the_workload_start(tmp_path, monkeypatch, boot_s, outcome_words):
-    """A stand-in for vng: "boots" for boot_s, says the workload started, then hangs."""
-    share_dir = tmp_path / "share"
-    share_dir.mkdir()
-    status = share_dir / protocol.STATUS
-    boot = f"sleep {boot_s}; echo workload_start=1.0 >> {status}; " if boot_s is not None else ""
-    monkeypatch.setattr(vm, "vng_command", lambda cfg, share, script: ["sh", "-c", boot + "sleep 60"])
-    t0 = time.monotonic()
-    res = vm.run_guest(GuestConfig("x86_64", Path("/k")), share_dir, "true", timeout_s=1.0,
-                       console_path=tmp_path / "console.log", boot_timeout_s=5.0)
-    wall = time.monotonic() - t0
+    res, wall = stand_in_guest(tmp_path, monkeypatch, boot_s, boot_timeout_s=5.0)
     assert res.outcome == "hang" and outcome_words in res.reason
     if boot_s is None:
         assert 5.0 <= wall < 8.0                   # the boot timeout, not the run's
@@ -99,14 +104,9 @@ def test_the_run_timeout_counts_from_the_workload_start(tmp_path, monkeypatch, b
 
 
 def test_without_a_boot_timeout_the_run_timeout_bounds_the_boot(tmp_path, monkeypatch):
-    share_dir = tmp_path / "share"
-    share_dir.mkdir()
-    monkeypatch.setattr(vm, "vng_command", lambda cfg, share, script: ["sh", "-c", "sleep 60"])
-    t0 = time.monotonic()
-    res = vm.run_guest(GuestConfig("x86_64", Path("/k")), share_dir, "true", timeout_s=1.0,
-                       console_path=tmp_path / "console.log", boot_timeout_s=None)
+    res, wall = stand_in_guest(tmp_path, monkeypatch, None, boot_timeout_s=None)
     assert res.outcome == "hang" and "before the workload started" in res.reason
-    assert 1.0 <= time.monotonic() - t0 < 3.0
+    assert 1.0 <= wall < 3.0
 
 
 def test_only_infrastructure_failures_are_retried():
