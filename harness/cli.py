@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness import paths, procs
+from harness import eta, paths, procs
 from harness.errors import HarnessError, InputError
 from harness.kernel.build import KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache
@@ -50,20 +50,67 @@ def cmd_plan(args, out: Console) -> int:
     for req in kernel_requests(le):
         key, _, _ = builder.request_key(req)
         status[req] = (key, builder.cache.lookup(key) is not None)
+    previews, source = _preview(args, le, builder, status)
+    by_cell = {c.cell: c for c in previews}
     exp = le.experiment
     table = Table(title=f"{exp.name}: {len(le.cells)} cells x {exp.repeats} repeats")
-    for col in ("cell", "arch", "variant", "kernel", "kernel key", "built"):
+    for col in ("cell", "arch", "variant", "kernel", "kernel key", "built", "would", "estimate"):
         table.add_column(col)
     base_dir = le.path.resolve().parent
     for cell in le.cells:
         req = KernelRequest.from_spec(cell.spec.kernel, cell.spec.arch, base_dir)
         key, built = status[req]
-        table.add_row(cell.id, cell.spec.arch, cell.variant, req.variant, key[:12], "yes" if built else "no")
+        c = by_cell[cell.id]
+        table.add_row(cell.id, cell.spec.arch, cell.variant, req.variant, key[:12], "yes" if built else "no",
+                      c.action, _estimate_cell(c.estimate))
     out.print(table)
     done = sum(b for _, b in status.values())
     out.print(f"kernels needed: {len(status)} ({done} built, {len(status) - done} to build); "
               f"cache: {builder.cache.root}")
+    counts = {a: sum(c.action == a for c in previews) for a in ("resume", "run", "unknown")}
+    run_dir = _run_dir(args, le)
+    out.print(f"run directory: {run_dir}" + ("" if run_dir.is_dir() else " (not created yet)"), highlight=False)
+    out.print(f"cells: {counts['resume']} resume (ok record with the same fingerprint), {counts['run']} run"
+              + (f", {counts['unknown']} unknown (kernel not built yet: run or resume)" if counts["unknown"] else ""),
+              highlight=False)
+    for c in previews:
+        if c.action != "resume":
+            out.print(f"  {c.cell}: {c.action}: {c.why}", highlight=False, markup=False)
+    todo = [c.estimate for c in previews if c.estimate is not None]
+    where = f"; from the records in {source}" if source is not None and todo else ""
+    builds = f"; kernel builds not included ({len(status) - done} to build)" if len(status) > done else ""
+    out.print(f"ETA: {eta.describe(todo)}{where}{builds}", highlight=False, markup=False)
     return 0
+
+
+def _run_dir(args, le: LoadedExperiment) -> Path:
+    from harness.runner import run_id_for
+
+    return (args.results_dir or paths.results_dir()).resolve() / (args.run_id or run_id_for(le))
+
+
+def _estimate_cell(e) -> str:
+    if e is None:
+        return "-"
+    return f"{eta.duration(e.seconds)} ({e.source})" if e.seconds is not None else "?"
+
+
+def _preview(args, le: LoadedExperiment, builder: KernelBuilder, status: dict):
+    """What `run` would do with each cell (resume or run) and the run's ETA, without building."""
+    import json
+
+    from harness.runner import Runner
+    from harness.workload.build import workload_name
+
+    def kernel_key(req: KernelRequest) -> str | None:
+        key, built = status[req]
+        if not built:
+            return None
+        return json.loads((builder.cache.lookup(key) / "metadata.json").read_text())["key"]
+
+    runner = Runner(le, args.results_dir or paths.results_dir(), run_id=args.run_id, redo=args.redo,
+                    cache=builder.cache, builder=builder)
+    return runner.preview(kernel_key, workload_name)
 
 
 def cmd_build(args, out: Console) -> int:
@@ -150,6 +197,9 @@ def cmd_report(args, out: Console) -> int:
 
     if args.output is not None and args.output.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"{args.output}: the report is HTML, name it *.html")
+    for f in args.tidy or ():
+        if f.suffix.lower() not in (".csv", ".parquet"):
+            raise InputError(f"--tidy {f}: the tidy table is written as CSV or Parquet, name it *.csv or *.parquet")
     reps = []
     for run_dir in args.run_dir:
         rep = write_run_report(run_dir)
@@ -159,11 +209,35 @@ def cmd_report(args, out: Console) -> int:
         for line in rep.notes:
             out.print(line, highlight=False, markup=False)
         if rep.summary:
-            out.print(f"summary: {rep.summary}", highlight=False)
+            out.print(f"summary: {rep.summary}, {rep.summary_json.name}; steps: "
+                      f"{', '.join(p.name for p in rep.tidy) or '-'}", highlight=False)
+    if args.tidy:
+        from harness.analysis.report import write_tidy
+
+        written, note = write_tidy([r.run for r in reps], *args.tidy)
+        for line in [note] if note else []:
+            out.print(line, highlight=False, markup=False)
+        for f in written:
+            out.print(f"tidy table: {f}", highlight=False)
     if args.output is not None:
         from harness.analysis.html_report import write_html_report
 
         out.print(f"html report: {write_html_report([r.run for r in reps], args.output)}", highlight=False)
+    return 0
+
+
+def cmd_schema(args, out: Console) -> int:
+    import json
+
+    from harness.spec.schema import experiment_schema
+
+    text = json.dumps(experiment_schema(), indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text)
+        out.print(f"wrote {args.output}; check a file with: check-jsonschema --schemafile {args.output} FILE.yaml",
+                  highlight=False)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -293,8 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("validate", help="check an experiment file")
     experiment_arg(sp)
     sp.set_defaults(func=cmd_validate)
-    sp = sub.add_parser("plan", help="print the experiment's cells and which kernels they need")
+    sp = sub.add_parser("plan", help="print the experiment's cells, the kernels they need, which cells a run "
+                        "would resume or run, and its ETA from earlier records")
     experiment_arg(sp)
+    sp.add_argument("--results-dir", type=Path, default=None, help="as for run")
+    sp.add_argument("--run-id", help="as for run (default: <experiment>-<content hash>)")
+    sp.add_argument("--redo", action="store_true", help="as for run: every cell would run")
     sp.set_defaults(func=cmd_plan)
     sp = sub.add_parser("build", help="build (or reuse) the kernels an experiment needs")
     experiment_arg(sp, optional=True)
@@ -318,7 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir", type=Path, nargs="+", help="run directories (results/<experiment>-<hash>)")
     sp.add_argument("-o", "--output", type=Path, metavar="FILE.html",
                     help="also write one offline HTML report of these runs (figures inline, faceted by arch)")
+    sp.add_argument("--tidy", type=Path, action="append", metavar="FILE.{parquet,csv}",
+                    help="also write every measured step of these runs as one tidy table (a row per step: run, "
+                    "cell, arch, variant, axes, repeat, step columns); repeatable, the format by suffix")
     sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("schema", help="print the experiment file's JSON Schema (structure and field bounds; "
+                        "`validate` checks the rest)")
+    sp.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    sp.set_defaults(func=cmd_schema)
 
     sp = sub.add_parser("compare", help="one run: the stock -> floor gap a treatment closes, and its energy; "
                         "several runs: every cell against the first run")

@@ -10,6 +10,8 @@ Layout of a run directory (this module owns these names):
     <run>/run.json                the run index (accumulates over invocations)
     <run>/experiment.yaml         the experiment file the run was made from
     <run>/summary.txt, latency_cdf.png   derived by `report`, re-derivable at any time
+    <run>/summary.json            the summary table as a record (RunSummary), derived likewise
+    <run>/all_steps.csv, .parquet every measured step of every ok cell, one tidy table (derived)
     <run>/<cell>/result.json      the cell's record
     <run>/<cell>/steps.csv        its measured steps, parsed (us)
     <run>/<cell>/console.log      the guest console, console-N.log for retried attempts
@@ -35,6 +37,9 @@ SCHEMA_VERSION = 1
 RUN_INDEX = "run.json"
 EXPERIMENT_COPY = "experiment.yaml"
 SUMMARY = "summary.txt"
+SUMMARY_JSON = "summary.json"
+TIDY_CSV = "all_steps.csv"
+TIDY_PARQUET = "all_steps.parquet"
 CDF_PLOT = "latency_cdf.png"
 RUN_LOCK = ".lock"
 CELL_RESULT = "result.json"
@@ -204,6 +209,39 @@ class RunIndex(Record):
     complete: bool = Field(False, description="every cell of the experiment has an ok record")
     cells: dict[str, CellEntry] = {}
     invocations: list[Invocation] = []
+
+
+class SummaryCell(Record):
+    """One row of the run summary: a cell's headline figures (None where the cell has none)."""
+
+    cell: str
+    arch: str | None = None
+    variant: str | None = None
+    axes: dict[str, Any] = {}
+    status: Literal["ok", "failed", "unusable"]
+    failure: str | None = None
+    reason: str = ""
+    accel: str | None = None
+    timing: str | None = None
+    repeats: int | None = None
+    cell_wall_s: float | None = None
+    stats: StepStats | None = None
+    energy_per_step_uj: float | None = None
+    avg_power_mw: float | None = None
+    eta: float | None = Field(None, description="frontier bound / measured energy (1 is on the frontier)")
+    probe_overhead_p50: float | None = None
+
+
+class RunSummary(Record):
+    """summary.json: what summary.txt shows, typed, for scripts that would otherwise parse the table.
+    Derived from the records by `report` (and at the end of every run), never read back by the harness."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    experiment: str
+    run_id: str
+    complete: bool | None = Field(None, description="run.json's flag; None when the index is unusable")
+    cells: list[SummaryCell]
+    generated: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
 
 class RecordError(ValueError):

@@ -35,7 +35,7 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from harness import probes, records
+from harness import eta, probes, records
 from harness.analysis import report
 from harness.analysis.efficiency import cell_frontier
 from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns, to_parsed_csv
@@ -44,11 +44,13 @@ from harness.guest import platform, protocol, share
 from harness.guest.accel import AccelChoice
 from harness.guest.backend import GuestBackend, VngBackend
 from harness.guest.vm import X86_TCG_CPU, GuestConfig, GuestResult, check_path
+from harness.guest.watch import StatusWatch
 from harness.kernel.build import BuildResult, KernelBuilder, KernelRequest
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
 from harness.probes import bpftrace_json
 from harness.probes.context import LoopTimeline, ProbeContext
 from harness.records import CellResult, RunIndex
+from harness.run_progress import RunProgress
 from harness.spec.loader import Cell, LoadedExperiment
 
 INFRA_RETRIES = 2
@@ -95,6 +97,17 @@ class Prepared:
     host: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CellPreview:
+    """What `run` would do with a cell, told before anything is built (`plan`)."""
+
+    cell: str
+    arch: str
+    action: str                        # resume (ok record, same fingerprint) | run | unknown
+    why: str
+    estimate: eta.CellEstimate | None  # for the cells that would (or may) run
+
+
 def run_id_for(le: LoadedExperiment) -> str:
     """Stable per experiment content: running the same file again resumes the same run."""
     return f"{le.experiment.name}-{sha256_bytes(le.path.read_bytes())[:8]}"
@@ -103,11 +116,12 @@ def run_id_for(le: LoadedExperiment) -> str:
 class Runner:
     def __init__(self, le: LoadedExperiment, results_root: Path, run_id: str | None = None, redo: bool = False,
                  cache: BuildCache | None = None, console: Console | None = None, only: list[str] | None = None,
-                 backend: GuestBackend | None = None, builder=None):
+                 backend: GuestBackend | None = None, builder=None, poll_s: float = 1.0,
+                 progress_interval: float = 60.0):
         self.le = le
         self.cache = cache or BuildCache()
         self.builder = builder or KernelBuilder(self.cache, console=Console(stderr=True))
-        self.backend = backend or VngBackend(self.cache)
+        self.backend = backend or VngBackend(self.cache, console=Console(stderr=True))
         run_id = run_id or run_id_for(le)
         if not RUN_ID.fullmatch(run_id):
             raise InputError(f"--run-id {run_id!r}: a run id is one name of letters, digits and ._+- "
@@ -117,6 +131,9 @@ class Runner:
         self.redo = redo
         self.console = console or Console()
         self.only = only
+        self.poll_s = poll_s                      # how often a running guest's status file is read
+        self.progress_interval = progress_interval
+        self.progress: RunProgress | None = None
 
     # -- plan ------------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
@@ -215,11 +232,17 @@ class Runner:
                 inv = records.Invocation(started=_now(), cells=[p.cell.id for p in plans], interrupted=True)
                 index.invocations.append(inv)
                 t0 = time.monotonic()
+                self.progress = self._progress(plans, prepared)
                 try:
                     for i, p in enumerate(plans, 1):
-                        self.console.print(f"[bold][{i}/{len(plans)}][/] {p.cell.id}", highlight=False)
+                        self.progress.cell_start(i, p.cell.id)
                         started = True
-                        out = self.run_cell(p, prepared[p.cell.id])
+                        try:
+                            out = self.run_cell(p, prepared[p.cell.id])
+                        finally:
+                            self.progress.close()
+                        ran = out.status == "ok" and out.record is not None
+                        self.progress.cell_done(p.cell.id, p.cell.spec.arch, out.record.cell_wall_s if ran else None)
                         outcomes.append(out)
                         color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
                         line = Text("    ")   # the reason may quote the guest: never markup
@@ -240,6 +263,57 @@ class Runner:
                 share.remove_tree(self.run_dir)
             raise
         return outcomes
+
+    def _progress(self, plans: list[CellPlan], prepared: dict[str, Prepared]) -> RunProgress:
+        """The cells that will boot a guest (not skipped, kernel built) and the earlier wall times to
+        estimate them from, read before any of this run's cells replaces its record."""
+        todo = []
+        for p in plans:
+            prep = prepared[p.cell.id]
+            if (prep.kernel is not None and not prep.kernel_error
+                    and self.resumable(p, prep.kernel.key, prep.tools.name) is None):
+                todo.append((p.cell.id, p.cell.spec.arch))
+        known, _ = eta.history(self.run_dir, self.le.experiment.name)
+        return RunProgress(self.console, len(plans), todo, known, self.le.experiment.repeats,
+                           interval=self.progress_interval)
+
+    def preview(self, kernel_key_of, tools_name_of) -> tuple[list[CellPreview], Path | None]:
+        """Each cell's fate in a run started now, and the directory the estimates come from.
+        `kernel_key_of(request)`: the build key of a kernel already in the cache, else None (its
+        fingerprint cannot be known without building); `tools_name_of(arch)`: the workload's name."""
+        plans = self.plan()
+        known, source = eta.history(self.run_dir, self.le.experiment.name)
+        out = []
+        for p in plans:
+            key = kernel_key_of(p.request)
+            prev = self._previous(self.run_dir / p.cell.id)
+            if prev is None:
+                action, why = "run", "no record"
+            elif self.redo:
+                action, why = "run", "--redo"
+            elif prev.status == "ok" and key is None:
+                action, why = "unknown", "ok record, but the kernel is not built: the fingerprint needs its build key"
+            elif key is not None and self.resumable(p, key, tools_name_of(p.cell.spec.arch)) is not None:
+                action, why = "resume", "ok record with the same fingerprint"
+            else:
+                action, why = "run", (f"record {prev.status}" if prev.status != "ok" else
+                                      "ok record of another fingerprint (spec, kernel, workload or script changed)")
+            est = None if action == "resume" else eta.estimate([(p.cell.id, p.cell.spec.arch)], known)[0]
+            out.append(CellPreview(p.cell.id, p.cell.spec.arch, action, why, est))
+        return out, source
+
+    def fingerprint(self, p: CellPlan, kernel_key: str, tools_name: str) -> str:
+        """What an ok record must have been made from for the cell to be skipped."""
+        return sha256_json({"spec": p.cell.spec.model_dump(mode="json"), "kernel": kernel_key,
+                            "workload": tools_name, "script": p.script, "probes": p.probe_scripts,
+                            "backend": self.backend.name})
+
+    def resumable(self, p: CellPlan, kernel_key: str, tools_name: str) -> CellResult | None:
+        """The cell's ok record with today's fingerprint, which a run keeps instead of running the
+        cell again (None: the cell runs; always None with `redo`)."""
+        if self.redo or (prev := self._previous(self.run_dir / p.cell.id)) is None:
+            return None
+        return prev if prev.status == "ok" and prev.fingerprint == self.fingerprint(p, kernel_key, tools_name) else None
 
     def _open_index(self, exp_sha: str) -> RunIndex:
         path = self.run_dir / records.RUN_INDEX
@@ -299,8 +373,8 @@ class Runner:
         cell, spec = p.cell, p.cell.spec
         d = self.run_dir / cell.id
         t_cell = time.monotonic()
-        if prep.kernel is None:
-            return self._fail(p, d, "kernel-build", prep.kernel_error)
+        if prep.kernel is None or prep.kernel_error:   # no kernel, or no rootfs/workload/accelerator for it
+            return self._fail(p, d, "kernel-build" if prep.kernel is None else "boot-failed", prep.kernel_error)
         build = prep.kernel
         kernel = records.KernelInfo(key=build.key, request=p.request.label,
                                     release=build.metadata.get("kernel_release"), image=str(build.image))
@@ -309,12 +383,9 @@ class Runner:
             return self._fail(p, d, "probe-failed", "; ".join(
                 f"probe {name}: {', '.join(syms)} not in this kernel's System.map (inlined, renamed or "
                 "configured out): it cannot attach" for name, syms in missing.items()), kernel=kernel)
-        fingerprint = sha256_json({"spec": spec.model_dump(mode="json"), "kernel": build.key,
-                                   "workload": prep.tools.name, "script": p.script, "probes": p.probe_scripts,
-                                   "backend": self.backend.name})
-        if not self.redo and (prev := self._previous(d)) is not None:
-            if prev.status == "ok" and prev.fingerprint == fingerprint:
-                return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
+        fingerprint = self.fingerprint(p, build.key, prep.tools.name)
+        if (prev := self.resumable(p, build.key, prep.tools.name)) is not None:
+            return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
         share.remove_tree(d)
         d.mkdir(parents=True)
         atomic_write_text(d / records.GUEST_SCRIPT_COPY, p.script)
@@ -337,6 +408,9 @@ class Runner:
                 if spec.workload.phases.disk_mb:
                     image = stack.enter_context(self.backend.scratch(spec.workload.phases.disk_mb))
                     cfg = dataclasses.replace(cfg, disks=(image,))
+                if self.progress is not None:   # the guest's repeats as it reports them
+                    stack.enter_context(StatusWatch(share_dir, self.le.experiment.repeats, self.progress.guest_event,
+                                                    self.progress.tick, self.poll_s))
                 res = self.backend.run(cfg, share_dir, protocol.guest_command(), spec.machine.run_timeout_s,
                                        d / records.console_log(attempt), spec.machine.boot_timeout_s)
             attempts.append(records.Attempt(outcome=res.outcome, reason=res.reason, console=res.console_log.name,

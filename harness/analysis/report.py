@@ -1,4 +1,5 @@
-"""A run's summary table and latency CDF plot, derived from its records alone.
+"""A run's summary (table, summary.json), tidy all-steps table and latency CDF plot, derived from
+its records alone.
 
 `write_run_report` is what `python -m harness report RUN_DIR` runs and what the runner calls after
 its last cell, so the summary a run prints is always the one its stored data gives.
@@ -19,6 +20,7 @@ from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from harness import records  # noqa: E402
+from harness.analysis import tidy  # noqa: E402
 from harness.analysis.runs import RunData, load_run  # noqa: E402
 from harness.kernel.cache import atomic_write_text  # noqa: E402
 
@@ -45,18 +47,39 @@ def _row(cell) -> dict:
             "stats": stats}
 
 
+def _summary_cell(cell) -> records.SummaryCell:
+    r = cell.record
+    plat, guest = r.platform, r.guest
+    return records.SummaryCell(
+        cell=r.cell, arch=r.arch, variant=r.variant, axes=r.axes, status=r.status, failure=r.failure,
+        reason=r.reason, accel=guest.accel if guest else None, timing=guest.timing if guest else None,
+        repeats=r.repeats, cell_wall_s=r.cell_wall_s, stats=r.stats,
+        energy_per_step_uj=plat.energy_per_step_uj if plat else None, avg_power_mw=plat.avg_power_mw if plat else None,
+        eta=plat.frontier.eta if plat and plat.frontier else None, probe_overhead_p50=r.probe_overhead.get("p50"))
+
+
+def run_summary(run: RunData) -> records.RunSummary:
+    cells = [_summary_cell(c) for c in sorted(run.ok + run.failed, key=lambda c: c.id)]
+    cells += [records.SummaryCell(cell=name, status="unusable", reason=why)
+              for name, why in sorted(run.problems.items())]
+    return records.RunSummary(experiment=run.experiment, run_id=run.index.run_id if run.index else run.dir.name,
+                              complete=run.index.complete if run.index else None, cells=cells)
+
+
 @dataclass
 class RunReport:
     run: RunData
     table: Table | None = None
     summary: Path | None = None
+    summary_json: Path | None = None
+    tidy: list[Path] = field(default_factory=list)
     plot: Path | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def write_run_report(run_dir: Path) -> RunReport:
-    """summary.txt and latency_cdf.png of a run directory, from its records; what was left out and why
-    goes into the notes (and into summary.txt)."""
+    """summary.txt, summary.json, the tidy all-steps table and latency_cdf.png of a run directory, from
+    its records; what was left out and why goes into the notes (and into summary.txt)."""
     run = load_run(run_dir)
     rep = RunReport(run)
     cells = sorted(run.ok + run.failed, key=lambda c: c.id)
@@ -72,6 +95,12 @@ def write_run_report(run_dir: Path) -> RunReport:
     rep.table = summary_table(rows, title)
     rep.summary = run_dir / records.SUMMARY
     atomic_write_text(rep.summary, summary_text(rows) + "".join(f"# {n}\n" for n in rep.notes))
+    rep.summary_json = run_dir / records.SUMMARY_JSON
+    records.write(rep.summary_json, run_summary(run))
+    if run.ok:
+        rep.tidy, note = write_tidy([run], run_dir / records.TIDY_CSV, run_dir / records.TIDY_PARQUET)
+        if note:
+            rep.notes.append(note)
     series = {}
     for c in run.ok:
         st = c.steps()
@@ -80,6 +109,19 @@ def write_run_report(run_dir: Path) -> RunReport:
         rep.plot = latency_cdf(series, run_dir / records.CDF_PLOT, title)
         rep.notes.append(f"plot: {rep.plot}")
     return rep
+
+
+def write_tidy(runs: list[RunData], *outs: Path) -> tuple[list[Path], str]:
+    """The tidy all-steps table of `runs` into each of `outs` (by suffix); a Parquet file is skipped,
+    with a note, when pyarrow is missing."""
+    table = tidy.tidy_table(runs)
+    written, note = [], ""
+    for out in outs:
+        if out.suffix.lower() == ".parquet" and not tidy.have_pyarrow():
+            note = tidy.NO_PYARROW
+            continue
+        written.append(tidy.write(table, out))
+    return written, note
 
 
 def summary_table(rows: list[dict], title: str) -> Table:

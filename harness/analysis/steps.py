@@ -80,6 +80,7 @@ def steps_from_columns(parts: list[dict[str, np.ndarray]]) -> Steps:
 
 
 PARSED_HEADER = "repeat,agent,step,wait_us,wake_us,step_us,compute_us,phases_us,cpu"
+PARSED_INT_COLUMNS = ("repeat", "agent", "step", "cpu")   # the rest are microseconds (3 decimals)
 
 
 def to_parsed_csv(s: Steps) -> str:

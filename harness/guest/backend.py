@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from rich.console import Console
+
 from harness.guest import accel as accelmod
 from harness.guest.accel import AccelChoice
 from harness.guest.rootfs import ensure_rootfs
@@ -44,8 +46,9 @@ class VngBackend:
 
     name = "vng"
 
-    def __init__(self, cache: BuildCache):
+    def __init__(self, cache: BuildCache, console: Console | None = None):
         self.cache = cache
+        self.console = console   # where a rootfs build shows its progress (default: stderr)
 
     def host_facts(self, arch: str) -> dict[str, str]:
         return accelmod.host_facts(arch)
@@ -54,7 +57,7 @@ class VngBackend:
         return accelmod.resolve(requested, arch, image, self.cache)
 
     def rootfs(self, arch: str) -> Path | None:
-        return ensure_rootfs(self.cache, arch) if arch == "arm64" else None
+        return ensure_rootfs(self.cache, arch, console=self.console) if arch == "arm64" else None
 
     def tools(self, arch: str) -> Path:
         return workload_dir(self.cache, arch)

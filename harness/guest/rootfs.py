@@ -12,9 +12,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from rich.console import Console
+
 from harness import procs
 from harness.errors import HarnessError
 from harness.kernel.cache import BuildCache, sha256_json
+from harness.kernel.progress import LiveProgress
 
 RELEASE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -50,8 +53,45 @@ def ensure_binfmt(qemu_user: str = "qemu-aarch64") -> None:
                            "(bash scripts/setup.sh) and make sure binfmt_misc can be mounted")
 
 
-def ensure_rootfs(cache: BuildCache, arch: str = "arm64", log=None) -> Path:
-    """The cached rootfs directory for `arch`, built on first use (about 2-4 minutes)."""
+def _run_logged(cmd: list[str], stdin_text: str, log, progress: RootfsProgress) -> int:
+    """mmdebstrap in its own process group; every output line to the log and to the progress view."""
+    with procs.spawn_group(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, "LC_ALL": "C"}, bufsize=1) as proc:
+        proc.stdin.write(stdin_text)
+        proc.stdin.close()
+        for line in proc.stdout:
+            log.write(line)
+            progress.feed(line)
+        return proc.wait()
+
+
+class RootfsProgress(LiveProgress):
+    """mmdebstrap's stages (its `I: ...` lines) and the packages apt has set up so far: a line per
+    stage off a terminal, a heartbeat at most every interval, so a 4-minute build is not silent."""
+
+    kind = "rootfs"
+
+    def __init__(self, label: str, console: Console | None = None, interval: float = 60.0):
+        super().__init__(label, console, interval)
+        self.stage = "starting mmdebstrap"
+        self.packages = 0
+
+    def feed(self, line: str) -> None:
+        """One line of mmdebstrap's output (its own messages and apt's)."""
+        if line.startswith("I: "):
+            self.stage = line[3:].strip().rstrip(".")[:120]
+            self._refresh(force=True)
+            return
+        if line.startswith("Setting up "):
+            self.packages += 1
+        self._refresh()
+
+    def _text(self) -> str:
+        return f"[rootfs {self.label}] {self.stage}: {self.packages} packages set up, {self._elapsed()}"
+
+
+def ensure_rootfs(cache: BuildCache, arch: str = "arm64", console: Console | None = None) -> Path:
+    """The cached rootfs directory for `arch`, built on first use (about 2-4 minutes, with progress)."""
     if arch != "arm64":
         raise HarnessError(f"no rootfs recipe for {arch}: x86_64 guests use the host's filesystem")
     key = rootfs_key(arch)
@@ -71,10 +111,9 @@ def ensure_rootfs(cache: BuildCache, arch: str = "arm64", log=None) -> Path:
         cmd = ["mmdebstrap", f"--arch={arch}", "--variant=apt", f"--include={','.join(PACKAGES)}",
                *[f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale")],
                RELEASE, str(tmp), "-"]
-        with open(log_path, "w") as fh:
-            proc = procs.run_group(cmd, input=sources, text=True, stdout=fh, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "LC_ALL": "C"})
-        if proc.returncode != 0:
+        with open(log_path, "w") as fh, RootfsProgress(arch, console) as progress:
+            rc = _run_logged(cmd, sources, fh, progress)
+        if rc != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
             raise HarnessError(f"building the {arch} rootfs failed; log: {log_path}\n{tail}")

@@ -1,4 +1,4 @@
-"""A live view of a kernel build: stage, objects compiled, elapsed time.
+"""A live view of a long step (a kernel build: stage, objects compiled, elapsed time).
 
 make's terse output (`  CC      kernel/fork.o`) is parsed line by line. On a terminal a rich
 status line is redrawn; elsewhere (CI, logs) one line is printed every `interval` seconds,
@@ -21,30 +21,55 @@ _STAGES = ((("LD", "vmlinux"), "link"), (("BTF", ""), "BTF"), (("KSYMS", ""), "k
            (("", "arch/arm64/boot/"), "image"))
 
 
-class BuildProgress(AbstractContextManager):
-    def __init__(self, label: str, expected_objects: int | None = None, console: Console | None = None,
-                 interval: float = 60.0):
+class LiveProgress(AbstractContextManager):
+    """A long step's one-line status: redrawn on a terminal; elsewhere a line at each forced refresh
+    (a stage change) and at most one more every `interval` seconds. Subclasses say what `_text` is."""
+
+    kind = "build"
+
+    def __init__(self, label: str, console: Console | None = None, interval: float = 60.0):
         self.label = label
-        self.expected = expected_objects
         self.console = console or Console(stderr=True)
         self.interval = interval
-        self.stage = "configure"
-        self.objects = 0
         self.start = time.monotonic()
         self._last_print = self.start
         self._status = None
 
-    def __enter__(self) -> BuildProgress:
+    def __enter__(self):
         if self.console.is_terminal:
             self._status = self.console.status(escape(self._text()))
             self._status.__enter__()
         else:
-            self.console.print(f"[build {self.label}] started", markup=False, highlight=False)
+            self.console.print(f"[{self.kind} {self.label}] started", markup=False, highlight=False)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._status is not None:
             self._status.__exit__(*exc)
+
+    def _elapsed(self) -> str:
+        mins, secs = divmod(int(time.monotonic() - self.start), 60)
+        return f"{mins}m{secs:02d}s"
+
+    def _text(self) -> str:
+        raise NotImplementedError
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._status is not None:
+            self._status.update(escape(self._text()))
+        elif force or now - self._last_print >= self.interval:
+            self.console.print(self._text(), markup=False, highlight=False)
+            self._last_print = now
+
+
+class BuildProgress(LiveProgress):
+    def __init__(self, label: str, expected_objects: int | None = None, console: Console | None = None,
+                 interval: float = 60.0):
+        super().__init__(label, console, interval)
+        self.expected = expected_objects
+        self.stage = "configure"
+        self.objects = 0
 
     def set_stage(self, stage: str) -> None:
         self.stage = stage
@@ -67,14 +92,5 @@ class BuildProgress(AbstractContextManager):
         self._refresh()
 
     def _text(self) -> str:
-        mins, secs = divmod(int(time.monotonic() - self.start), 60)
         count = f"{self.objects}" + (f"/~{self.expected}" if self.expected else "")
-        return f"[build {self.label}] {self.stage}: {count} steps, {mins}m{secs:02d}s"
-
-    def _refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._status is not None:
-            self._status.update(escape(self._text()))
-        elif force or now - self._last_print >= self.interval:
-            self.console.print(self._text(), markup=False, highlight=False)
-            self._last_print = now
+        return f"[build {self.label}] {self.stage}: {count} steps, {self._elapsed()}"

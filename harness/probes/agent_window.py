@@ -10,6 +10,7 @@ import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, ProbeContext
+from harness.probes.csvout import csv_text
 
 TEMPLATE = "agent_window.bt.j2"
 DESCRIPTION = "agent latency window events: windows, frequency boosts, idle guards, placements, preemptions"
@@ -67,6 +68,6 @@ def summary(ev: WindowEvents, ctx: ProbeContext = NO_CONTEXT) -> dict[str, float
 
 
 def to_csv(ev: WindowEvents) -> str:
-    rows = [f"open,{pid},{cpu},{ns},{us},{int(x)}\n" for pid, cpu, ns, us, x in ev.opens]
-    rows += [f"close,{pid},{cpu},{ns},{open_ns},\n" for pid, cpu, ns, open_ns in ev.closes]
-    return "event,pid,cpu,ns,value,explicit\n" + "".join(sorted(rows, key=lambda r: int(r.split(",")[3])))
+    rows = [("open", pid, cpu, ns, us, x) for pid, cpu, ns, us, x in ev.opens]
+    rows += [("close", pid, cpu, ns, open_ns, None) for pid, cpu, ns, open_ns in ev.closes]
+    return csv_text("event,pid,cpu,ns,value,explicit".split(","), sorted(rows, key=lambda r: int(r[3])))

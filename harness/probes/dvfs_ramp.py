@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, ProbeContext
+from harness.probes.csvout import csv_text
 
 TEMPLATE = "dvfs_ramp.bt.j2"
 DESCRIPTION = "frequency of the agent's CPU from its wakeup to the end of its run: start, ramp time, mean"
@@ -151,6 +152,7 @@ def summary(recs: list[Run], ctx: ProbeContext = NO_CONTEXT) -> dict[str, float]
 def to_csv(recs: list[Run]) -> str:
     def f(v):
         return "" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))
-    return "tid,cpu,waking_ns,start_ns,stop_ns,start_khz,max_khz,mean_khz,changes,ramp_ns,khz_before\n" + "".join(
-        ",".join(f(v) for v in (r.tid, r.cpu, r.waking_ns, r.start_ns, r.stop_ns, r.start_khz, r.max_khz,
-                                r.mean_khz, r.changes, r.ramp_ns, r.khz_before)) + "\n" for r in recs)
+    head = "tid,cpu,waking_ns,start_ns,stop_ns,start_khz,max_khz,mean_khz,changes,ramp_ns,khz_before"
+    return csv_text(head.split(","),
+                    ([f(v) for v in (r.tid, r.cpu, r.waking_ns, r.start_ns, r.stop_ns, r.start_khz, r.max_khz,
+                                     r.mean_khz, r.changes, r.ramp_ns, r.khz_before)] for r in recs))

@@ -8,6 +8,7 @@ import numpy as np
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, ProbeContext
+from harness.probes.csvout import csv_text
 
 TEMPLATE = "wakeup_latency.bt.j2"
 DESCRIPTION = "wakeup-to-run latency of the agent threads, per wakeup, with CPU and whether it was idle"
@@ -85,5 +86,5 @@ def summary(recs: list[Wakeup], ctx: ProbeContext = NO_CONTEXT) -> dict[str, flo
 
 
 def to_csv(recs: list[Wakeup]) -> str:
-    return "tid,cpu,waking_ns,running_ns,latency_ns,cpu_was_idle\n" + "".join(
-        f"{r.tid},{r.cpu},{r.waking_ns},{r.running_ns},{r.latency_ns},{int(r.cpu_was_idle)}\n" for r in recs)
+    return csv_text("tid,cpu,waking_ns,running_ns,latency_ns,cpu_was_idle".split(","),
+                    ((r.tid, r.cpu, r.waking_ns, r.running_ns, r.latency_ns, r.cpu_was_idle) for r in recs))

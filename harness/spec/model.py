@@ -188,6 +188,11 @@ DottedKey = Annotated[str, _pattern(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0
                                      "a dotted cell field like workload.wait.us")]
 
 
+def _also_accept(schema: dict, key: str, alternatives: list[dict]) -> None:
+    """The JSON Schema of a field whose before-validator converts other input types."""
+    schema[key] = {"anyOf": [schema[key], *alternatives]}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -216,7 +221,8 @@ class KernelSpec(Strict):
     debug: bool = Field(False, description="add kernel/configs/debug.config (lockdep, KASAN)")
     config: dict[ConfigSymbol, KconfigValue] = Field(
         {}, max_length=KCONFIG_ITEMS_MAX, description="extra CONFIG_X: value items, applied last and checked "
-        "(y/n/m, an integer, 0x-hex or a double-quoted string)")
+        "(y/n/m, an integer, 0x-hex or a double-quoted string)", json_schema_extra=lambda s: _also_accept(
+            s, "additionalProperties", [{"type": "boolean"}, {"type": "integer"}]))   # _stringify turns them to text
 
     @field_validator("config", mode="before")
     @classmethod
@@ -335,6 +341,8 @@ class SimPlatform(Strict):
     """Simulated cpufreq/cpuidle platform (the guest has no real DVFS or C-states). `preset` names a
     table taken from a real SoC (harness/platform/presets/); fields given next to it override it."""
 
+    # the JSON Schema describes the file: there, every field may be left to the preset
+    model_config = ConfigDict(json_schema_extra=lambda s: s.pop("required", None))
     preset: Name | None = Field(None, description="platform preset (python -m harness presets lists them)")
     opps: list[OPP] = Field(max_length=OPPS_MAX)
     dynamic_power_coefficient: int = Field(ge=0, le=DYN_COEFF_MAX,

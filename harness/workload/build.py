@@ -16,12 +16,17 @@ SOURCE = Path(__file__).resolve().parent / "agentloop.c"
 CFLAGS = ["-O2", "-static", "-pthread", "-Wall", "-Wextra", "-Werror"]
 
 
+def workload_name(arch: str) -> str:
+    """The cached workload directory's name for `arch` (source and compiler), without compiling:
+    cell fingerprints name the workload by it."""
+    key = sha256_json({"src": sha256_bytes(SOURCE.read_bytes()), "cflags": CFLAGS,
+                       "cc": toolchain.identity(archmod.get(arch))["gcc"]})[:16]
+    return f"{arch}-{key}"
+
+
 def workload_dir(cache: BuildCache, arch: str) -> Path:
     """A directory holding `agentloop` for `arch` (it is shared read-only with the guest)."""
-    a = archmod.get(arch)
-    key = sha256_json({"src": sha256_bytes(SOURCE.read_bytes()), "cflags": CFLAGS,
-                       "cc": toolchain.identity(a)["gcc"]})[:16]
-    return _cached_binary(cache, f"{arch}-{key}", "agentloop", arch, "the workload",
+    return _cached_binary(cache, workload_name(arch), "agentloop", arch, "the workload",
                           lambda src: ([str(SOURCE), "-lm"], CFLAGS))
 
 
