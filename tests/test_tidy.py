@@ -126,6 +126,7 @@ def test_report_tidy_option_writes_several_runs_in_the_formats_asked(tmp_path, c
 @pytest.mark.parametrize("name", ["steps.txt", "steps", "steps.json"])
 def test_report_refuses_a_tidy_file_it_cannot_write(tmp_path, capsys, name):
     run_dir = copy_example(tmp_path, "window-v2-x86")
+    (run_dir / records.SUMMARY_JSON).unlink()
     assert main(["report", str(run_dir), "--tidy", str(tmp_path / name)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --tidy {tmp_path / name}:") and "*.csv or *.parquet" in err
@@ -253,3 +254,12 @@ def test_check_jsonschema_uses_the_printed_schema(tmp_path, capsys):
     bad.write_text("name: bad\nplatform: {governer: schedutil}\n")
     got = subprocess.run([exe, "--schemafile", str(schema), str(bad)], capture_output=True, text=True)
     assert got.returncode == 1 and "governer" in got.stdout + got.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in EXAMPLES.glob("*/summary.json")))
+def test_committed_summary_json_is_what_report_derives_from_the_records(tmp_path, name):
+    run_dir = copy_example(tmp_path, name)
+    committed = json.loads((run_dir / records.SUMMARY_JSON).read_text())
+    write_run_report(run_dir)
+    fresh = json.loads((run_dir / records.SUMMARY_JSON).read_text())
+    assert {**committed, "generated": None} == {**fresh, "generated": None}
