@@ -51,8 +51,8 @@ def _ns(x: float) -> int:
 
 def check_trace(trace: dict) -> dict:
     """The trace-event invariants; returns the events grouped for further checks."""
-    assert set(trace) >= {"traceEvents", "displayTimeUnit", "otherData"}
-    assert trace["displayTimeUnit"] in ("ms", "ns")
+    assert set(trace) >= {"traceEvents", "otherData"}
+    assert "displayTimeUnit" not in trace      # ts is in us; some Perfetto builds read this key as its unit
     names: dict[tuple, str] = {}
     procs: dict[int, str] = {}
     spans: dict[tuple[int, int], list[tuple[int, int, str]]] = defaultdict(list)

@@ -581,7 +581,7 @@ def build_trace(cell_dir: Path) -> tuple[dict[str, Any], TraceSummary]:
              "energy_per_step_by_repeat_uj": rec.platform.energy_per_step_by_repeat_uj} if rec.platform else None),
         "tracks": list(ev.tracks), "absent": absent, "notes": notes,
     }
-    trace = {"traceEvents": ev.events, "displayTimeUnit": "ns", "otherData": other}
+    trace = {"traceEvents": ev.events, "otherData": other}
     counts = dict(Counter(e["ph"] for e in ev.events))
     return trace, TraceSummary(Path(), timeline, counts, list(ev.tracks), absent, notes)
 
