@@ -304,6 +304,26 @@ def cmd_compare(args, out: Console) -> int:
     return 0
 
 
+def cmd_trace(args, out: Console) -> int:
+    from harness.analysis.trace import write_trace
+
+    output = args.output or Path(f"{args.cell_dir.resolve().name}.trace.json")
+    if output.suffix.lower() != ".json":
+        raise InputError(f"{output}: the trace is JSON, name it *.json")
+    s = write_trace(args.cell_dir, output)
+    out.print(f"trace: {s.path} (timeline: {s.timeline}); events: "
+              + ", ".join(f"{n} {k}" for k, n in sorted(s.events.items())), highlight=False, markup=False)
+    for t in s.tracks:
+        out.print(f"  track: {t}", highlight=False, markup=False)
+    for what, why in s.absent.items():
+        out.print(f"  absent: {what}: {why}", highlight=False, markup=False)
+    for note in s.notes:
+        out.print(f"  note: {note}", highlight=False, markup=False)
+    out.print("open it in https://ui.perfetto.dev (Open trace file; it stays in the browser) or chrome://tracing",
+              highlight=False, markup=False)
+    return 0
+
+
 def cmd_probes_render(args, out: Console) -> int:
     from harness import probes
 
@@ -415,6 +435,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--floor", default="floor", help="the physical floor variant (default: floor)")
     sp.add_argument("--json", type=Path, help="also write the figures as JSON")
     sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("trace", help="one cell as a Chrome trace-event JSON for the Perfetto UI: per-step spans per "
+                        "agent, frequency and idle counters, windows (from the records; no build, no boot)")
+    sp.add_argument("cell_dir", type=Path, help="a cell directory (results/<experiment>-<hash>/<cell>)")
+    sp.add_argument("-o", "--output", type=Path, metavar="FILE.json",
+                    help="where to write it (default: ./<cell>.trace.json)")
+    sp.set_defaults(func=cmd_trace)
 
     sp = sub.add_parser("probes", help="the bpftrace tools")
     psub = sp.add_subparsers(dest="probes_command", required=True)

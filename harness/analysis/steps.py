@@ -44,9 +44,10 @@ class Steps:
         return len(self.step)
 
 
-def parse_steps_csv(text: str, origin: str, repeat: int = 0) -> dict[str, np.ndarray]:
-    """agentloop's steps file (what the guest wrote) -> measured-step columns; anything else is a
-    StepsFormatError quoting at most a short excerpt of what was there."""
+def parse_steps_csv(text: str, origin: str, repeat: int = 0, warmup: bool = False) -> dict[str, np.ndarray]:
+    """agentloop's steps file (what the guest wrote) -> measured-step columns (with `warmup`, the
+    warm-up rows too, flagged in the "warmup" column); anything else is a StepsFormatError quoting
+    at most a short excerpt of what was there."""
     header = text.partition("\n")[0].rstrip("\r")
     if tuple(header.split(",")) != COLUMNS:
         raise StepsFormatError(f"{origin}: unexpected header ({excerpt(header) if header else 'nothing'})")
@@ -64,8 +65,9 @@ def parse_steps_csv(text: str, origin: str, repeat: int = 0) -> dict[str, np.nda
     rows = a
     cols = {name: a[:, i] for i, name in enumerate(COLUMNS)}
     keep = cols["warmup"] == 0
-    cols = {k: v[keep] for k, v in cols.items()}
-    if not len(cols["step"]):
+    if not warmup:
+        cols = {k: v[keep] for k, v in cols.items()}
+    if not keep.any():
         why = "no measured steps (only warm-up rows)" if len(rows) else "no steps"
         raise StepsFormatError(f"{origin}: {why}")
     cols["repeat"] = np.full(len(cols["step"]), repeat, dtype=np.int64)

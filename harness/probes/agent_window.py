@@ -26,6 +26,8 @@ class WindowEvents:
     preemptions: int = 0
     boosts: dict[int, int] = field(default_factory=dict)                         # cpu -> count
     guards: dict[int, int] = field(default_factory=dict)
+    placed: list[tuple[int, int, int]] = field(default_factory=list)                # pid cpu ns
+    preempted: list[tuple[int, int, int, int]] = field(default_factory=list)        # pid preempted_pid cpu ns
 
 
 def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> WindowEvents:
@@ -42,8 +44,10 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> WindowEvents
                 ev.closes.append((pid, cpu, ns, open_ns))
             elif kind == "P" and len(vals) == 3:
                 ev.placements += 1
+                ev.placed.append((vals[0], vals[1], vals[2]))
             elif kind == "E" and len(vals) == 4:
                 ev.preemptions += 1
+                ev.preempted.append((vals[0], vals[1], vals[2], vals[3]))
             else:
                 raise ValueError(kind)
         except (ValueError, IndexError):

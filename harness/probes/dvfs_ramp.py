@@ -75,11 +75,8 @@ def _in_time_order(lines: list[str]) -> list[str]:
     return sorted(lines, key=key)
 
 
-def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Run]:
-    """ctx.cur_khz: cpu -> frequency before the probe attached (the harness's platform snapshot),
-    for CPUs whose governor never changes it while the probe runs."""
-    lines = _in_time_order(out.printf)
-    freq: dict[int, list[tuple[int, int]]] = {}           # cpu -> every change, in time order
+def _frequency_changes(lines: list[str]) -> dict[int, list[tuple[int, int]]]:
+    freq: dict[int, list[tuple[int, int]]] = {}
     for line in lines:
         p = line.split()
         if p[0] == "F":
@@ -88,6 +85,21 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Run]:
             except ValueError:
                 raise ProbeOutputError(f"dvfs_ramp: unexpected line {line!r}") from None
             freq.setdefault(cpu, []).append((ns, khz))
+    return freq
+
+
+def frequency_changes(out: BpftraceOutput) -> dict[int, list[tuple[int, int]]]:
+    """cpu -> (ns, kHz) of every power:cpu_frequency event, in time order. The cpufreq core emits
+    it when the governor's request is made (the fast-switch path), so this is the requested
+    frequency; sim-cpufreq applies it transition_latency_us later."""
+    return _frequency_changes(_in_time_order(out.printf))
+
+
+def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> list[Run]:
+    """ctx.cur_khz: cpu -> frequency before the probe attached (the harness's platform snapshot),
+    for CPUs whose governor never changes it while the probe runs."""
+    lines = _in_time_order(out.printf)
+    freq = _frequency_changes(lines)                       # cpu -> every change, in time order
     times = {cpu: [t for t, _ in ev] for cpu, ev in freq.items()}
     initial = dict(ctx.cur_khz)
 
