@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from harness import records
+from harness.cli import main
 from harness.guest.vm import GuestConfig, run_guest, splats
 from harness.runner import Runner
 from harness.spec import load_experiment
@@ -40,16 +41,24 @@ EXPERIMENT = textwrap.dedent("""\
 """)
 
 
-def run_window_check(tmp_path, arch, variants=("unmarked", "marked", "explicit")):
+def run_window_check(tmp_path, arch, variants=("unmarked", "marked", "explicit"), probes=("agent_window",)):
     f = tmp_path / "agent_window_check.yaml"
     exp = yaml.safe_load(EXPERIMENT.replace("ARCH", arch))
     exp["variants"] = [v for v in exp["variants"] if v["name"] in variants]
+    exp["probes"] = list(probes)
     f.write_text(yaml.safe_dump(exp, sort_keys=False))
-    out = Runner(load_experiment(f), tmp_path / "results").run()
-    assert all(o.status == "ok" for o in out), [(o.cell.id, o.reason) for o in out]
-    cells = {o.cell.variant: json.loads((o.dir / "result.json").read_text()) for o in out}
-    for o in out:
-        cells[o.cell.variant]["console"] = (o.dir / records.console_log(0)).read_text(errors="replace")
+    # through the real CLI, as a user runs an experiment
+    code = main(["run", str(f), "--results-dir", str(tmp_path / "results")])
+    (run_dir,) = (tmp_path / "results").iterdir()
+    cells = {}
+    for d in sorted(p for p in run_dir.iterdir() if (p / "result.json").is_file()):
+        cell = json.loads((d / "result.json").read_text())
+        cell["console"] = (d / records.console_log(0)).read_text(errors="replace")
+        cell["dir"] = d
+        cells[cell["variant"]] = cell
+    assert code == 0 and all(c["status"] == "ok" for c in cells.values()), \
+        [(c["cell"], c["status"], c["reason"]) for c in cells.values()]
+    assert sorted(cells) == sorted(variants)
     return cells
 
 
@@ -81,9 +90,25 @@ def check_explicit(cells):
     assert explicit["explicit_windows"] >= 110, explicit
 
 
+def check_wakeup_probe(cell):
+    """The wakeup_latency probe ran next to the loop: one record per agent wakeup (warm-up
+    included), parsed into the record and written as CSV."""
+    probe = cell["probes"]["wakeup_latency"]
+    assert probe["events"] >= 110 and 0 < probe["p50_us"] < cell["stats"]["step_p50_us"], probe
+    rows = (cell["dir"] / "probe-wakeup_latency.csv").read_text().splitlines()
+    assert len(rows) == probe["events"] + 1
+
+
 @pytest.mark.kernel
-def test_agent_window_x86_64(tmp_path):
-    check_window(run_window_check(tmp_path, "x86_64", ("unmarked", "marked")))
+def test_agent_window_x86_64(tmp_path, capsys):
+    """CI's booted check of the window, through the CLI and with the wakeup_latency probe too, so
+    that one set of boots is also CI's end-to-end smoke (experiments/smoke.yaml on the stock
+    kernel is test_cli_smoke_run, extended)."""
+    cells = run_window_check(tmp_path, "x86_64", ("unmarked", "marked"), probes=("agent_window", "wakeup_latency"))
+    out = capsys.readouterr().out
+    assert "x86_64-unmarked" in out and "wake p50" in out, out
+    check_window(cells)
+    check_wakeup_probe(cells["unmarked"])
 
 
 @pytest.mark.kernel

@@ -125,8 +125,10 @@ def test_stopping_the_harness_leaves_no_qemu_behind(tmp_path, sig, inherit_ignor
     assert proc.returncode == code
 
 
+@pytest.mark.extended
 def test_cli_smoke_run(tmp_path, capsys):
-    """What CI's end-to-end smoke is: experiments/smoke.yaml through the real CLI."""
+    """experiments/smoke.yaml through the real CLI, on the stock (agent-off) kernel. Extended: CI's
+    end-to-end run through the CLI, with the same probe, is test_agent_window_x86_64."""
     from harness.cli import main
 
     code = main(["run", str(paths.EXPERIMENTS_DIR / "smoke.yaml"), "--results-dir", str(tmp_path)])
