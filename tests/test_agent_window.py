@@ -41,11 +41,10 @@ EXPERIMENT = textwrap.dedent("""\
 """)
 
 
-def run_window_check(tmp_path, arch, variants=("unmarked", "marked", "explicit"), probes=("agent_window",)):
+def run_window_check(tmp_path, arch, variants=("unmarked", "marked", "explicit")):
     f = tmp_path / "agent_window_check.yaml"
     exp = yaml.safe_load(EXPERIMENT.replace("ARCH", arch))
     exp["variants"] = [v for v in exp["variants"] if v["name"] in variants]
-    exp["probes"] = list(probes)
     f.write_text(yaml.safe_dump(exp, sort_keys=False))
     # through the real CLI, as a user runs an experiment
     code = main(["run", str(f), "--results-dir", str(tmp_path / "results")])
@@ -90,25 +89,16 @@ def check_explicit(cells):
     assert explicit["explicit_windows"] >= 110, explicit
 
 
-def check_wakeup_probe(cell):
-    """The wakeup_latency probe ran next to the loop: one record per agent wakeup (warm-up
-    included), parsed into the record and written as CSV."""
-    probe = cell["probes"]["wakeup_latency"]
-    assert probe["events"] >= 110 and 0 < probe["p50_us"] < cell["stats"]["step_p50_us"], probe
-    rows = (cell["dir"] / "probe-wakeup_latency.csv").read_text().splitlines()
-    assert len(rows) == probe["events"] + 1
-
-
 @pytest.mark.kernel
 def test_agent_window_x86_64(tmp_path, capsys):
-    """CI's booted check of the window, through the CLI and with the wakeup_latency probe too, so
-    that one set of boots is also CI's end-to-end smoke (experiments/smoke.yaml on the stock
-    kernel is test_cli_smoke_run, extended)."""
-    cells = run_window_check(tmp_path, "x86_64", ("unmarked", "marked"), probes=("agent_window", "wakeup_latency"))
+    """CI's booted check of the window, through the CLI with a real bpftrace probe attached, so
+    that these boots are also CI's end-to-end smoke (experiments/smoke.yaml on the stock kernel,
+    with the wakeup_latency probe, is test_cli_smoke_run, extended: each bpftrace compilation
+    costs a minute or more of wall time under TCG)."""
+    cells = run_window_check(tmp_path, "x86_64", ("unmarked", "marked"))
     out = capsys.readouterr().out
     assert "x86_64-unmarked" in out and "wake p50" in out, out
     check_window(cells)
-    check_wakeup_probe(cells["unmarked"])
 
 
 @pytest.mark.kernel
