@@ -264,7 +264,7 @@ def cmd_compare(args, out: Console) -> int:
     if len(runs) == 1:
         res = cmp.compare_run(runs[0], args.treatment, args.stock, args.floor)
     else:
-        res = cmp.compare_runs(runs)
+        res = cmp.compare_runs(runs, args.metric)
     for cell, why in sorted(res.left_out.items()):
         out.print(f"left out {cell}: {why}", highlight=False, markup=False)
     if not res.groups:
@@ -282,17 +282,18 @@ def cmd_compare(args, out: Console) -> int:
                       _fmt_estimate(r["gap_closed_p99"]), _fmt_estimate(r["energy_vs_stock"]),
                       _fmt_estimate(r["energy_vs_floor"]))
     else:
-        t = Table(title=f"step latency against {runs[0].dir.name}; 95% hierarchical bootstrap CIs, "
+        m = args.metric
+        t = Table(title=f"{m} latency against {res.runs[0]}; 95% hierarchical bootstrap CIs, "
                   "p: Mann-Whitney on repeats")
         t.add_column("cell")
-        t.add_column(f"{runs[0].dir.name} p50 / p99 us")
-        others = [r.dir.name for r in runs[1:]]
+        t.add_column(f"{res.runs[0]} p50 / p99 us")
+        others = res.runs[1:]
         for name in others:
             t.add_column(f"{name}: p50 change")
             t.add_column(f"{name}: p99 change")
         for label, r in res.groups.items():
             b = r["baseline"]
-            cells = [label, f"{b['step_p50_us']:.1f} / {b['step_p99_us']:.1f}"]
+            cells = [label, f"{b[m + '_p50_us']:.1f} / {b[m + '_p99_us']:.1f}"]
             for name in others:
                 o = r["runs"].get(name)
                 cells += ([_fmt_estimate(o["p50_change"], pct=True), _fmt_estimate(o["p99_change"], pct=True)]
@@ -371,6 +372,12 @@ def cmd_presets(args, out: Console) -> int:
     return 0
 
 
+def cmp_metrics() -> tuple[str, ...]:
+    from harness.analysis.compare import METRICS
+
+    return tuple(METRICS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -433,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--treatment", default="agent", help="variant under test (default: agent)")
     sp.add_argument("--stock", default="stock", help="the reference variant (default: stock)")
     sp.add_argument("--floor", default="floor", help="the physical floor variant (default: floor)")
+    sp.add_argument("--metric", choices=sorted(cmp_metrics()), default="step",
+                    help="several runs: the latency compared, step (signal -> done) or wake (signal -> "
+                    "running) (default: step)")
     sp.add_argument("--json", type=Path, help="also write the figures as JSON")
     sp.set_defaults(func=cmd_compare)
 

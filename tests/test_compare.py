@@ -161,3 +161,25 @@ def test_two_runs_compared_cell_by_cell_against_the_first(tmp_path, capsys):
     res = compare_runs([load_run(a), load_run(faster)])
     ch = res.groups["x86_64 stock"]["runs"]["kernel-c"]["p50_change"]
     assert ch["value"] == pytest.approx(-0.10, abs=0.02) and ch["ci95_hi"] < 0 and ch["p_value"] < 0.05
+
+
+def test_runs_with_the_same_name_are_told_apart_by_path_and_wake_latency_can_be_compared(tmp_path, capsys):
+    """Two run directories named alike (a committed example and a fresh run of it) are named by
+    their paths in the table, which shows the change, not a blank; --metric wake compares the
+    wakeup latency column."""
+    rng = np.random.default_rng(5)
+    a, b = tmp_path / "x" / "run", tmp_path / "y" / "run"
+    write_index(a, [make_cell(a, "x86_64", "stock", repeats_with_spread(rng, 1000, spread=5), repeats=4)])
+    write_index(b, [make_cell(b, "x86_64", "stock", repeats_with_spread(rng, 800, spread=5), repeats=4)])
+    assert main(["compare", str(a), str(b), "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "x86_64 stock" in line)
+    assert "%" in row and " - " not in row, out
+    res = json.loads((tmp_path / "c.json").read_text())
+    change = res["groups"]["x86_64 stock"]["runs"][str(b)]["p50_change"]["value"]
+    assert change == pytest.approx(-0.2, abs=0.03)
+    assert main(["compare", str(a), str(b), "--metric", "wake", "--json", str(tmp_path / "w.json")]) == 0
+    assert "wake latency against" in capsys.readouterr().out
+    wake = json.loads((tmp_path / "w.json").read_text())["groups"]["x86_64 stock"]
+    assert wake["metric"] == "wake" and "wake_p50_us" in wake["baseline"]
+

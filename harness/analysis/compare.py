@@ -152,6 +152,11 @@ def energy_ratio(treat: CellData, ref: CellData, seed: int = 1) -> Estimate:
 class Comparison:
     groups: dict[str, dict] = field(default_factory=dict)     # "arch[ axis=value ...]" -> figures
     left_out: dict[str, str] = field(default_factory=dict)    # cell -> why it is not in any group
+    runs: list[str] = field(default_factory=list)             # the runs' names, baseline first
+
+
+# compare_runs's metrics: name -> the steps column
+METRICS = {"step": "step_us", "wake": "wake_us"}
 
 
 def group_label(arch: str, axes: dict) -> str:
@@ -198,30 +203,34 @@ def compare(run_dir: Path, treatment: str, stock: str = "stock", floor: str = "f
     return compare_run(load_run(run_dir), treatment, stock, floor)
 
 
-def compare_runs(runs: list[RunData]) -> Comparison:
+def compare_runs(runs: list[RunData], metric: str = "step") -> Comparison:
     """mmtests compare-kernels style: the first run is the baseline; every cell (arch, variant and
-    axes) found in it and in another run gets that run's step p50/p99 change with CI and p."""
+    axes) found in it and in another run gets that run's p50/p99 change of the metric (step or wake
+    latency) with CI and p. Runs are named by their directory, by their path where names repeat."""
+    column = METRICS[metric]
     res = Comparison()
     names = [r.dir.name for r in runs]
     if len(set(names)) != len(names):
         names = [str(r.dir) for r in runs]
+    res.runs = names
     for name, run in zip(names, runs, strict=True):
         res.left_out.update(left_out(run, f"{name}/"))
     keyed = [{(c.record.arch, c.record.variant, c.axes_key()): c for c in run.ok} for run in runs]
     for key, base_cell in sorted(keyed[0].items()):
-        base = cell_data(base_cell)
+        base = cell_data(base_cell, column)
         label = group_label(key[0], base_cell.record.axes) + f" {key[1]}"
-        row: dict = {"baseline": {"run": names[0], "cell": base.cell, "repeats": len(base.repeats),
-                                  "step_p50_us": float(np.percentile(base.values, 50)),
-                                  "step_p99_us": float(np.percentile(base.values, 99))}, "runs": {}}
+        row: dict = {"metric": metric,
+                     "baseline": {"run": names[0], "cell": base.cell, "repeats": len(base.repeats),
+                                  f"{metric}_p50_us": float(np.percentile(base.values, 50)),
+                                  f"{metric}_p99_us": float(np.percentile(base.values, 99))}, "runs": {}}
         for name, other_cells in zip(names[1:], keyed[1:], strict=True):
             if key not in other_cells:
                 res.left_out.setdefault(f"{name}/{base.cell}", f"no ok cell matching {names[0]}/{base.cell}")
                 continue
-            other = cell_data(other_cells[key])
+            other = cell_data(other_cells[key], column)
             row["runs"][name] = {"cell": other.cell, "repeats": len(other.repeats),
-                                 "step_p50_us": float(np.percentile(other.values, 50)),
-                                 "step_p99_us": float(np.percentile(other.values, 99)),
+                                 f"{metric}_p50_us": float(np.percentile(other.values, 50)),
+                                 f"{metric}_p99_us": float(np.percentile(other.values, 99)),
                                  "p50_change": relative_change(base, other, 50).as_dict(),
                                  "p99_change": relative_change(base, other, 99).as_dict()}
         if row["runs"]:
