@@ -123,16 +123,26 @@ class _Events:
 
 # -- reading the cell ------------------------------------------------------------------------------
 
-def _cell_dir(path: Path) -> Path:
+def _real_dir(path: Path, what: str, missing_ok: bool = False) -> Path | None:
+    """@path as a directory that is not a link (an InputError naming it otherwise); None if it is
+    absent and @missing_ok."""
     try:
         st = os.lstat(path)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise InputError(f"{path}: no such {what}") from None
     except OSError as e:
-        raise InputError(f"{path}: no such cell directory ({e.strerror})") from None
+        raise InputError(f"{path}: cannot read: {e.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise InputError(f"{path}: is a symbolic link (not followed): give the cell directory itself")
+        raise InputError(f"{path}: is a symbolic link (not followed): give the {what} itself")
     if not stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{path}: not a cell directory (give RUN_DIR/CELL)")
+        raise InputError(f"{path}: not a {what}")
     return path
+
+
+def _cell_dir(path: Path) -> Path:
+    return _real_dir(path, "cell directory (RUN_DIR/CELL)")
 
 
 @dataclass(frozen=True)
@@ -176,18 +186,7 @@ def _parsed(path: Path, required: bool = True) -> dict[str, np.ndarray] | None:
 
 def _share(cell: Path) -> Path | None:
     """The guest's share, if the cell directory still holds it (published examples drop it)."""
-    d = cell / protocol.SHARE
-    try:
-        st = os.lstat(d)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise InputError(f"{d}: cannot read: {e.strerror}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise InputError(f"{d}: is a symbolic link (not followed)")
-    if not stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{d}: not a directory")
-    return d
+    return _real_dir(cell / protocol.SHARE, "share directory", missing_ok=True)
 
 
 def _read_share(path: Path, limit: int, required: bool = True) -> str | None:
