@@ -134,7 +134,8 @@ def test_a_traced_cell_is_drawn_on_the_guest_clock(replayed, tmp_path, arch):
     assert starts["repeat 0"] < starts["repeat 1"] < starts["traced run (probes attached)"]
     # the probes' wakeups split the traced run's wake paths; frequency and idle counters are there
     parts = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "sched_waking -> switch-in"]
-    assert len(parts) == 70 and all(g["procs"][e["pid"]].startswith("traced") for e in parts)
+    assert len(parts) == _probe_seen_wakeups(cell) > 0
+    assert all(g["procs"][e["pid"]].startswith("traced") for e in parts)
     freq = {k for k in g["counters"] if "frequency requested" in k[1]}
     assert {k[1] for k in freq} == {"cpu0 frequency requested", "cpu1 frequency requested"}
     assert any("idle residency" in k[1] for k in g["counters"])
@@ -158,6 +159,39 @@ def test_a_committed_example_gets_a_reconstructed_timeline_and_says_so(tmp_path)
         assert "no guest share" in meta["absent"][track], track
 
 
+def _probe_wakeups(cell: Path) -> tuple[int, list[tuple[int, int]]]:
+    """From the recording itself: the agent's tid (the one whose sched_waking falls in the most wake
+    paths of the traced run) and its (waking, running) pairs in time order."""
+    rows = [[int(x) for x in r.split(",")]
+            for r in (cell / protocol.SHARE / protocol.PROBED_FILES.steps).read_text().splitlines()[1:]]
+    paths = [(r[4], r[5]) for r in rows]                       # signal_ns, wake_ns
+    recs = []
+    for line in (cell / protocol.SHARE / protocol.probe_output("wakeup_latency")).read_text().splitlines():
+        e = json.loads(line) if line.startswith("{") else {}
+        if e.get("type") == "printf":
+            tid, _cpu, waking, running, _idle = (int(x) for x in e["data"].split())
+            recs.append((tid, waking, running))
+    votes = {}
+    for tid, waking, _ in recs:
+        votes[tid] = votes.get(tid, 0) + sum(s <= waking <= w for s, w in paths)
+    tid = max(votes, key=votes.get)
+    return tid, sorted((w, r) for t, w, r in recs if t == tid)
+
+
+def _probe_seen_wakeups(cell: Path) -> int:
+    """Steps of the traced run (warm-up included) whose wake path holds the agent's next wakeup
+    after the signal (signal <= sched_waking <= switch-in <= the loop's stamp): the ones the trace
+    splits."""
+    _tid, ws = _probe_wakeups(cell)
+    rows = [[int(x) for x in r.split(",")]
+            for r in (cell / protocol.SHARE / protocol.PROBED_FILES.steps).read_text().splitlines()[1:]]
+    n = 0
+    for r in rows:
+        nxt = next(((w, run) for w, run in ws if w >= r[4]), None)
+        n += nxt is not None and nxt[0] <= nxt[1] <= r[5]
+    return n
+
+
 def test_window_events_become_spans_and_instants(replayed, tmp_path):
     """agent_window's events (no recording carries them yet: made here, on the traced run's own
     steps) give a window per step on an "agent-0 window" thread, and placement/preemption instants."""
@@ -168,7 +202,7 @@ def test_window_events_become_spans_and_instants(replayed, tmp_path):
     (cell / records.CELL_RESULT).write_text(json.dumps(rec))
     raw = (cell / protocol.SHARE / protocol.PROBED_FILES.steps).read_text().splitlines()[1:]
     lines = ['{"type": "attached_probes", "data": {"probes": 6}}']
-    tid = 236   # the agent's tid in the recording (wakeup_latency sees it)
+    tid, _ = _probe_wakeups(cell)    # the agent's tid in the recording (wakeup_latency sees it)
     for i, row in enumerate(raw):
         _a, _s, _w, _wait, signal, wake, _ph, done, cpu = (int(x) for x in row.split(","))
         ev = [f"P {tid} {cpu} {signal + 500}", f"O {tid} {cpu} {signal + 600} 5000 0"]
