@@ -98,9 +98,18 @@ def test_symbol_the_stock_tree_lacks_is_an_error(builder, tmp_path):
         builder.configure(req, stock, tmp_path / "obj")
 
 
+@pytest.fixture(scope="module")
+def agent_latency_tree(tmp_path_factory):
+    """One editable tree of both series, editing agent-latency (a clone of the source and a dozen
+    `git am`s: made once for the tests below; a test that commits to it takes its commit back)."""
+    return make_dev_tree(tmp_path_factory.mktemp("dev") / "linux", ["sim-platform", "agent-latency"],
+                         "agent-latency")
+
+
 @pytest.mark.parametrize("edit", [pytest.param("sim-platform", marks=pytest.mark.extended), "agent-latency"])
-def test_series_round_trips_through_an_editable_tree(tmp_path, edit):
-    dev = make_dev_tree(tmp_path / "linux", ["sim-platform", "agent-latency"], edit)
+def test_series_round_trips_through_an_editable_tree(tmp_path, edit, request):
+    dev = (request.getfixturevalue("agent_latency_tree") if edit == "agent-latency" else
+           make_dev_tree(tmp_path / "linux", ["sim-platform", "agent-latency"], edit))
     out = tmp_path / "patches"
     res = export_patches(dev, patches_dir=out)
     assert res.clean, res.checkpatch
@@ -110,16 +119,19 @@ def test_series_round_trips_through_an_editable_tree(tmp_path, edit):
         assert new.read_bytes() == old.read_bytes(), f"{new.name} does not round-trip"
 
 
-def test_export_runs_checkpatch_and_flags_problems(tmp_path):
+def test_export_runs_checkpatch_and_flags_problems(tmp_path, agent_latency_tree):
     import subprocess
 
-    dev = make_dev_tree(tmp_path / "linux", ["sim-platform", "agent-latency"], "agent-latency")
+    dev = agent_latency_tree
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"}
     (dev / "kernel" / "Kconfig.agent_latency").write_text(
         (dev / "kernel" / "Kconfig.agent_latency").read_text() + "\n# trailing space \n")
-    subprocess.run(["git", "-C", str(dev), "commit", "-qam", "bad: no sign-off"], check=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
-    res = export_patches(dev, patches_dir=tmp_path / "out")
+    subprocess.run(["git", "-C", str(dev), "commit", "-qam", "bad: no sign-off"], check=True, env=env)
+    try:
+        res = export_patches(dev, patches_dir=tmp_path / "out")
+    finally:
+        subprocess.run(["git", "-C", str(dev), "reset", "-q", "--hard", "HEAD~1"], check=True, env=env)
     n = len(list((paths.PATCHES_DIR / "agent-latency").glob("*.patch")))
     assert len(res.files) == n + 1 and res.files[-1].name.startswith(f"{n:04d}-bad")
     assert not res.clean

@@ -8,7 +8,9 @@ and runs checkpatch.pl on them.
 
 from __future__ import annotations
 
+import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +87,16 @@ def checkpatch(tree: Path, files: list[Path]) -> tuple[str, bool]:
     script = tree / "scripts" / "checkpatch.pl"
     if not script.is_file():
         raise HarnessError(f"{script} not found")
-    reports, clean = [], True
-    for f in files:
-        proc = subprocess.run(["perl", str(script), "--terse", "--show-types", str(f)], cwd=tree,
+    def run(f: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["perl", str(script), "--terse", "--show-types", str(f)], cwd=tree,
                               capture_output=True, text=True)
+
+    # one perl per patch, as many at once as there are CPUs (a series of a dozen took a minute
+    # one after the other on 2 cores); the report keeps the series' order
+    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        procs = list(pool.map(run, files))
+    reports, clean = [], True
+    for f, proc in zip(files, procs, strict=True):
         text = proc.stdout.strip()
         if proc.returncode != 0 or "WARNING" in text or "ERROR" in text:
             clean = False
