@@ -159,6 +159,10 @@ def _latency_axis(ax, data: list[np.ndarray]) -> None:
     vals = np.concatenate([d[d > 0] for d in data if len(d)]) if data else np.array([])
     if len(vals) and vals.max() / vals.min() >= 10:
         ax.set_xscale("log")
+        # across fewer than three decades, powers of ten alone leave one or two labels: add 2 and 5
+        decades = np.log10(vals.max() / vals.min())
+        subs = (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
