@@ -78,15 +78,16 @@ class RunProgress:
             if wall_s is not None:
                 self.known[cell] = eta.Wall(arch, wall_s, "this run")
             self._cell = None
-            if self._status is not None:
-                self._status.__exit__(None, None, None)
-                self._status = None
+            self._end_status()
 
     def close(self) -> None:
         with self._lock:
-            if self._status is not None:
-                self._status.__exit__(None, None, None)
-                self._status = None
+            self._end_status()
+
+    def _end_status(self) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+            self._status = None
 
     # -- text ---------------------------------------------------------------------------------------
     def eta_text(self) -> str:

@@ -271,7 +271,7 @@ class Runner:
         for p in plans:
             prep = prepared[p.cell.id]
             if (prep.kernel is not None and not prep.kernel_error
-                    and self.resumable(p, prep.kernel.key, prep.tools.name) is None):
+                    and self.resumable(p, self.fingerprint(p, prep.kernel.key, prep.tools.name)) is None):
                 todo.append((p.cell.id, p.cell.spec.arch))
         known, _ = eta.history(self.run_dir, self.le.experiment.name)
         return RunProgress(self.console, len(plans), todo, known, self.le.experiment.repeats,
@@ -293,7 +293,7 @@ class Runner:
                 action, why = "run", "--redo"
             elif prev.status == "ok" and key is None:
                 action, why = "unknown", "ok record, but the kernel is not built: the fingerprint needs its build key"
-            elif key is not None and self.resumable(p, key, tools_name_of(p.cell.spec.arch)) is not None:
+            elif key is not None and self.resumable(p, self.fingerprint(p, key, tools_name_of(p.cell.spec.arch))):
                 action, why = "resume", "ok record with the same fingerprint"
             else:
                 action, why = "run", (f"record {prev.status}" if prev.status != "ok" else
@@ -308,12 +308,12 @@ class Runner:
                             "workload": tools_name, "script": p.script, "probes": p.probe_scripts,
                             "backend": self.backend.name})
 
-    def resumable(self, p: CellPlan, kernel_key: str, tools_name: str) -> CellResult | None:
-        """The cell's ok record with today's fingerprint, which a run keeps instead of running the
-        cell again (None: the cell runs; always None with `redo`)."""
+    def resumable(self, p: CellPlan, fingerprint: str) -> CellResult | None:
+        """The cell's ok record made from `fingerprint` (self.fingerprint), which a run keeps instead
+        of running the cell again (None: the cell runs; always None with `redo`)."""
         if self.redo or (prev := self._previous(self.run_dir / p.cell.id)) is None:
             return None
-        return prev if prev.status == "ok" and prev.fingerprint == self.fingerprint(p, kernel_key, tools_name) else None
+        return prev if prev.status == "ok" and prev.fingerprint == fingerprint else None
 
     def _open_index(self, exp_sha: str) -> RunIndex:
         path = self.run_dir / records.RUN_INDEX
@@ -384,7 +384,7 @@ class Runner:
                 f"probe {name}: {', '.join(syms)} not in this kernel's System.map (inlined, renamed or "
                 "configured out): it cannot attach" for name, syms in missing.items()), kernel=kernel)
         fingerprint = self.fingerprint(p, build.key, prep.tools.name)
-        if (prev := self.resumable(p, build.key, prep.tools.name)) is not None:
+        if (prev := self.resumable(p, fingerprint)) is not None:
             return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
         share.remove_tree(d)
         d.mkdir(parents=True)
