@@ -150,6 +150,31 @@ class GuestInfo(Record):
 Status = Literal["ok", "failed"]
 
 
+class AbuserResult(Record):
+    """What the abuser did and what its cgroup was charged (the budget's bound is checked against
+    these: boosted_usec + guarded_usec <= rate x seconds + burst)."""
+
+    kind: Literal["open-loop", "guards", "storm"]
+    mark: bool
+    marked: int = Field(description="threads that could mark themselves")
+    mark_errno: int = Field(description="the first refusal's errno (1: EPERM), 0 if none")
+    threads: int
+    seconds: float
+    work: int = Field(description="loop iterations of fixed work, all threads")
+    stat: dict[str, int] = Field(description="its cgroup's cpu.agent.stat at its end")
+    budget: str = Field(description="its cgroup's cpu.agent.budget as read back")
+    agent_stat: dict[str, int] = Field(description="the agent's sibling cgroup's cpu.agent.stat")
+    # the independent source: the platform over the abuser's whole life (its snapshots)
+    elapsed_s: float = Field(description="guest time between the abuser's two platform snapshots")
+    energy_uj: int
+    freq_time_s: dict[str, float] = Field(description="kHz -> CPU-seconds at that OPP (cpufreq time_in_state)")
+    idle_time_s: dict[str, float] = Field(description="idle state -> CPU-seconds in it (cpuidle)")
+
+    @property
+    def work_per_s(self) -> float:
+        return self.work / self.seconds if self.seconds > 0 else 0.0
+
+
 class CellResult(Record):
     """One cell of a run: what was asked, what ran where, and what came out."""
 
@@ -177,6 +202,7 @@ class CellResult(Record):
     probes_pending: list[str] = []
     probed_run: StepStats | None = None
     probe_overhead: dict[str, float] = {}
+    abuser: AbuserResult | None = None
     cell_wall_s: float | None = None
     finished: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 

@@ -40,7 +40,7 @@ from harness.analysis import report
 from harness.analysis.efficiency import cell_frontier
 from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns, to_parsed_csv
 from harness.errors import HarnessError, InputError
-from harness.guest import platform, protocol, share
+from harness.guest import neighbour, platform, protocol, share
 from harness.guest.accel import AccelChoice
 from harness.guest.backend import GuestBackend, VngBackend
 from harness.guest.vm import X86_TCG_CPU, GuestConfig, GuestResult, check_path
@@ -154,7 +154,10 @@ class Runner:
             spec = cell.spec
             plat = platform.plan(spec.platform, spec.arch)
             names = [p for p in spec.probes if p in probes.PROBES]
-            script = protocol.render(spec.workload, self.le.experiment.repeats, setup=plat.setup,
+            ab = spec.workload.abuser
+            script = protocol.render(spec.workload, self.le.experiment.repeats,
+                                     setup=plat.setup + (neighbour.setup(ab) if ab else []),
+                                     teardown=neighbour.teardown() if ab else [],
                                      extra_args=plat.workload_args, probes=names, probe_run=spec.probe_run,
                                      cpus=spec.machine.cpus)
             wf = spec.workload.wait.file
@@ -501,6 +504,8 @@ class Runner:
                                   agent_cpu=w.agent_cpu)
         plat.frontier = cell_frontier(spec, steps, plat, timing)
         out = {"stats": stats, "platform": plat, "platform_wrong": wrong}
+        if spec.workload.abuser:
+            out["abuser"] = neighbour.read(share_dir)
         if p.probes:
             out.update(self._probes(p, d, share_dir, raw, snaps, stats))
         return out

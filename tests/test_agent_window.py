@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.guest.vm import GuestConfig, run_guest, splats
 from harness.runner import Runner
 from harness.spec import load_experiment
-from harness.workload.build import selftest_dir
+from harness.workload.build import SELFTEST, selftest_dir, series_file
 
 EXPERIMENT = textwrap.dedent("""\
     name: agent_window_check
@@ -72,7 +72,7 @@ def check_window(cells):
     # while ineligible is requeued by ttwu_runnable() under DELAY_DEQUEUE)
     assert marked["windows_opened"] == 110 and marked["explicit_windows"] == 0, marked
     # the sizing arithmetic's KUnit suite ran at boot
-    assert KUNIT_SUITE.search(cells["marked"]["console"]).groups() == ("5", "0", "0", "5")
+    assert KUNIT_SUITE.search(cells["marked"]["console"]).groups() == ("7", "0", "0", "7")
     assert marked["freq_boosts"] > 0 and marked["idle_guards"] > 0, marked
     if "explicit" in cells:
         check_explicit(cells)
@@ -121,17 +121,73 @@ def test_marking_needs_the_kernel_option(agentloop, tmp_path):
     assert proc.returncode == 2 and b"prctl(PR_AGENT_LATENCY)" in proc.stderr
 
 
+TAP_RESULT = re.compile(r"^(not ok|ok) \d+ (\S+)(\s+# SKIP)?", re.M)
+
+# the kselftest's cases (the series' own list, so that a case added or lost is noticed)
+PRCTL_CASES = {f"global.{n}" for n in ("unmarked", "mark_get_clear", "bounds", "sizes_and_pointers",
+                                       "explicit_windows", "fork_does_not_inherit", "exec_clears",
+                                       "block_wake")}
+ROOT_CASES = {"policy.who_may_mark"} | {f"cg.{n}" for n in (
+    "defaults", "write_read", "errors", "window_max_inherited", "budget_inherited", "budget_guards",
+    "budget_guard_shared", "budget_rate", "policy_lowered")}
+
+
+def tap_results(out: str) -> dict[str, str]:
+    """kselftest's TAP output -> {case: "pass" | "skip" | "fail"}."""
+    return {name: "fail" if verdict == "not ok" else "skip" if skip else "pass"
+            for verdict, name, skip in TAP_RESULT.findall(out)}
+
+
+def test_series_file_follows_every_patch(tmp_path):
+    """The kselftest is built from what the whole series leaves, not from the patch that adds it:
+    a later patch's change to the file is in it."""
+    added = tmp_path / "0001-add.patch"
+    added.write_text(textwrap.dedent("""\
+        diff --git a/t/x.c b/t/x.c
+        new file mode 100644
+        --- /dev/null
+        +++ b/t/x.c
+        @@ -0,0 +1,2 @@
+        +int a;
+        +int b;
+        """))
+    changed = tmp_path / "0002-change.patch"
+    changed.write_text(textwrap.dedent("""\
+        diff --git a/other.c b/other.c
+        --- a/other.c
+        +++ b/other.c
+        @@ -1 +1 @@
+        -x
+        +y
+        diff --git a/t/x.c b/t/x.c
+        --- a/t/x.c
+        +++ b/t/x.c
+        @@ -1,2 +1,2 @@
+         int a;
+        -int b;
+        +int c;
+        """))
+    assert series_file([added, changed], "t/x.c") == "int a;\nint c;\n"
+    assert series_file([changed], "nothing.c") is None
+    # and the real series: every case of the final file is in what the guest runs
+    from harness.kernel import series
+    text = series_file([p.path for p in series.load_series(["agent-latency"])], SELFTEST)
+    cases = {f"global.{n}" for n in re.findall(r"^TEST\((\w+)\)", text, re.M)} | \
+            {f"{f}.{n}" for f, n in re.findall(r"^TEST_F\((\w+), (\w+)\)", text, re.M)}
+    assert cases == PRCTL_CASES | ROOT_CASES
+
+
 @pytest.mark.kernel   # needs the unpacked kernel source for kselftest's headers
 def test_selftest_builds_from_the_patch_once_and_skips_without_the_option():
-    """The kselftest comes from the series' patch (cached by content); on this host kernel, which has
-    no CONFIG_AGENT_LATENCY, every case skips and the run passes, as kselftest expects."""
+    """The kselftest comes from the series' patches (cached by content); on this host kernel, which
+    has no CONFIG_AGENT_LATENCY, every case skips and the run passes, as kselftest expects."""
     from harness.kernel.cache import BuildCache
     d = selftest_dir(BuildCache(), "x86_64")
     mtime = (d / "agent_latency_test").stat().st_mtime_ns
     assert selftest_dir(BuildCache(), "x86_64") == d and (d / "agent_latency_test").stat().st_mtime_ns == mtime
     proc = subprocess.run([str(d / "agent_latency_test")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout
-    assert "# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:8 error:0" in proc.stdout, proc.stdout
+    assert tap_results(proc.stdout) == {c: "skip" for c in PRCTL_CASES | ROOT_CASES}, proc.stdout
 
 
 def run_selftest(tmp_path, arch):
@@ -148,21 +204,34 @@ def run_selftest(tmp_path, arch):
     shutil.copy(selftest_dir(runner.cache, arch) / "agent_latency_test", share)
     cfg = GuestConfig(arch=arch, image=prep.kernel.image, accel=prep.accel.accel, timing=prep.timing,
                       root=prep.rootfs, tools_dir=prep.tools)
-    # the test as root and as nobody: marking needs no privilege (yet)
+    # as root; as nobody under the default policy (CAP_SYS_NICE only) and under policy 2 (anyone)
+    nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ./agent_latency_test"
     script = ("cd /mnt && ./agent_latency_test > out.txt 2>&1; echo $? > rc; "
-              "setpriv --reuid=65534 --regid=65534 --clear-groups ./agent_latency_test > out-nobody.txt 2>&1; "
-              "echo $? > rc-nobody")
-    res = run_guest(cfg, share, script, 600, tmp_path / "console.log")
+              f"{nobody} > out-nobody.txt 2>&1; echo $? > rc-nobody; "
+              "cat /proc/sys/kernel/sched_agent_latency > policy; "
+              "echo 2 > /proc/sys/kernel/sched_agent_latency; "
+              f"{nobody} > out-anyone.txt 2>&1; echo $? > rc-anyone; "
+              "echo 1 > /proc/sys/kernel/sched_agent_latency")
+    res = run_guest(cfg, share, script, 900, tmp_path / "console.log")
     console = (tmp_path / "console.log").read_text(errors="replace")
-    assert (share / "rc").is_file(), (res.outcome, res.reason, console[-3000:])
+    assert (share / "rc-anyone").is_file(), (res.outcome, res.reason, console[-3000:])
     return share, console
 
 
 def check_selftest(share, console):
-    for who in ("", "-nobody"):
+    """Root passes every case; nobody is refused the mark under the default policy (the marking cases
+    skip on EPERM, the one that does not mark passes) and passes them all under policy 2; the
+    policy and cgroup cases need root and skip for nobody."""
+    assert (share / "policy").read_text().strip() == "1"   # the default
+    expected = {
+        "": {c: "pass" for c in PRCTL_CASES | ROOT_CASES},
+        "-nobody": {c: "pass" if c == "global.unmarked" else "skip" for c in PRCTL_CASES | ROOT_CASES},
+        "-anyone": {c: "pass" if c in PRCTL_CASES else "skip" for c in PRCTL_CASES | ROOT_CASES},
+    }
+    for who, want in expected.items():
         out = (share / f"out{who}.txt").read_text()
         assert (share / f"rc{who}").read_text().strip() == "0", out
-        assert "# Totals: pass:8 fail:0 xfail:0 xpass:0 skip:0 error:0" in out, out
+        assert tap_results(out) == want, out
     assert not splats(console), splats(console)
 
 

@@ -32,6 +32,18 @@ WAIT_FILE = "wait-times.txt"
 FILE_INDEX = "files.txt"       # device, inode and path of the workload's files, for probes that see inodes
 AGENTLOOP = f"{GUEST_TOOLS}/agentloop"
 PROBED = "probed"              # the run the probes attach to, when they get a run of their own
+ABUSER = f"{GUEST_TOOLS}/abuser"
+
+
+class AbuserFiles:
+    """What the abuser (harness.guest.neighbour) leaves in the share."""
+
+    RESULT = "abuser.json"              # its own summary: work, whether it could mark
+    STDERR = "abuser-stderr.txt"
+    STAT = "abuser-stat.txt"            # its cgroup's cpu.agent.stat and cpu.agent.budget, at its end
+    AGENT_STAT = "agent-stat.txt"       # the agent's (sibling) cgroup's, likewise
+    BEFORE = "abuser-before.txt"        # platform snapshots over its whole life
+    AFTER = "abuser-after.txt"
 
 
 class Key:

@@ -530,6 +530,31 @@ class PhasesSpec(Strict):
         return self
 
 
+BUDGET = re.compile(r"(max|[0-9]{1,10}) [0-9]{1,10}")   # cpu.agent.budget: "RATE BURST" in us
+
+
+class AbuserSpec(Strict):
+    """An unprivileged neighbour that marks itself to take more than its share (the enforcement's
+    adversary, harness/workload/abuser.c). It runs for the whole cell in a cgroup of its own, with
+    a budget, next to the agent loop in a sibling cgroup without one: what it gets is bounded by
+    its budget, and what the agent keeps is the test of the enforcement."""
+
+    kind: Literal["open-loop", "guards", "storm"] = Field(
+        description="open-loop: CPU-bound threads reopening a 20 ms window every 19 ms, never blocking; "
+                    "guards: a thread per CPU with a 1 us idle tolerance in 49 ms sleeps (50 ms guards); "
+                    "storm: many marked threads in short sleep/compute cycles")
+    mark: bool = Field(True, description="false: the same threads unmarked, the stock task to compare with")
+    threads: int = Field(0, ge=0, le=1024, description="0: 1 (open-loop), one per CPU (guards), 64 (storm)")
+    user: Literal["nobody", "root"] = Field("nobody", description="who it runs as (root has CAP_SYS_NICE)")
+    policy: Literal[0, 1, 2] = Field(2, description="kernel.sched_agent_latency for the cell: 0 nobody may mark, "
+                                     "1 CAP_SYS_NICE only, 2 anyone within its cgroup's budget")
+    budget: Annotated[str, _pattern(BUDGET.pattern, 24, "'RATE BURST' or 'max BURST' in us")] = Field(
+        "max 100000", description="the abuser's cpu.agent.budget (boosted plus guarded us per second, and "
+                                  "the burst); 'max BURST': no budget")
+    sleep_us: int = Field(0, ge=0, le=10_000_000, description="storm: each thread's sleep (0: 1000)")
+    compute_us: int = Field(0, ge=0, le=1_000_000, description="storm: each thread's compute (0: 100)")
+
+
 class WorkloadSpec(Strict):
     """The synthetic agent loop: wait -> wake -> compute -> repeat."""
 
@@ -566,6 +591,8 @@ class WorkloadSpec(Strict):
     hog_cpu: int | None = Field(None, ge=0, le=63, description="pin the hogs to this CPU (default: agent_cpu)")
     inject_delay_us: int = Field(0, ge=0, le=INJECT_DELAY_MAX_US, description="sanity check: the world sleeps "
                                  "this long between recording its signal and sending it")
+    abuser: AbuserSpec | None = Field(None, description="an unprivileged neighbour abusing the mark, in a "
+                                      "sibling cgroup with a budget (the enforcement's test)")
 
     @model_validator(mode="after")
     def _window_needs_mark(self) -> WorkloadSpec:

@@ -1,10 +1,12 @@
 """Build the guest's programs as static binaries for an arch, once per (source, compiler): the
-agent loop (agentloop.c) and the agent-latency series' kselftest (from its patch)."""
+agent loop (agentloop.c) with the abuser that stands next to it (abuser.c), and the agent-latency
+series' kselftest (from its patches)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -13,26 +15,30 @@ from harness.kernel import series, source, toolchain
 from harness.kernel.cache import BuildCache, sha256_bytes, sha256_json
 
 SOURCE = Path(__file__).resolve().parent / "agentloop.c"
+ABUSER_SOURCE = SOURCE.with_name("abuser.c")
 CFLAGS = ["-O2", "-static", "-pthread", "-Wall", "-Wextra", "-Werror"]
 
 
 def workload_name(arch: str) -> str:
     """The cached workload directory's name for `arch` (source and compiler), without compiling:
     cell fingerprints name the workload by it."""
-    key = sha256_json({"src": sha256_bytes(SOURCE.read_bytes()), "cflags": CFLAGS,
+    key = sha256_json({"src": sha256_bytes(SOURCE.read_bytes()), "abuser": sha256_bytes(ABUSER_SOURCE.read_bytes()),
+                       "cflags": CFLAGS,
                        "cc": toolchain.identity(archmod.get(arch))["gcc"]})[:16]
     return f"{arch}-{key}"
 
 
 def workload_dir(cache: BuildCache, arch: str) -> Path:
-    """A directory holding `agentloop` for `arch` (it is shared read-only with the guest)."""
+    """A directory holding `agentloop` and `abuser` for `arch` (shared read-only with the guest)."""
     return _cached_binary(cache, workload_name(arch), "agentloop", arch, "the workload",
-                          lambda src: ([str(SOURCE), "-lm"], CFLAGS))
+                          lambda src: [("agentloop", [str(SOURCE), "-lm"], CFLAGS),
+                                       ("abuser", [str(ABUSER_SOURCE)], CFLAGS)])
 
 
 def _cached_binary(cache: BuildCache, name: str, binary: str, arch: str, what: str, sources) -> Path:
     """cache/workload/<name>/<binary>, compiled once under a lock: `sources(srcdir)` writes what
-    the compile needs into srcdir (only on a miss) and returns (compiler arguments, cflags)."""
+    the compile needs into srcdir (only on a miss) and returns [(binary, compiler arguments,
+    cflags)]; `binary` is the last one written, whose presence means the directory is whole."""
     out = cache.dir("workload") / name
     if (out / binary).is_file():
         return out
@@ -43,9 +49,11 @@ def _cached_binary(cache: BuildCache, name: str, binary: str, arch: str, what: s
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "src").mkdir(parents=True)
         try:
-            args, cflags = sources(tmp / "src")
-            proc = subprocess.run([archmod.get(arch).compiler(), *cflags, "-o", str(tmp / binary), *args],
-                                  capture_output=True, text=True)
+            for name_, args, cflags in sources(tmp / "src"):
+                proc = subprocess.run([archmod.get(arch).compiler(), *cflags, "-o", str(tmp / name_), *args],
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    break
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -62,27 +70,29 @@ SELFTEST = "tools/testing/selftests/sched/agent_latency_test.c"
 SELFTEST_HEADERS = ("tools/testing/selftests/kselftest_harness.h", "tools/testing/selftests/kselftest.h")
 
 
-def added_file(patch: Path, path: str) -> str | None:
-    """The content of a file a format-patch adds (one hunk, every line a '+'), or None."""
-    lines, inside, hunk = [], False, False
-    for ln in patch.read_text().split("\n"):   # not splitlines(): a form feed is text here
-        if ln.startswith("diff --git "):
-            inside, hunk = ln.endswith(f" b/{path}"), False
-        elif inside and ln.startswith("@@ -0,0 "):
-            hunk = True
-        elif inside and hunk and ln.startswith("+"):
-            lines.append(ln[1:])
-        elif inside and hunk and ln.startswith("--"):
-            break
-    return "\n".join(lines) + "\n" if lines else None
+def series_file(patches: list[Path], path: str) -> str | None:
+    """The content of `path` after the whole series, from the patches alone (no kernel tree): the
+    patch that adds it and every later one that changes it, applied in order with `git apply` to
+    that one file in a scratch directory. None if no patch adds it."""
+    touching = [p for p in patches if f" b/{path}\n" in p.read_text()]
+    if not touching:
+        return None
+    with tempfile.TemporaryDirectory(prefix="series-file-") as d:
+        for patch in touching:
+            proc = subprocess.run(["git", "apply", f"--include={path}", str(patch)], cwd=d,
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise HarnessError(f"{patch.name} does not apply to {path}: {proc.stderr.strip()}")
+        f = Path(d) / path
+        return f.read_text() if f.is_file() else None
 
 
 def selftest_dir(cache: BuildCache, arch: str, kernel_source: str = "debian",
                  series_name: str = "agent-latency") -> Path:
-    """A directory holding the series' `agent_latency_test` for `arch`: its source from the patch
-    that adds it, kselftest's headers from the pristine kernel source, read only when it is built
-    (the key names the source by its identity, so a hit needs no unpacked tree)."""
-    text = next((t for p in series.load_series([series_name]) if (t := added_file(p.path, SELFTEST))), None)
+    """A directory holding the series' `agent_latency_test` for `arch`: its source as the whole
+    series leaves it, kselftest's headers from the pristine kernel source, read only when it is
+    built (the key names the source by its identity, so a hit needs no unpacked tree)."""
+    text = series_file([p.path for p in series.load_series([series_name])], SELFTEST)
     if text is None:
         raise HarnessError(f"no patch of series {series_name} adds {SELFTEST}")
     src = source.resolve(kernel_source, cache)
@@ -96,7 +106,7 @@ def selftest_dir(cache: BuildCache, arch: str, kernel_source: str = "debian",
             (d / rel).write_text(source.git(repo, "show", f"base:{rel}").stdout)
         (d / SELFTEST).parent.mkdir(parents=True, exist_ok=True)
         (d / SELFTEST).write_text(text)
-        return [str(d / SELFTEST)], SELFTEST_CFLAGS
+        return [("agent_latency_test", [str(d / SELFTEST)], SELFTEST_CFLAGS)]
 
     return _cached_binary(cache, f"selftest-{arch}-{key}", "agent_latency_test", arch, SELFTEST, sources)
 

@@ -1,0 +1,103 @@
+"""The enforcement's checks (issue 14) from a run of experiments/abuse.yaml, as markdown tables.
+
+    python scripts/abuse_table.py RUN_DIR
+
+Per arch:
+- the budget: each marked abuser's charged boosted + guarded time (its cgroup's cpu.agent.stat)
+  against rate x t + burst, and the same time from an independent source, the platform over the
+  abuser's life: extra CPU-seconds at the top OPP (boost) and in POLL (a 1 us tolerance guard
+  keeps a CPU there) against the unmarked abuser, per second of its life;
+- the abuser's throughput (work per second) against the same threads unmarked;
+- the sibling agent's gain: step p50 of stock minus alone is the gain alone; next to an abuser,
+  the loss is the agent's p50 next to the marked abuser minus its p50 next to the same abuser
+  unmarked; kept = 1 - loss / gain, with a 95 % CI that resamples repeats and steps;
+- the restrictive policy: the abuser's mark under policy 1 fails with EPERM.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harness.analysis.compare import cell_data, ci95, hier_quantiles  # noqa: E402
+from harness.analysis.runs import load_run  # noqa: E402
+
+KINDS = ("open-loop", "guards", "storm")
+EPERM = 1
+
+
+def _budget(text: str) -> tuple[float | None, float]:
+    rate, burst = text.split()
+    return (None if rate == "max" else float(rate)), float(burst)
+
+
+def _per_s(a, key: str, pick) -> float:
+    table = a.freq_time_s if key == "freq" else a.idle_time_s
+    return sum(v for k, v in table.items() if pick(k)) / a.elapsed_s if a.elapsed_s > 0 else 0.0
+
+
+def tables(run_dir: Path) -> list[str]:
+    run = load_run(run_dir)
+    out = [f"Run `{run_dir.name}`.", ""]
+    for arch in run.arches():
+        cells = {c.record.variant: c for c in run.select(arch=arch)}
+        missing = [v for v in ("stock", "alone", *KINDS, *(f"{k}-unmarked" for k in KINDS), "restrictive")
+                   if v not in cells]
+        out += [f"### {arch}", ""]
+        if missing:
+            out += [f"Cells missing or failed: {', '.join(missing)}.", ""]
+        out += ["| abuser | charged us (boosted + guarded) | bound rate x t + burst | charged / bound "
+                "| throttled | extra top-OPP us | extra POLL us | work/s vs unmarked |",
+                "|---|---|---|---|---|---|---|---|"]
+        for k in KINDS:
+            if k not in cells or f"{k}-unmarked" not in cells:
+                continue
+            a, u = cells[k].record.abuser, cells[f"{k}-unmarked"].record.abuser
+            rate, burst = _budget(a.budget)
+            charged = a.stat.get("boosted_usec", 0) + a.stat.get("guarded_usec", 0)
+            bound = (rate * a.seconds + burst) if rate is not None else float("inf")
+            top = max((int(x) for x in a.freq_time_s), default=0)
+            extra_top = (_per_s(a, "freq", lambda x, top=top: int(x) == top)
+                         - _per_s(u, "freq", lambda x, top=top: int(x) == top)) * a.elapsed_s * 1e6
+            extra_poll = (_per_s(a, "idle", lambda x: x == "POLL")
+                          - _per_s(u, "idle", lambda x: x == "POLL")) * a.elapsed_s * 1e6
+            thr = (f"{a.work_per_s / u.work_per_s - 1:+.1%}" if u.work_per_s > 0 and a.work > 0 else "n/a (sleeps)")
+            out.append(f"| {k} ({a.threads} threads, {a.seconds:.1f} s, budget {a.budget}) | {charged:.0f} "
+                       f"({a.stat.get('boosted_usec', 0)} + {a.stat.get('guarded_usec', 0)}) | {bound:.0f} | "
+                       f"{charged / bound:.2f} | {a.stat.get('throttled', 0)} | {extra_top:+.0f} | "
+                       f"{extra_poll:+.0f} | {thr} |")
+        out.append("")
+        if "stock" in cells and "alone" in cells:
+            out += ["| neighbour | agent step p50 us (marked neighbour) | (unmarked neighbour) | gain kept "
+                    "[95 % CI] |", "|---|---|---|---|"]
+            stock, alone = cell_data(cells["stock"]), cell_data(cells["alone"])
+            s50, a50 = (float(np.percentile(c.values, 50)) for c in (stock, alone))
+            out.append(f"| none (gain alone: stock {s50:.0f} -> marked {a50:.0f}) | {a50:.0f} | - | - |")
+            for k in KINDS:
+                if k not in cells or f"{k}-unmarked" not in cells:
+                    continue
+                m, u = cell_data(cells[k]), cell_data(cells[f"{k}-unmarked"])
+                m50, u50 = (float(np.percentile(c.values, 50)) for c in (m, u))
+                boot = hier_quantiles((stock, alone, m, u), 50, seed=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    kept = 1 - (boot[:, 2] - boot[:, 3]) / (boot[:, 0] - boot[:, 1])
+                lo, hi = ci95(kept)
+                value = 1 - (m50 - u50) / (s50 - a50) if s50 != a50 else float("nan")
+                out.append(f"| {k} | {m50:.0f} | {u50:.0f} | {value:.1%} [{lo:.1%}, {hi:.1%}] |")
+            out.append("")
+        if "restrictive" in cells:
+            a = cells["restrictive"].record.abuser
+            verdict = "EPERM, as it must" if a.mark_errno == EPERM else f"errno {a.mark_errno}: NOT EPERM"
+            out += [f"Restrictive policy (1): {a.marked} of {a.threads} threads marked; the refusal: {verdict}.", ""]
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    print("\n".join(tables(Path(sys.argv[1]))))

@@ -1,0 +1,117 @@
+"""The abuser next to the agent (issue 14): the program on this host, the guest script's lines, and
+the reading back of what it left in the share. The booted runs are experiments/abuse.yaml."""
+
+import json
+import shlex
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import paths
+from harness.guest import neighbour, protocol
+from harness.guest.protocol import AbuserFiles
+from harness.spec.model import AbuserSpec, WorkloadSpec
+
+SNAPSHOT = "uptime:{t}\n/sys/devices/system/cpu/sim_power/energy_uj:{e}\n"
+
+
+@pytest.fixture(scope="module")
+def abuser(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bin") / "abuser"
+    src = paths.REPO_ROOT / "harness" / "workload" / "abuser.c"
+    subprocess.run(["gcc", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(src)], check=True)
+    return out
+
+
+def test_abuser_runs_until_told_and_reports_its_work(abuser, tmp_path):
+    """Unmarked, it works until SIGTERM and writes what it did; marked on a kernel without the
+    option, the refusal's errno is in its report (a policy's EPERM is told apart from that)."""
+    out = tmp_path / "a.json"
+    proc = subprocess.Popen([str(abuser), "--kind", "storm", "--threads", "3", "--sleep-us", "500",
+                             "--compute-us", "50", "--no-mark", "--out", str(out)])
+    time.sleep(0.5)
+    assert proc.poll() is None          # runs until told
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    rep = json.loads(out.read_text())
+    assert rep["kind"] == "storm" and rep["threads"] == 3 and rep["mark"] is False
+    assert rep["work"] > 0 and 0.3 < rep["seconds"] < 10 and rep["mark_errno"] == 0
+    subprocess.run([str(abuser), "--kind", "open-loop", "--seconds", "1", "--out", str(out)], check=True)
+    rep = json.loads(out.read_text())
+    assert rep["marked"] == 0 and rep["mark_errno"] != 0 and rep["work"] > 0   # this host has no option
+
+
+@pytest.mark.parametrize("args", [["--kind", "nope", "--out", "x"], ["--kind", "storm"],
+                                  ["--kind", "guards", "--out", "x", "--threads", "0"]])
+def test_abuser_refuses_bad_arguments(abuser, args):
+    assert subprocess.run([str(abuser), *args], capture_output=True).returncode == 2
+
+
+def test_setup_lines_quote_everything_and_drop_to_nobody():
+    a = AbuserSpec(kind="storm", threads=8, budget="10000 20000", policy=2)
+    lines = neighbour.setup(a)
+    assert "echo 2 > /proc/sys/kernel/sched_agent_latency" in lines
+    assert "echo '10000 20000' > /sys/fs/cgroup/harness/abuser/cpu.agent.budget" in lines
+    start = next(ln for ln in lines if "setpriv" in ln)
+    inner = shlex.split(start.split("sh -c ", 1)[1])[0]     # what the abuser's shell runs
+    assert inner.startswith("echo $$ > /sys/fs/cgroup/harness/abuser/cgroup.procs && exec setpriv ")
+    argv = shlex.split(inner.split("exec ", 1)[1])
+    assert argv[:4] == ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    assert argv[4:] == [protocol.ABUSER, "--kind", "storm", "--out", neighbour.RESULT_TMP, "--threads", "8",
+                        "--sleep-us", "1000", "--compute-us", "100"]
+    root = neighbour.setup(AbuserSpec(kind="guards", user="root", mark=False))
+    assert not any("setpriv" in ln for ln in root) and any("--no-mark" in ln for ln in root)
+
+
+def test_a_budget_that_is_not_one_is_refused_before_any_shell():
+    for bad in ("1; reboot", "max", "10 20 30", "-1 5", "$(id) 1"):
+        with pytest.raises(ValueError, match="RATE BURST"):
+            AbuserSpec(kind="open-loop", budget=bad)
+
+
+def test_the_script_starts_it_before_the_loop_and_stops_it_after():
+    w = WorkloadSpec(abuser=AbuserSpec(kind="open-loop"))
+    script = protocol.render(w, 1, setup=neighbour.setup(w.abuser), teardown=neighbour.teardown())
+    start, loop, stop = (script.index(s) for s in ("exec setpriv", f"{protocol.AGENTLOOP} --steps",
+                                                   f"kill -TERM $(cat {neighbour.PID_FILE})"))
+    assert start < loop < stop
+    assert script.index(f"/mnt/{AbuserFiles.STAT}") < stop      # charged while it still runs
+    assert "abuser" not in protocol.render(WorkloadSpec(), 1)
+
+
+def _share(tmp_path, result, stat="windows 5\nboosted_usec 1200\nguarded_usec 300\nthrottled 7\n10000 20000\n"):
+    d = tmp_path / "share"
+    d.mkdir()
+    (d / AbuserFiles.RESULT).write_text(result)
+    (d / AbuserFiles.STAT).write_text(stat)
+    (d / AbuserFiles.AGENT_STAT).write_text("windows 900\nboosted_usec 4000\nguarded_usec 0\nthrottled 0\n")
+    (d / AbuserFiles.BEFORE).write_text(SNAPSHOT.format(t=10.0, e=1000))
+    (d / AbuserFiles.AFTER).write_text(SNAPSHOT.format(t=14.5, e=91000))
+    return d
+
+
+def test_read_back(tmp_path):
+    own = {"kind": "open-loop", "threads": 1, "mark": True, "marked": 1, "mark_errno": 0, "seconds": 4.2,
+           "work": 840000}
+    r = neighbour.read(_share(tmp_path, json.dumps(own)))
+    assert r.stat == {"windows": 5, "boosted_usec": 1200, "guarded_usec": 300, "throttled": 7}
+    assert r.budget == "10000 20000" and r.agent_stat["windows"] == 900
+    assert r.work_per_s == pytest.approx(200000) and r.elapsed_s == pytest.approx(4.5)
+    assert r.energy_uj == 90000
+
+
+@pytest.mark.parametrize("result", ["not json", "[1, 2]", json.dumps({"kind": "rm -rf", "mark": True}),
+                                    json.dumps({"kind": "storm", "mark": True, "marked": "many"})])
+def test_read_back_refuses_what_the_abuser_does_not_write(tmp_path, result):
+    with pytest.raises(ValueError):
+        neighbour.read(_share(tmp_path, result))
+
+
+def test_read_back_without_a_result_names_its_stderr(tmp_path):
+    d = _share(tmp_path, "{}")
+    (d / AbuserFiles.RESULT).unlink()
+    (d / AbuserFiles.STDERR).write_text("setpriv: not found\n")
+    with pytest.raises(ValueError, match="setpriv: not found"):
+        neighbour.read(d)
