@@ -120,11 +120,12 @@ class SshBackend:
     name = "ssh"
 
     def __init__(self, cache: BuildCache, target: Target, connect: Callable[[Target], Remote] | None = None,
-                 poll_s: float = 2.0):
+                 poll_s: float = 2.0, tools_dir: Path | None = None):
         self.cache = cache
         self.target = target
         self.connect = connect or FabricRemote
         self.poll_s = poll_s
+        self.tools_dir = tools_dir      # the workload's directory (default: built for the arch, cached)
         wd = target.entry.workdir
         if not (wd.startswith("/") and SAFE_PATH.fullmatch(wd)):
             raise HarnessError(f"target {target.name}: work directory {wd!r} is not a plain absolute path")
@@ -140,7 +141,7 @@ class SshBackend:
         return None
 
     def tools(self, arch: str) -> Path:
-        return workload_dir(self.cache, arch)
+        return self.tools_dir or workload_dir(self.cache, arch)
 
     @contextlib.contextmanager
     def scratch(self, size_mb: int) -> Iterator[Path]:
