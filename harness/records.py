@@ -123,6 +123,7 @@ class TargetInfo(Record):
 
     name: str
     url: str
+    fleet: str | None = Field(None, description="the fleet the cell was spread over, when machine.target names one")
     arch: str | None = None
     cpu_model: str | None = None
     board: str | None = None

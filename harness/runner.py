@@ -26,7 +26,9 @@ import dataclasses
 import datetime as dt
 import fcntl
 import os
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +101,7 @@ class Prepared:
     tools: Path | None = None
     host: dict[str, str] = field(default_factory=dict)
     target: Target | None = None        # a remote target: no kernel is built or booted
+    in_fleet: bool = False              # the target is one of a fleet's, cells run in parallel
 
 
 @dataclass(frozen=True)
@@ -141,15 +144,18 @@ class Runner:
         # a remote target's backend (SSH through fabric; the tests give one with a fake connection)
         self.target_backend = target_backend or (lambda t: SshBackend(self.cache, t))
         self._target_backends: dict[str, GuestBackend] = {}
+        self._backends_lock = threading.Lock()
 
-    def backend_for(self, cell: Cell) -> GuestBackend:
-        """The VM backend, or the cell's remote target's (one per target, made once)."""
+    def backend_for(self, cell: Cell, target: Target | None = None) -> GuestBackend:
+        """The VM backend, or a remote target's (one per target, made once): `target`, else the
+        cell's first."""
         if not cell.targets:
             return self.backend
-        t = cell.targets[0]
-        if t.name not in self._target_backends:
-            self._target_backends[t.name] = self.target_backend(t)
-        return self._target_backends[t.name]
+        t = target or cell.targets[0]
+        with self._backends_lock:
+            if t.name not in self._target_backends:
+                self._target_backends[t.name] = self.target_backend(t)
+            return self._target_backends[t.name]
 
     # -- plan ------------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
@@ -267,23 +273,21 @@ class Runner:
                 t0 = time.monotonic()
                 self.progress = self._progress(plans, prepared)
                 try:
+                    fleet = []
                     for i, p in enumerate(plans, 1):
+                        if len(p.cell.targets) > 1:   # a fleet's cells run after the others, in parallel
+                            fleet.append((i, p))
+                            continue
                         self.progress.cell_start(i, p.cell.id)
                         started = True
                         try:
                             out = self.run_cell(p, prepared[p.cell.id])
                         finally:
                             self.progress.close()
-                        ran = out.status == "ok" and out.record is not None
-                        self.progress.cell_done(p.cell.id, p.cell.spec.arch, out.record.cell_wall_s if ran else None)
-                        outcomes.append(out)
-                        color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
-                        line = Text("    ")   # the reason may quote the guest: never markup
-                        line.append(out.status, style=color)
-                        line.append(f": {out.reason}")
-                        self.console.print(line, highlight=False)
-                        self._index_cell(index, out)
-                        records.write(self.run_dir / records.RUN_INDEX, index)
+                        self._done(out, index, outcomes)
+                    if fleet:
+                        started = True
+                        self._run_fleet(fleet, prepared, index, outcomes)
                     inv.interrupted = False
                 finally:   # interrupted or not, what ran is indexed and summarised
                     inv.finished, inv.wall_s = _now(), round(time.monotonic() - t0, 1)
@@ -297,13 +301,70 @@ class Runner:
             raise
         return outcomes
 
+    def _done(self, out: CellOutcome, index: RunIndex, outcomes: list[CellOutcome]) -> None:
+        """A finished cell: progress, its line, the run index (on the main thread only)."""
+        ran = out.status == "ok" and out.record is not None
+        self.progress.cell_done(out.cell.id, out.cell.spec.arch, out.record.cell_wall_s if ran else None)
+        outcomes.append(out)
+        color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
+        line = Text("    ")   # the reason may quote the guest: never markup
+        if out.cell.targets and len(out.cell.targets) > 1:
+            line.append(f"{out.cell.id}: ")
+        line.append(out.status, style=color)
+        line.append(f": {out.reason}")
+        self.console.print(line, highlight=False)
+        self._index_cell(index, out)
+        records.write(self.run_dir / records.RUN_INDEX, index)
+
+    def _run_fleet(self, items: list[tuple[int, CellPlan]], prepared: dict[str, Prepared], index: RunIndex,
+                   outcomes: list[CellOutcome]) -> None:
+        """Cells whose target is a fleet: one worker per member, each taking the next cell of its
+        fleet when its last one ends (one cell per target at a time); records and the index are
+        written by this thread as cells finish. Live progress per repeat is off here (cells overlap)."""
+        groups: dict[tuple[str, ...], queue.Queue] = {}
+        members: dict[tuple[str, ...], tuple[Target, ...]] = {}
+        for _, p in items:
+            key = tuple(t.name for t in p.cell.targets)
+            groups.setdefault(key, queue.Queue()).put(p)
+            members[key] = p.cell.targets
+        results: queue.Queue = queue.Queue()
+
+        def worker(q: queue.Queue, target: Target) -> None:
+            while True:
+                try:
+                    p = q.get_nowait()
+                except queue.Empty:
+                    return
+                prep = dataclasses.replace(prepared[p.cell.id], target=target, in_fleet=True)
+                try:
+                    results.put(self.run_cell(p, prep))
+                except BaseException as e:   # handed to the main thread, which raises it
+                    results.put(e)
+                    return
+
+        names = ", ".join(f"{len(members[k])} targets ({', '.join(k)})" for k in groups)
+        self.console.print(f"[fleet] {len(items)} cells over {names}", highlight=False)
+        for key, q in groups.items():
+            for t in members[key]:
+                threading.Thread(target=worker, args=(q, t), daemon=True, name=f"target-{t.name}").start()
+        for _ in items:
+            while True:
+                try:
+                    got = results.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    continue
+            if isinstance(got, BaseException):
+                raise got
+            self._done(got, index, outcomes)
+
     def _progress(self, plans: list[CellPlan], prepared: dict[str, Prepared]) -> RunProgress:
         """The cells that will boot a guest (not skipped, kernel built) and the earlier wall times to
         estimate them from, read before any of this run's cells replaces its record."""
         todo = []
         for p in plans:
             prep = prepared[p.cell.id]
-            key = prep.kernel.key if prep.kernel is not None else self._remote_key(prep)
+            key = prep.kernel.key if prep.kernel is not None else self._remote_key(p)
             if (key is not None and not prep.kernel_error
                     and self.resumable(p, self.fingerprint(p, key, prep.tools.name)) is None):
                 todo.append((p.cell.id, p.cell.spec.arch))
@@ -337,9 +398,10 @@ class Runner:
         return out, source
 
     @staticmethod
-    def _remote_key(prep: Prepared) -> str | None:
-        """What stands for the kernel in a remote cell's fingerprint: the target (its kernel is its own)."""
-        return f"target:{prep.target.name}" if prep.target is not None else None
+    def _remote_key(p: CellPlan) -> str | None:
+        """What stands for the kernel in a remote cell's fingerprint: machine.target as written (a
+        fleet's cell resumes whichever member ran it; the kernel is the target's own)."""
+        return f"target:{p.cell.spec.machine.target}" if p.cell.targets else None
 
     def fingerprint(self, p: CellPlan, kernel_key: str, tools_name: str) -> str:
         """What an ok record must have been made from for the cell to be skipped."""
@@ -499,7 +561,8 @@ class Runner:
         records.write(d / records.CELL_RESULT, rec)
         st = rec.stats
         boot = (f", boot-to-workload {res.guest_uptime_at_start_s:.1f}s guest / {res.boot_wall_s:.0f}s wall"
-                if res.guest_uptime_at_start_s is not None and res.boot_wall_s is not None else "")
+                if res.guest_uptime_at_start_s is not None and res.boot_wall_s is not None and not prep.target else
+                f", connect + upload + setup {res.boot_wall_s:.0f}s" if res.boot_wall_s is not None else "")
         where = f" on {rec.target.name}" if rec.target else ""
         return CellOutcome(p.cell, "ok", f"{st.steps} steps{where}, wake p50 {st.wake_p50_us:.0f}us, "
                            f"step p50 {st.step_p50_us:.0f}us ({rec.cell_wall_s:.0f}s wall{boot})", d, rec)
@@ -511,8 +574,8 @@ class Runner:
         if prep.kernel_error:
             return self._fail(p, d, "target-unusable", prep.kernel_error, target=records.TargetInfo(
                 name=t.name, url=t.address.url))
-        backend = self.backend_for(cell)
-        fingerprint = self.fingerprint(p, self._remote_key(prep), prep.tools.name)
+        backend = self.backend_for(cell, t)
+        fingerprint = self.fingerprint(p, self._remote_key(p), prep.tools.name)
         if (prev := self.resumable(p, fingerprint)) is not None:
             return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
         share.remove_tree(d)
@@ -523,14 +586,15 @@ class Runner:
         self.console.print(f"    run on {t.name} ({t.address.url}) ...", highlight=False)
         self._fill_share(p, share_dir)
         with contextlib.ExitStack() as stack:
-            if self.progress is not None:
+            if self.progress is not None and not prep.in_fleet:
                 stack.enter_context(StatusWatch(share_dir, self.le.experiment.repeats, self.progress.guest_event,
                                                 self.progress.tick, self.poll_s))
             res = backend.run(cfg, share_dir, protocol.guest_command(), spec.machine.run_timeout_s,
                               d / records.console_log(0), spec.machine.boot_timeout_s)
         f = res.facts
         target = records.TargetInfo(
-            name=t.name, url=t.address.url, facts={k: share.excerpt(v, 200) for k, v in list(f.items())[:64]},
+            name=t.name, url=t.address.url, fleet=spec.machine.target if len(cell.targets) > 1 else None,
+            facts={k: share.excerpt(v, 200) for k, v in list(f.items())[:64]},
             **{k: (share.excerpt(f[k], 200) if k in f else None) for k in (
                 "arch", "cpu_model", "board", "cpus", "kernel_release", "kernel_version", "cpufreq_driver",
                 "cpufreq_governor", "cpuidle_driver", "cpuidle_governor", "cpuidle_states", "energy_source")})

@@ -183,7 +183,8 @@ def test_sshd_gone_fails_the_cell_the_matrix_goes_on_and_a_rerun_completes(tmp_p
     ra, rb = rec(a), rec(b)
     assert ra.failure == "target-lost" and "could not reconnect within 8 s" in ra.reason, ra.reason
     assert protocol.Key.WORKLOAD_START in ra.guest.status       # what it reported before is kept
-    assert rb.failure == "target-unreachable" and "connection refused" in rb.reason.lower(), rb.reason
+    # QEMU's forwarding accepts the connection and closes it when nothing listens in the box
+    assert rb.failure == "target-unreachable" and "no SSH server answered" in rb.reason, rb.reason
     testbox.wait_for_ssh(box.port, 120)
     time.sleep(2)
     a2, b2 = run(f, tmp_path)[1]

@@ -213,7 +213,8 @@ def test_uploads_are_the_hosts_inputs_and_nothing_is_built_from_remote_text(tmp_
     (fake.refused, "target-unreachable", "connection refused"),
     (fake.bad_host_key, "host-key", "HOST KEY MISMATCH"),
     (fake.auth_failed, "auth", "never a password"),
-    (fake.timed_out, "target-unreachable", "timed out")])
+    (fake.timed_out, "target-unreachable", "timed out"),
+    (fake.no_banner, "target-unreachable", "no SSH server answered")])
 def test_connection_faults_fail_the_cell_with_the_reason_and_the_matrix_goes_on(tmp_path, fault, kind, words):
     """Two cells: both on an unreachable target fail with the reason; neither stops the run."""
     t = fake.FakeTarget(tmp_path / "remote", REC, refuse=fault())
@@ -323,6 +324,39 @@ def test_remote_cells_resume_and_the_fingerprint_names_the_target(tmp_path):
                                                         tools_dir=tmp_path / "tools"))
     (o2,) = again.run()
     assert o2.status == "skipped"
+
+
+def test_a_fleet_spreads_cells_one_per_target_at_a_time_into_one_run(tmp_path):
+    inventory(tmp_path)
+    le = load_experiment(write_experiment(tmp_path, machine="target: lab", body="variants:\n" + "".join(
+        f"  - {{name: v{i}}}\n" for i in range(5))))
+    targets = {n: fake.FakeTarget(tmp_path / n, REC, run_s=0.3) for n in ("lab1", "lab2")}
+    overlap = []
+    for name, t in targets.items():
+        t.root.mkdir()
+        other = targets["lab2" if name == "lab1" else "lab1"]
+        t.after_launch = lambda work, other=other: overlap.append(other.running)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "agentloop").write_bytes(b"x")
+    r = Runner(le, tmp_path / "results", cache=BuildCache(tmp_path / "cache"), builder=object(), poll_s=0.05,
+               target_backend=lambda tg: SshBackend(BuildCache(tmp_path / "cache"), tg, poll_s=0.02, tools_dir=tools,
+                                                    connect=lambda x: targets[x.name].connection(x)))
+    outs = r.run()
+    assert [o.status for o in outs] == ["ok"] * 5, [o.reason for o in outs]
+    ran_on = {o.cell.id: rec.target.name for o in outs if (rec := records.read(o.dir / records.CELL_RESULT,
+                                                                                 CellResult))}
+    assert set(ran_on.values()) == {"lab1", "lab2"} and len(ran_on) == 5
+    assert all(records.read(o.dir / records.CELL_RESULT, CellResult).target.fleet == "lab" for o in outs)
+    assert all(t.most_running == 1 for t in targets.values())          # one cell per target at a time
+    assert sum(len([c for c in t.commands if "/launch.sh " in c]) for t in targets.values()) == 5
+    assert max(overlap) == 1, overlap                                   # ... and the targets in parallel
+    index = records.read(r.run_dir / records.RUN_INDEX, records.RunIndex)
+    assert index.complete and len(index.cells) == 5                     # one run directory
+    again = Runner(le, tmp_path / "results", cache=BuildCache(tmp_path / "cache"), builder=object(),
+                   target_backend=lambda tg: SshBackend(BuildCache(tmp_path / "cache"), tg, tools_dir=tools,
+                                                        connect=lambda x: targets[x.name].connection(x)))
+    assert [o.status for o in again.run()] == ["skipped"] * 5          # resumes whichever member ran a cell
 
 
 # -- pieces -----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,12 @@ class FakeTarget:
     reconnect: BaseException | None = None       # raised by open() once the link dropped (None: accepted)
     never_ends: bool = False                     # the run never writes its exit status
     after_launch: Callable[[Path], None] | None = None   # plants things in the remote work dir
+    run_s: float = 0.0                           # how long a run takes before its exit status appears
     commands: list[str] = field(default_factory=list)
     connections: int = 0
+    running: int = 0                             # runs launched and not yet fetched (one at a time)
+    most_running: int = 0
+    exit_at: dict = field(default_factory=dict)
     calls_since_launch: int | None = None
     dropped: bool = False
 
@@ -116,6 +121,7 @@ class FakeConnection:
             return FakeResult(0)
         if words[:3] == ["rm", "-rf", "--"]:
             shutil.rmtree(t.path(words[3]), ignore_errors=True)
+            t.running -= 1
             return FakeResult(0)
         if words[:3] == ["kill", "-TERM", "--"]:
             return FakeResult(0)
@@ -130,8 +136,10 @@ class FakeConnection:
                     shutil.copyfile(f, share / f.name)
             (work / "console.log").write_text("the guest script ran (fake target)\n")
         (work / "pid").write_text("4242\n")
+        t.running += 1
+        t.most_running = max(t.most_running, t.running)
         if not t.never_ends:
-            (work / "exit").write_text("0\n")
+            t.exit_at[str(work / "exit")] = time.monotonic() + t.run_s
         elif t.recording is not None:   # a run that hangs in the loop: its status stops at the start
             from harness.guest import protocol
             keep = [line for line in (share / protocol.STATUS).read_text().splitlines()
@@ -151,6 +159,9 @@ class FakeSftp:
 
     def lstat(self, remote: str) -> paramiko.SFTPAttributes:
         self.t.tick()
+        p = self.t.path(remote)
+        if str(p) in self.t.exit_at and not p.exists() and time.monotonic() >= self.t.exit_at[str(p)]:
+            p.write_text("0\n")   # the run ended
         return paramiko.SFTPAttributes.from_stat(os.lstat(self.t.path(remote)))
 
     def open(self, remote: str, mode: str):
@@ -193,3 +204,8 @@ def auth_failed() -> BaseException:
 
 def timed_out() -> BaseException:
     return TimeoutError("timed out")
+
+
+def no_banner() -> BaseException:
+    """What a forwarded port with no sshd behind it gives (QEMU's user network accepts, then resets)."""
+    return paramiko.SSHException("Error reading SSH protocol banner[Errno 104] Connection reset by peer")

@@ -16,6 +16,7 @@ Failures become `RemoteError`s with a kind the runner records (`target-unreachab
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import socket
@@ -26,6 +27,11 @@ from typing import Protocol
 from harness.errors import HarnessError
 from harness.guest.share import excerpt
 from harness.target.inventory import Target
+
+# paramiko logs each failed connection with a traceback (to stderr through logging's last resort);
+# the backend reports every failure itself, in one line per cell.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 _NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
@@ -64,6 +70,10 @@ def describe(exc: BaseException, target: Target) -> RemoteError:
         return RemoteError("target-unreachable", f"{where}: host name does not resolve ({exc.strerror})")
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return RemoteError("target-unreachable", f"{where}: connection timed out")
+    if isinstance(exc, paramiko.SSHException) and "protocol banner" in str(exc):
+        return RemoteError("target-unreachable", f"{where}: no SSH server answered (the connection was closed "
+                           "before the SSH banner: is sshd running? a forwarded port with nothing behind it looks "
+                           "like this)")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return RemoteError("target-unreachable", f"{where}: connection refused or no route "
                            f"({excerpt(str(exc), 160)})")
@@ -114,7 +124,10 @@ class FabricRemote:
             self._sftp = self.conn.sftp()
         except BaseException as e:
             self.close()
-            raise describe(e, target) from None
+            err = describe(e, target)
+            if err.kind == "target-lost":   # nothing was running yet: the target is not there
+                err = RemoteError("target-unreachable", err.reason)
+            raise err from None
 
     @staticmethod
     def _connection(target: Target):
