@@ -102,6 +102,13 @@ def test_target_problems_are_located(tmp_path, machine, where, why):
     assert where in msg and why in msg and ":12:" in msg
 
 
+def test_a_scratch_disk_set_by_a_variant_is_refused_at_the_variant(tmp_path):
+    inventory(tmp_path)
+    f = write_experiment(tmp_path, body="variants:\n  - {name: d, set: {workload.phases.disk_mb: 64}}\n")
+    msg = spec_error(f)
+    assert f"{f}:21:" in msg and "workload.phases.disk_mb" in msg and "not on a remote target" in msg
+
+
 def test_a_name_without_an_inventory_says_where_it_looked(tmp_path):
     msg = spec_error(write_experiment(tmp_path))
     assert "no targets inventory" in msg and "HARNESS_TARGETS" in msg and str(tmp_path / "targets.yaml") in msg

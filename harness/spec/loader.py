@@ -217,6 +217,9 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
                                  "line needs kernel deploy (not implemented yet)"))
         if m.timing == "virtual":
             issues.append(locate(("machine", "timing"), "virtual time is QEMU's: a remote target runs in real time"))
+        if w.phases.disk_mb:
+            issues.append(locate(("workload", "phases", "disk_mb"), "a scratch disk is a VM's virtio-blk device: not "
+                                 "on a remote target"))
     # Every VM boots a guest whose platform knobs and energy meter are the simulated platform's.
     if remote:
         pass
