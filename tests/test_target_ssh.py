@@ -297,7 +297,30 @@ def test_hostile_remote_files_are_not_fetched(tmp_path):
     assert all(p.is_file() and not p.is_symlink() or p.is_dir() for p in share.rglob("*"))
 
 
-def test_a_target_of_another_arch_or_without_util_linux_is_unusable(tmp_path):
+def test_an_oversized_status_or_console_on_the_target(tmp_path):
+    def huge_status(work):
+        (work / "share" / protocol.STATUS).write_text("x=1\n" * 20000)      # 80 kB > LIMIT_STATUS
+    t = fake.FakeTarget(tmp_path / "remote", REC, after_launch=huge_status)
+    _, t, (out,) = remote_run(tmp_path, t)
+    rec = records.read(out.dir / records.CELL_RESULT, CellResult)
+    assert rec.failure == "output-unreadable" and "status on the target cannot be read" in rec.reason
+    assert "more than the 65536-byte limit" in rec.reason
+
+
+def test_only_the_end_of_a_long_console_is_kept(tmp_path, monkeypatch):
+    from harness.target import ssh
+    monkeypatch.setattr(ssh, "CONSOLE_TAIL", 1000)
+
+    def chatty(work):
+        (work / "console.log").write_text("early line\n" * 500 + "the last words\n")
+    t = fake.FakeTarget(tmp_path / "remote", REC, after_launch=chatty)
+    _, t, (out,) = remote_run(tmp_path, t)
+    assert out.status == "ok", out.reason
+    log = (out.dir / "console.log").read_text()
+    assert log.endswith("the last words\n") and log.count("early line") < 100
+
+
+def test_a_target_of_another_arch_is_unusable(tmp_path):
     t = fake.FakeTarget(tmp_path / "remote", REC)
     t.facts["arch"] = "aarch64"
     _, t, (out,) = remote_run(tmp_path, t)

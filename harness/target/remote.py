@@ -90,7 +90,7 @@ class Remote(Protocol):
 
     def put(self, local: Path, remote: str, mode: int) -> None: ...
 
-    def read(self, remote: str, limit: int) -> bytes | None: ...
+    def read(self, remote: str, limit: int, tail: bool = False) -> bytes | None: ...
 
     def listdir(self, remote: str) -> list[tuple[str, int, int]]: ...
 
@@ -122,6 +122,9 @@ class FabricRemote:
         try:
             self.conn.open()
             self._sftp = self.conn.sftp()
+            channel = getattr(self._sftp, "get_channel", lambda: None)()
+            if channel is not None:   # a target that stops answering mid-transfer must not hang the run
+                channel.settimeout(max(60, target.entry.connect_timeout_s))
         except BaseException as e:
             self.close()
             err = describe(e, target)
@@ -163,9 +166,9 @@ class FabricRemote:
         except BaseException as e:
             raise describe(e, self.target) from None
 
-    def read(self, remote: str, limit: int) -> bytes | None:
+    def read(self, remote: str, limit: int, tail: bool = False) -> bytes | None:
         """A regular file's content (None: absent); a link, a non-file or more than `limit` bytes
-        is a RemoteError of kind output-unreadable."""
+        is a RemoteError of kind output-unreadable (`tail`: the last `limit` bytes instead)."""
         try:
             try:
                 st = self._sftp.lstat(remote)
@@ -173,10 +176,12 @@ class FabricRemote:
                 return None
             if not stat.S_ISREG(st.st_mode or 0):
                 raise RemoteError("output-unreadable", f"{remote}: not a regular file on the target (not read)")
-            if (st.st_size or 0) > limit:
+            if (st.st_size or 0) > limit and not tail:
                 raise RemoteError("output-unreadable", f"{remote}: {st.st_size} bytes, more than the "
                                   f"{limit}-byte limit")
             with self._sftp.open(remote, "rb") as fh:
+                if tail and (st.st_size or 0) > limit:
+                    fh.seek(st.st_size - limit)
                 data = fh.read(limit + 1)
             if len(data) > limit:
                 raise RemoteError("output-unreadable", f"{remote}: more than the {limit}-byte limit")

@@ -187,9 +187,6 @@ class _RemoteRun:
                            protocol.uptime_at(self.status, protocol.Key.WORKLOAD_START), self.status, boot_wall,
                            self.command, facts=dict(self.facts))
 
-    def _cmd(self, script: str, *args: str, out: str = "/dev/null") -> str:
-        return q(*self.sudo, "sh", f"{self.work}/{script}", *args) + f" > {q(out)} 2>&1"
-
     # -- the steps ---------------------------------------------------------------------------------
     def go(self, timeout_s: float, boot_limit: float, t0: float) -> GuestResult:
         e = self.t.entry
@@ -209,8 +206,8 @@ class _RemoteRun:
         except RemoteError as err:
             return self._result(err.kind, f"{err.reason} (while starting the run)", t0)
         rc, timed_out, boot_wall, why = self._wait(timeout_s, boot_limit, t0)
-        if why is not None:   # the connection is gone and stayed gone: keep what was mirrored
-            return self._result("target-lost", why, t0, boot_wall=boot_wall)
+        if why is not None:   # the connection is gone and stayed gone (or the status is not readable)
+            return self._result(why.kind, why.reason, t0, boot_wall=boot_wall)
         if timed_out:
             self._kill()
         try:
@@ -301,10 +298,11 @@ class _RemoteRun:
                 done = self.remote.read(f"{self.work}/exit", 64)
             except RemoteError as err:
                 if err.kind == "output-unreadable":
-                    return None, False, boot_wall, f"the target's status files are not regular files: {err.reason}"
+                    return None, False, boot_wall, RemoteError(err.kind, f"the run's status on the target cannot "
+                                                               f"be read: {err.reason}")
                 why = self._reconnect(err, t0, timeout_s, boot_limit)
                 if why is not None:
-                    return None, False, boot_wall, why
+                    return None, False, boot_wall, RemoteError("target-lost", why)
                 continue
             elapsed = time.monotonic() - t0
             if boot_wall is None and protocol.Key.WORKLOAD_START in self.status:
@@ -385,7 +383,7 @@ class _RemoteRun:
             with share.create_exclusive(dst) as fh:
                 fh.write(data)
         try:
-            out = self.remote.read(f"{self.work}/console.log", CONSOLE_TAIL) or b""
+            out = self.remote.read(f"{self.work}/console.log", CONSOLE_TAIL, tail=True) or b""
         except RemoteError as err:
             if err.kind != "output-unreadable":
                 raise
