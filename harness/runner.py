@@ -380,7 +380,7 @@ class Runner:
         known, source = eta.history(self.run_dir, self.le.experiment.name)
         out = []
         for p in plans:
-            key = kernel_key_of(p.request)
+            key = self._remote_key(p) if p.cell.targets else kernel_key_of(p.request)   # a target needs no kernel
             prev = self._previous(self.run_dir / p.cell.id)
             if prev is None:
                 action, why = "run", "no record"

@@ -354,6 +354,9 @@ def test_remote_cells_resume_and_the_fingerprint_names_the_target(tmp_path):
                                                         tools_dir=tmp_path / "tools"))
     (o2,) = again.run()
     assert o2.status == "skipped"
+    # `plan` says so without a kernel (a target runs its own)
+    (preview,), _ = again.preview(lambda req: None, lambda arch: "tools")
+    assert preview.action == "resume", preview.why
 
 
 def test_a_fleet_spreads_cells_one_per_target_at_a_time_into_one_run(tmp_path):
