@@ -5,6 +5,7 @@ prepared (no per-session virtualenv: the kernel toolchain and QEMU are system pa
     nox -s tests-arm64            arm64 guests end to end (slow when cold)
     nox -s tests-measure          the x86_64 measurement tests (platform calibration): tens of minutes
     nox -s tests-extended         x86_64 checks beyond the CI set (injected delay, probe attach errors, ...)
+    nox -s tests-remote           the SSH backend against a real sshd (QEMU test box) and its fault tests
     nox -s build-kernel           build the kernels of experiments/dvfs_ramp.yaml
     nox -s build-kernel -- --arch arm64 --config agent-on
     nox -s smoke                  build, boot and run experiments/smoke.yaml
@@ -49,6 +50,15 @@ def tests_extended(session):
     check of the loop's latency, bpftrace's own error for a probe that cannot attach, explicit
     windows, and the sim-platform series' round trip through an editable tree."""
     session.run("python", "-m", "pytest", "-m", "extended and not arm64", *(session.posargs or ["-q"]))
+
+
+@nox.session(name="tests-remote")
+def tests_remote(session):
+    """Remote targets end to end against a real sshd: the QEMU x86_64 test box (Debian 12 rootfs
+    built once with mmdebstrap and cached, throwaway keys), the whole remote flow through the
+    runner, and the fault tests (connection refused, host-key mismatch, sshd killed mid-run).
+    A few minutes under TCG, so not in `tests`."""
+    session.run("python", "-m", "pytest", "-m", "remote", *(session.posargs or ["-q", "-s"]))
 
 
 @nox.session(name="build-kernel")

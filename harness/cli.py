@@ -113,6 +113,43 @@ def _preview(args, le: LoadedExperiment, builder: KernelBuilder, status: dict):
     return runner.preview(kernel_key, workload_name)
 
 
+def cmd_lava(args, out: Console) -> int:
+    """One LAVA job definition per cell (harness/target/lava.py), for a board farm or a local
+    lava-run; the kernel from the cache (built already: `build` first) unless --kernel-url."""
+    import json
+
+    from harness.guest import protocol
+    from harness.runner import Runner
+    from harness.target import lava
+
+    le = load_experiment(args.experiment)
+    builder = KernelBuilder(BuildCache(args.cache_dir))
+    runner = Runner(le, paths.results_dir(), cache=builder.cache, builder=builder)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for p in runner.plan():
+        kernel_url = args.kernel_url
+        if kernel_url is None:
+            key, _, _ = builder.request_key(p.request)
+            built = builder.cache.lookup(key)
+            if built is None:
+                raise InputError(f"{p.cell.id}: kernel {p.request.label} is not built: run `python -m harness build "
+                                 f"{args.experiment}` first, or give --kernel-url")
+            meta = json.loads((built / "metadata.json").read_text())
+            kernel_url = (built / meta["artifacts"]["image"]).as_uri()
+        inputs = {protocol.GUEST_SCRIPT: p.script.encode()}
+        inputs.update({protocol.probe_script(n): t.encode() for n, t in p.probe_scripts.items()})
+        if p.wait_file is not None:
+            inputs[protocol.WAIT_FILE] = p.wait_file.read_bytes()
+        spec = p.cell.spec
+        job = lava.job(p.cell.id, spec.arch, inputs, kernel_url, args.rootfs_url, args.workload_url,
+                       le.experiment.repeats, timeout_min=max(10, spec.machine.run_timeout_s // 60),
+                       cmdline=tuple(spec.machine.cmdline) + tuple(p.platform.cmdline), device_type=args.device_type)
+        path = args.output / f"{p.cell.id}.yaml"
+        path.write_text(lava.dump(job))
+        out.print(f"{path}", highlight=False)
+    return 0
+
+
 def cmd_build(args, out: Console) -> int:
     le = load_experiment(args.experiment)
     reqs = kernel_requests(le, args.arch, args.config)
@@ -427,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write every measured step of these runs as one tidy table (a row per step: run, "
                     "cell, arch, variant, axes, repeat, step columns); repeatable, the format by suffix")
     sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("lava", help="write a LAVA job definition per cell (board farms; results read back by "
+                        "harness.target.lava)")
+    experiment_arg(sp)
+    sp.add_argument("-o", "--output", type=Path, default=Path("lava-jobs"), help="directory for the jobs")
+    sp.add_argument("--kernel-url", help="the kernel image's URL (default: the cached build, as file://)")
+    sp.add_argument("--rootfs-url", default="file:///var/lib/lava/rootfs/debian-12.ext4",
+                    help="a raw ext4 root filesystem image (e.g. the SSH test box's, harness/target/testbox.py)")
+    sp.add_argument("--workload-url", default="file:///var/lib/lava/agentloop",
+                    help="the static agentloop binary for the arch (the device fetches it with wget or curl)")
+    sp.add_argument("--device-type", default="qemu")
+    sp.set_defaults(func=cmd_lava)
 
     sp = sub.add_parser("schema", help="print the experiment file's JSON Schema (structure and field bounds; "
                         "`validate` checks the rest)")

@@ -113,6 +113,30 @@ class PlatformSummary(Record):
                                                             "(tasks, interrupts, exits, polling)")
     agent_idle_per_step_by_repeat_us: list[float] = []
     frontier: Frontier | None = None
+    energy_source: str = Field("simulated", description="simulated (the sim platform's meter), rapl, hwmon, "
+                               "hwmon-power-sampled, or none (a real target without a sensor: no energy figures)")
+    energy_domains: list[str] = Field([], description="the counters the energy came from (RAPL zones, hwmon sensors)")
+
+
+class TargetInfo(Record):
+    """The remote machine a cell ran on (harness/target/): who it is and what it ran."""
+
+    name: str
+    url: str
+    fleet: str | None = Field(None, description="the fleet the cell was spread over, when machine.target names one")
+    arch: str | None = None
+    cpu_model: str | None = None
+    board: str | None = None
+    cpus: str | None = None
+    kernel_release: str | None = None
+    kernel_version: str | None = None
+    cpufreq_driver: str | None = None
+    cpufreq_governor: str | None = None
+    cpuidle_driver: str | None = None
+    cpuidle_governor: str | None = None
+    cpuidle_states: str | None = None
+    energy_source: str | None = None
+    facts: dict[str, str] = {}
 
 
 class Attempt(Record):
@@ -145,6 +169,7 @@ class GuestInfo(Record):
     boot_to_workload_s: float | None = None
     boot_to_workload_wall_s: float | None = None
     status: dict[str, str] = {}
+    platform: Literal["simulated", "real"] = "simulated"
 
 
 Status = Literal["ok", "failed"]
@@ -187,13 +212,16 @@ class CellResult(Record):
     axes: dict[str, Any]
     status: Status
     failure: str | None = Field(None, description="kind of failure: kernel-build, boot-failed, panic, hang, "
-                                "workload-failed, probe-failed, platform-failed, splat, output-unreadable")
+                                "workload-failed, probe-failed, platform-failed, splat, output-unreadable; on a "
+                                "remote target also target-unreachable, host-key, auth, target-lost, target-failed, "
+                                "target-unusable")
     reason: str = ""
     fingerprint: str | None = None
     spec: dict[str, Any]
     repeats: int
     kernel: KernelInfo | None = None
     guest: GuestInfo | None = None
+    target: TargetInfo | None = None
     attempts: list[Attempt] = []
     infra_failures: int = 0
     stats: StepStats | None = None

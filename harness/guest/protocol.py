@@ -134,6 +134,12 @@ def host_reads(repeats: int, probes: list[str], probe_run: str) -> list[str]:
     return names
 
 
+# What a real target's snapshots add: RAPL (powercap) zones and hwmon power/energy sensors.
+REAL_SNAPSHOT = ("/sys/class/powercap/*/name /sys/class/powercap/*/energy_uj "
+                 "/sys/class/powercap/*/max_energy_range_uj /sys/class/hwmon/hwmon*/name "
+                 "/sys/class/hwmon/hwmon*/power*_input /sys/class/hwmon/hwmon*/energy*_input")
+
+
 # -- the script ----------------------------------------------------------------------------------
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
@@ -168,10 +174,11 @@ def _probe(name: str) -> dict[str, str]:
 
 def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
            extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120,
-           probe_run: str = "separate", cpus: int = 1) -> str:
+           probe_run: str = "separate", cpus: int = 1, real: bool = False) -> str:
     """probe_run "separate": the repeats run untraced, then the probes attach for one more run with
     repeat 0's seed, so the cell's figures never carry the observer's cost and that run against
-    repeat 0 is the probes' overhead. "in-repeats": the probes trace every repeat."""
+    repeat 0 is the probes' overhead. "in-repeats": the probes trace every repeat. `real`: a real
+    target's script (C-state helpers by index, energy counters in the snapshots)."""
     runs = [dict(_run(w, repeat_files(r), r, extra_args), index=str(r), exit_key=Key.repeat_exit(r))
             for r in range(repeats)]
     probed = _run(w, PROBED_FILES, 0, extra_args) if probes and probe_run == "separate" else None
@@ -181,7 +188,7 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
         status=_guest(STATUS), runs=runs, probed=probed, setup=list(setup), teardown=list(teardown),
         workdir=workdir(w), file_index=_guest(FILE_INDEX), probe_cpus=probe_cpus(w, cpus),
         probes=[_probe(p) for p in probes], attach_timeout_ds=attach_timeout_s * 10, cpu=platform.CPU,
-        key=Key, exit_setup=EXIT_SETUP, exit_probe=EXIT_PROBE)
+        key=Key, exit_setup=EXIT_SETUP, exit_probe=EXIT_PROBE, real=real, real_snapshot=REAL_SNAPSHOT)
 
 
 def kvm_probe_script() -> str:

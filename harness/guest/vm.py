@@ -64,6 +64,7 @@ class GuestResult:
     status: dict[str, str] = field(default_factory=dict)
     boot_wall_s: float | None = None   # host wall time from vng start to the workload's start
     command: tuple[str, ...] = ()      # what was run on the host (vng's argv)
+    facts: dict[str, str] = field(default_factory=dict)   # a remote target's identity (harness.target.ssh)
 
     @property
     def ok(self) -> bool:

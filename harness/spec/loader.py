@@ -55,6 +55,7 @@ class Cell:
     variant: str
     axes: dict[str, Any]
     spec: CellSpec
+    targets: tuple = ()      # harness.target.inventory.Target(s) of machine.target (a fleet: several)
 
 
 @dataclass
@@ -208,11 +209,24 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
     if w.wait.file and (why := _wait_file_problem(w.wait.file, base_dir)) is not None:
         issues.append(locate(("workload", "wait", "file"), why))
 
-    # Every cell boots a guest whose platform knobs and energy meter are the simulated platform's.
-    if _SIM_PLATFORM not in k.series:
+    remote = spec.machine.target is not None
+    if remote:
+        m = spec.machine
+        if m.cmdline:
+            issues.append(locate(("machine", "cmdline"), "a remote target runs the kernel it has: a kernel command "
+                                 "line needs kernel deploy (not implemented yet)"))
+        if m.timing == "virtual":
+            issues.append(locate(("machine", "timing"), "virtual time is QEMU's: a remote target runs in real time"))
+        if w.phases.disk_mb:
+            issues.append(locate(("workload", "phases", "disk_mb"), "a scratch disk is a VM's virtio-blk device: not "
+                                 "on a remote target"))
+    # Every VM boots a guest whose platform knobs and energy meter are the simulated platform's.
+    if remote:
+        pass
+    elif _SIM_PLATFORM not in k.series:
         issues.append(locate(("kernel", "series"), f"a booted kernel needs the '{_SIM_PLATFORM}' series: "
                              "the platform knobs, their checks and the energy meter are the simulated platform's"))
-    if _SIM_PLATFORM not in k.fragments:
+    if not remote and _SIM_PLATFORM not in k.fragments:
         issues.append(locate(("kernel", "fragments"), f"a booted kernel needs the '{_SIM_PLATFORM}' fragment "
                              "(CONFIG_SIM_CPUFREQ/CPUIDLE) for the simulated platform"))
     if k.agent_latency and _AGENT_SERIES not in k.series:
@@ -237,6 +251,18 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
         issues.append(locate(("workload", "steps"), f"(steps {w.steps} + warmup {w.warmup}) x agents {w.agents} x "
                              f"repeats {repeats} = {total} loop steps, more than {STEPS_TOTAL_MAX} per cell"))
     return issues
+
+
+def _resolve_target(value: str, arch: str, base_dir: Path) -> tuple | str | SpecError:
+    """machine.target's targets, or why not: a reason for the target's line, or the inventory's own
+    located errors."""
+    from harness.target import inventory
+    try:
+        return tuple(inventory.resolve(value, arch, base_dir))
+    except inventory.TargetError as e:
+        return str(e)
+    except SpecError as e:
+        return e
 
 
 def _merge(dst: dict, src: dict) -> None:
@@ -352,6 +378,7 @@ def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tup
     cells: list[Cell] = []
     by_id: dict[str, dict[str, Any]] = {}
     seen_issue: set[SpecIssue] = set()
+    resolved: dict[tuple[str, str], tuple | str | SpecError] = {}
     for arch in exp.arch:
         for vname, vorigin, sets in variants:
             for combo in itertools.product(*[vals for _, vals in axes]) if axes else [()]:
@@ -394,6 +421,18 @@ def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tup
                 if refs := _check_cell(spec, exp.repeats, locate, base_dir):
                     seen_issue.update(refs)
                     continue
+                targets: tuple = ()
+                if (tv := spec.machine.target) is not None:
+                    if (tv, arch) not in resolved:
+                        resolved[(tv, arch)] = _resolve_target(tv, arch, base_dir)
+                    got = resolved[(tv, arch)]
+                    if isinstance(got, SpecError):
+                        seen_issue.update(got.issues)
+                        continue
+                    if isinstance(got, str):
+                        seen_issue.add(locate(("machine", "target"), got))
+                        continue
+                    targets = got
                 parts: list[tuple[str, tuple | None]] = [(arch, None), (vname, vorigin)]
                 axis_values = {}
                 for (key, _), (value, origin) in zip(axes, combo, strict=True):
@@ -412,7 +451,7 @@ def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tup
                                               f"same id '{cid}' (ids keep only letters, digits and ._+- of a value)"))
                     continue
                 by_id[cid] = axis_values
-                cells.append(Cell(id=cid, variant=vname, axes=axis_values, spec=spec))
+                cells.append(Cell(id=cid, variant=vname, axes=axis_values, spec=spec, targets=targets))
     issues = sorted(seen_issue, key=lambda i: (i.line, i.column, i.field, i.reason))
     return cells, issues
 

@@ -132,6 +132,11 @@ def _cmdline_item(v: str) -> str:
     return v
 
 
+def _target(v: str) -> str:
+    from harness.target.inventory import target_field  # the target package builds on this module
+    return target_field(v)
+
+
 def _no_control(v: str) -> str:
     if m := _CONTROL.search(v):
         raise ValueError(f"control character U+{ord(m.group(0)):04X} is not allowed here")
@@ -266,6 +271,9 @@ class MachineSpec(Strict):
                                                    "harness's own: RESERVED_CMDLINE_NAMES)")
     boot_timeout_s: int = Field(300, ge=10, le=BOOT_TIMEOUT_MAX_S, description="power-on to workload start")
     run_timeout_s: int = Field(1800, ge=10, le=RUN_TIMEOUT_MAX_S, description="workload start to power-off")
+    target: Annotated[str, AfterValidator(_target)] | None = Field(
+        None, max_length=300, description="run on a remote machine instead of a VM: ssh://[user@]host[:port] or "
+        "a target (or fleet) of the targets inventory (harness/target/inventory.py); no passwords")
 
     @field_validator("cmdline")
     @classmethod

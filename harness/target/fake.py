@@ -1,0 +1,211 @@
+"""A fake fabric Connection for the SSH backend's tests: the target's filesystem is a local
+directory, SFTP is paramiko's own attribute objects over it, and `run` understands exactly the
+fixed commands the backend sends (anything else is an error, so a new command shows up in the
+tests). Starting the guest script "runs" it by copying a recording of a real guest's share
+(tests/fixtures/guest/, the fake VM backend's) into the remote share, as a target would leave it.
+
+Faults are scripted: the connection refused, a host-key mismatch, a failed authentication, a
+connection lost after N SFTP calls (and refused or accepted on reconnecting), a run that never
+ends, hostile files planted in the remote share.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from harness.target.inventory import Target
+from harness.target.remote import FabricRemote
+
+FACTS = {"arch": "x86_64", "kernel_release": "6.1.0-fake-amd64", "kernel_version": "#1 SMP fake", "uid": "0",
+         "cpus": "2", "cpu_model": "Fake CPU @ 2.0GHz", "board": "fake board", "cpufreq_driver": "intel_pstate",
+         "cpufreq_governor": "powersave", "cpuidle_driver": "intel_idle", "cpuidle_governor": "menu",
+         "cpuidle_states": "POLL C1 C6 ", "rapl": " intel-rapl:0", "hwmon": "", "has_bpftrace": "1",
+         "has_unshare": "1", "has_setsid": "1"}
+
+
+@dataclass
+class FakeTarget:
+    """The remote machine: its root directory, what it says about itself, and its faults."""
+
+    root: Path
+    recording: Path | None = None
+    facts: dict[str, str] = field(default_factory=lambda: dict(FACTS))
+    refuse: BaseException | None = None          # raised by open() (every connection)
+    lose_after: int | None = None                # SFTP calls after the launch before the link drops
+    reconnect: BaseException | None = None       # raised by open() once the link dropped (None: accepted)
+    never_ends: bool = False                     # the run never writes its exit status
+    after_launch: Callable[[Path], None] | None = None   # plants things in the remote work dir
+    run_s: float = 0.0                           # how long a run takes before its exit status appears
+    commands: list[str] = field(default_factory=list)
+    connections: int = 0
+    running: int = 0                             # runs launched and not yet fetched (one at a time)
+    most_running: int = 0
+    exit_at: dict = field(default_factory=dict)
+    calls_since_launch: int | None = None
+    dropped: bool = False
+
+    def path(self, remote: str) -> Path:
+        if not remote.startswith("/"):
+            raise ValueError(f"the backend used a relative remote path: {remote!r}")
+        return self.root / remote.lstrip("/")
+
+    def connection(self, target: Target) -> FabricRemote:
+        """What SshBackend(connect=...) takes: the real FabricRemote over a FakeConnection."""
+        return FabricRemote(target, connection=FakeConnection(self))
+
+    def tick(self) -> None:
+        if self.calls_since_launch is None:
+            return
+        self.calls_since_launch += 1
+        if self.lose_after is not None and self.calls_since_launch > self.lose_after and not self.dropped:
+            self.dropped = True
+        if self.dropped:
+            raise EOFError("the remote end closed the connection")
+
+
+class FakeResult:
+    def __init__(self, exited: int):
+        self.exited = exited
+
+
+class FakeConnection:
+    """fabric.Connection's interface, as FabricRemote uses it."""
+
+    def __init__(self, t: FakeTarget):
+        self.t = t
+        self.ssh_config: dict = {}
+        self.opened = False
+
+    def open(self) -> None:
+        t = self.t
+        if t.dropped and t.reconnect is not None:
+            raise t.reconnect
+        if t.refuse is not None:
+            raise t.refuse
+        if t.dropped:          # accepted again: the link is back
+            t.dropped, t.lose_after = False, None
+        t.connections += 1
+        self.opened = True
+
+    def sftp(self) -> FakeSftp:
+        return FakeSftp(self.t)
+
+    def close(self) -> None:
+        self.opened = False
+
+    def run(self, command: str, **kw) -> FakeResult:
+        t = self.t
+        t.tick()
+        t.commands.append(command)
+        words = shlex.split(command.split(" > ")[0].split(" 2>")[0])
+        if words[:2] == ["sudo", "-n"]:
+            words = words[2:]
+        if words[:4] == ["mkdir", "-p", "-m", "0700"]:
+            for w in words[4:]:
+                t.path(w).mkdir(parents=True, exist_ok=True)
+            return FakeResult(0)
+        if words[0] == "sh" and words[1].endswith("/facts.sh"):
+            out = command.split(" > ")[1].split(" ")[0]
+            t.path(shlex.split(out)[0]).write_text("".join(f"{k}={v}\n" for k, v in t.facts.items()))
+            return FakeResult(0)
+        if words[0] == "sh" and words[1].endswith("/launch.sh"):
+            self._launch(t.path(words[2]))
+            return FakeResult(0)
+        if words[:3] == ["rm", "-rf", "--"]:
+            shutil.rmtree(t.path(words[3]), ignore_errors=True)
+            t.running -= 1
+            return FakeResult(0)
+        if words[:3] == ["kill", "-TERM", "--"]:
+            return FakeResult(0)
+        raise AssertionError(f"the fake target does not know this command: {command!r}")
+
+    def _launch(self, work: Path) -> None:
+        t = self.t
+        share = work / "share"
+        if t.recording is not None:
+            for f in t.recording.iterdir():
+                if f.is_file() and f.name not in ("recording.json", "console.log", "guest.sh"):
+                    shutil.copyfile(f, share / f.name)
+            (work / "console.log").write_text("the guest script ran (fake target)\n")
+        (work / "pid").write_text("4242\n")
+        t.running += 1
+        t.most_running = max(t.most_running, t.running)
+        if not t.never_ends:
+            t.exit_at[str(work / "exit")] = time.monotonic() + t.run_s
+        elif t.recording is not None:   # a run that hangs in the loop: its status stops at the start
+            from harness.guest import protocol
+            keep = [line for line in (share / protocol.STATUS).read_text().splitlines()
+                    if line.split("=", 1)[0] in (protocol.Key.GUEST_UP, protocol.Key.KERNEL,
+                                                 protocol.Key.WORKLOAD_CMD, protocol.Key.WORKLOAD_START)]
+            (share / protocol.STATUS).write_text("\n".join(keep) + "\n")
+        if t.after_launch is not None:
+            t.after_launch(work)
+        t.calls_since_launch = 0
+
+
+class FakeSftp:
+    """paramiko.SFTPClient's calls FabricRemote makes, on the fake target's directory."""
+
+    def __init__(self, t: FakeTarget):
+        self.t = t
+
+    def lstat(self, remote: str) -> paramiko.SFTPAttributes:
+        self.t.tick()
+        p = self.t.path(remote)
+        if str(p) in self.t.exit_at and not p.exists() and time.monotonic() >= self.t.exit_at[str(p)]:
+            p.write_text("0\n")   # the run ended
+        return paramiko.SFTPAttributes.from_stat(os.lstat(self.t.path(remote)))
+
+    def open(self, remote: str, mode: str):
+        self.t.tick()
+        return open(self.t.path(remote), mode)
+
+    def put(self, local: str, remote: str) -> None:
+        self.t.tick()
+        shutil.copyfile(local, self.t.path(remote))
+
+    def chmod(self, remote: str, mode: int) -> None:
+        os.chmod(self.t.path(remote), mode)
+
+    def listdir_attr(self, remote: str) -> list[paramiko.SFTPAttributes]:
+        self.t.tick()
+        d = self.t.path(remote)
+        return [paramiko.SFTPAttributes.from_stat(os.lstat(d / n), n) for n in sorted(os.listdir(d))]
+
+    def close(self) -> None:
+        pass
+
+
+def refused() -> BaseException:
+    return ConnectionRefusedError(111, "Connection refused")
+
+
+def bad_host_key() -> BaseException:
+    k1, k2 = _key(), _key()
+    return paramiko.BadHostKeyException("[127.0.0.1]:2222", k1, k2)
+
+
+def _key() -> paramiko.PKey:
+    """A throwaway key object (RSA: paramiko can generate it without files)."""
+    return paramiko.RSAKey.generate(1024)
+
+
+def auth_failed() -> BaseException:
+    return paramiko.AuthenticationException("Authentication failed.")
+
+
+def timed_out() -> BaseException:
+    return TimeoutError("timed out")
+
+
+def no_banner() -> BaseException:
+    """What a forwarded port with no sshd behind it gives (QEMU's user network accepts, then resets)."""
+    return paramiko.SSHException("Error reading SSH protocol banner[Errno 104] Connection reset by peer")
