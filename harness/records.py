@@ -25,9 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from harness.guest import share
 from harness.kernel.cache import atomic_write_text
@@ -60,6 +60,17 @@ def probe_records(name: str) -> str:
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Fields added after records were first written: left out when None, so that a record without
+    # them (and every summary derived from one) is written exactly as before they existed.
+    OMIT_IF_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_new_nones(self, handler):
+        d = handler(self)
+        for k in self.OMIT_IF_NONE:
+            if isinstance(d, dict) and d.get(k, 0) is None:
+                del d[k]
+        return d
 
 
 class StepStats(Record):
@@ -74,6 +85,12 @@ class StepStats(Record):
     compute_p50_us: float
     compute_mean_us: float
     step_p50_repeat_cv: float = Field(description="coefficient of variation of each repeat's step p50")
+    deadline_misses: int | None = Field(None, description="periodic loops (wait.period_us): measured steps that "
+                                        "ended after the next release")
+    deadline_miss_fraction: float | None = None
+    fanin_p50_us: float | None = Field(None, description="fan-out loops: signal -> the last agent done, per step")
+    fanin_p99_us: float | None = None
+    OMIT_IF_NONE = ("deadline_misses", "deadline_miss_fraction", "fanin_p50_us", "fanin_p99_us")
 
 
 class Frontier(Record):

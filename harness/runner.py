@@ -82,6 +82,7 @@ class CellPlan:
     script: str
     probe_scripts: dict[str, str]
     wait_file: Path | None
+    compute_file: Path | None = None
 
 
 @dataclass
@@ -158,11 +159,13 @@ class Runner:
                                      extra_args=plat.workload_args, probes=names, probe_run=spec.probe_run,
                                      cpus=spec.machine.cpus)
             wf = spec.workload.wait.file
+            cf = spec.workload.compute.file if spec.workload.compute is not None else None
             plans.append(CellPlan(
                 cell, KernelRequest.from_spec(spec.kernel, spec.arch, base_dir), names,
                 [p for p in spec.probes if p not in probes.PROBES], plat, script,
                 {name: probes.render(name) for name in names},
-                (Path(wf) if Path(wf).is_absolute() else base_dir / wf) if wf else None))
+                (Path(wf) if Path(wf).is_absolute() else base_dir / wf) if wf else None,
+                (Path(cf) if Path(cf).is_absolute() else base_dir / cf) if cf else None))
         return plans
 
     # -- prepare ---------------------------------------------------------------------------------
@@ -467,6 +470,8 @@ class Runner:
         inputs.update({protocol.probe_script(name): text.encode() for name, text in p.probe_scripts.items()})
         if p.wait_file is not None:
             inputs[protocol.WAIT_FILE] = p.wait_file.read_bytes()   # the spec bounds its size
+        if p.compute_file is not None:
+            inputs[protocol.COMPUTE_FILE] = p.compute_file.read_bytes()
         if p.probe_scripts:
             (share_dir / protocol.PROBES_DIR).mkdir(mode=0o755)
         for name, data in inputs.items():
@@ -491,7 +496,7 @@ class Runner:
         raw = [self._steps(spec, share_dir, f, r) for r, f in enumerate(runs)]
         steps = steps_from_columns(raw)
         atomic_write_text(d / records.CELL_STEPS, to_parsed_csv(steps))
-        stats = cell_stats(steps)
+        stats = cell_stats(steps, **_stats_kind(spec.workload))
         snaps = [(platform.parse_snapshot(share.read_text(share_dir / f.before, share.LIMIT_SMALL), f.before),
                   platform.parse_snapshot(share.read_text(share_dir / f.after, share.LIMIT_SMALL), f.after))
                  for f in runs]
@@ -508,10 +513,10 @@ class Runner:
     @staticmethod
     def _steps(spec, share_dir: Path, f: protocol.RunFiles, repeat: int) -> dict:
         """One run's steps file, read within what the spec can produce (a row is at most 9 numbers
-        of 20 digits) and checked to hold exactly the spec's measured steps."""
+        of 20 digits, 11 in the extended file) and checked to hold exactly the spec's measured steps."""
         w = spec.workload
         rows = (w.steps + w.warmup) * w.agents
-        limit = min(share.LIMIT_STEPS, rows * 200 + 4096)
+        limit = min(share.LIMIT_STEPS, rows * (240 if w.extended_output() else 200) + 4096)
         cols = parse_steps_csv(share.read_text(share_dir / f.steps, limit), f.steps, repeat)
         if len(cols["step"]) != w.steps * w.agents:
             raise StepsFormatError(f"{f.steps}: {len(cols['step'])} measured steps, the spec asks for "
@@ -535,7 +540,8 @@ class Runner:
             atomic_write_text(d / records.CELL_PROBED_STEPS, to_parsed_csv(probed_steps))
             cur_khz = platform.parse_snapshot(share.read_text(share_dir / f.before, share.LIMIT_SMALL),
                                               f.before).cur_khz
-            probed, first = cell_stats(probed_steps), cell_stats(steps_from_columns(raw[:1]))
+            kind = _stats_kind(p.cell.spec.workload)
+            probed, first = cell_stats(probed_steps, **kind), cell_stats(steps_from_columns(raw[:1]), **kind)
             out["probed_run"] = probed
             out["probe_overhead"] = {q: getattr(probed, f"step_{q}_us") / getattr(first, f"step_{q}_us") - 1
                                      for q in ("p50", "p99") if getattr(first, f"step_{q}_us") > 0}
@@ -567,6 +573,11 @@ class Runner:
         rec = CellResult(**self._base_record(p, status="failed", failure=failure, reason=reason, **kw))
         records.write(d / records.CELL_RESULT, rec)
         return CellOutcome(p.cell, "failed", reason, d, rec)
+
+
+def _stats_kind(w) -> dict[str, bool]:
+    """What the cell's statistics count besides latencies: deadline misses, fan-in."""
+    return {"deadlines": w.wait.period_us is not None, "fanout": w.fanout}
 
 
 def _now() -> str:
