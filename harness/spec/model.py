@@ -631,6 +631,9 @@ class WorkloadSpec(Strict):
                                 "approach: an ADPF-style controller moves the agent's uclamp.min by each step's "
                                 "latency against this target (0 = off)")
     hog_cpu: int | None = Field(None, ge=0, le=63, description="pin the hogs to this CPU (default: agent_cpu)")
+    noise_busy_us: int = Field(0, ge=0, le=1_000_000, description="a noisy neighbour: an unpinned thread busy this "
+                               "long, then asleep noise_idle_us, for the run's length (0 = none)")
+    noise_idle_us: int = Field(0, ge=0, le=1_000_000, description="the noisy neighbour's sleep between busy spells")
     inject_delay_us: int = Field(0, ge=0, le=INJECT_DELAY_MAX_US, description="sanity check: the world sleeps "
                                  "this long between recording its signal and sending it")
 
@@ -669,6 +672,8 @@ class WorkloadSpec(Strict):
             given = [n for n in ("compute_units", "burst_every", "burst_units") if n in self.model_fields_set]
             if given:
                 raise ValueError(f"compute sets each step's work: {', '.join(given)} would not be used")
+        if bool(self.noise_busy_us) != bool(self.noise_idle_us):
+            raise ValueError("noise_busy_us and noise_idle_us go together")
         if self.fanout:
             if self.agents < 2:
                 raise ValueError("fanout needs agents >= 2 (one world fans out to several agents)")
@@ -695,7 +700,8 @@ WINDOW_OPTIONS = ("mark_agent", "window_us", "window_target_us", "window_toleran
                   "explicit_windows")
 
 ProbeRun = Literal["separate", "in-repeats"]
-Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window"]
+Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window",
+                "wake_path"]
 
 
 class CellSpec(Strict):

@@ -87,6 +87,7 @@ struct opts {
 	const char *compute_file;	/* units per line, cycled */
 	long period_us;		/* periodic timerfd (control loop), 0: off */
 	int fanout;		/* one world signals all agents and waits for all */
+	long noise_busy_us, noise_idle_us;	/* a duty-cycled neighbour thread, 0: none */
 	int extended;		/* any of the three above: the extended output */
 };
 
@@ -650,6 +651,24 @@ static void *fanout_world_main(void *arg)
 	return NULL;
 }
 
+/* A noisy neighbour: busy for noise_busy_us, asleep for noise_idle_us, until the agents are done.
+ * Unpinned: it moves the load, the utilisation and the idle periods the governors predict from. */
+static void *noise_main(void *arg)
+{
+	const struct opts *o = arg;
+	volatile uint64_t x = 0;
+
+	name_thread("noise", 0);
+	while (!atomic_load_explicit(&hogs_stop, memory_order_relaxed)) {
+		int64_t until = now_ns() + o->noise_busy_us * 1000LL;
+
+		while (now_ns() < until)
+			x++;
+		sleep_ns(o->noise_idle_us * 1000LL);
+	}
+	return NULL;
+}
+
 static void *world_main(void *arg)
 {
 	struct agent *a = arg;
@@ -817,7 +836,8 @@ static void usage(void)
 	      "  [--slice-us US] [--hogs N] [--hog-cpu N] [--adpf-target-us US]\n"
 	      "  [--compute-dist fixed|uniform|lognormal|file] [--compute-min-units N]\n"
 	      "  [--compute-max-units N] [--compute-mu MU --compute-sigma S] [--compute-file F]\n"
-	      "  [--period-us US (with --wait timerfd)] [--fanout]\n",
+	      "  [--period-us US (with --wait timerfd)] [--fanout]\n"
+	      "  [--noise-busy-us US --noise-idle-us US]\n",
 	      stderr);
 	exit(2);
 }
@@ -852,6 +872,7 @@ int main(int argc, char **argv)
 		{ "compute-dist", 1, 0, 'g' }, { "compute-min-units", 1, 0, 'i' }, { "compute-max-units", 1, 0, 'j' },
 		{ "compute-mu", 1, 0, 'x' }, { "compute-sigma", 1, 0, 'y' }, { "compute-file", 1, 0, 'z' },
 		{ "period-us", 1, 0, 'e' }, { "fanout", 0, 0, 'O' },
+		{ "noise-busy-us", 1, 0, 'q' }, { "noise-idle-us", 1, 0, 'Q' },
 		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
@@ -905,6 +926,8 @@ int main(int argc, char **argv)
 		case 'z': o.compute_file = optarg; break;
 		case 'e': o.period_us = parse_long(optarg, "period-us"); break;
 		case 'O': o.fanout = 1; break;
+		case 'q': o.noise_busy_us = parse_long(optarg, "noise-busy-us"); break;
+		case 'Q': o.noise_idle_us = parse_long(optarg, "noise-idle-us"); break;
 		default: usage();
 		}
 	}
@@ -941,6 +964,8 @@ int main(int argc, char **argv)
 		fail("--period-us needs --wait timerfd and at most 1e7 us");
 	if (o.fanout && (o.agents < 2 || o.wait == W_NANOSLEEP || o.wait == W_TIMERFD || o.inject_delay_us))
 		fail("--fanout needs --agents >= 2, a world thread (not nanosleep/timerfd) and no --inject-delay-us");
+	if (!o.noise_busy_us != !o.noise_idle_us || o.noise_busy_us > 1000000 || o.noise_idle_us > 1000000)
+		fail("--noise-busy-us and --noise-idle-us go together, each at most 1e6");
 	o.extended = o.cdist != C_FIXED || o.period_us || o.fanout;
 	total = o.steps + o.warmup;
 	agents = calloc(o.agents, sizeof(*agents));
@@ -977,12 +1002,14 @@ int main(int argc, char **argv)
 		/* touch the record pages now: no page faults inside the measured loop */
 		memset(a->rec, 0, total * sizeof(*a->rec));
 	}
-	hogs = calloc(o.hogs ? o.hogs : 1, sizeof(*hogs));
+	hogs = calloc(o.hogs + 1, sizeof(*hogs));	/* the last one: the noisy neighbour */
 	if (!hogs)
 		die("calloc");
 	for (long i = 0; i < o.hogs; i++)
 		if (pthread_create(&hogs[i], NULL, hog_main, &o))
 			die("pthread_create");
+	if (o.noise_busy_us && pthread_create(&hogs[o.hogs], NULL, noise_main, &o))
+		die("pthread_create");
 	all_agents = agents;
 	if (o.fanout)	/* one wait stream for all: agent 0's */
 		for (int i = 1; i < o.agents; i++)
@@ -1005,6 +1032,8 @@ int main(int argc, char **argv)
 	atomic_store(&hogs_stop, 1);
 	for (long i = 0; i < o.hogs; i++)
 		pthread_join(hogs[i], NULL);
+	if (o.noise_busy_us)
+		pthread_join(hogs[o.hogs], NULL);
 
 	out = fopen(o.out, "w");
 	if (!out)

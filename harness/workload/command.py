@@ -98,4 +98,6 @@ def _agent_workload_args(w: WorkloadSpec, compute_file: str | None) -> list[str]
         args += ["--period-us", str(w.wait.period_us)]
     if w.fanout:
         args.append("--fanout")
+    if w.noise_busy_us:
+        args += ["--noise-busy-us", str(w.noise_busy_us), "--noise-idle-us", str(w.noise_idle_us)]
     return args
