@@ -17,6 +17,7 @@ Layout of a run directory (this module owns these names):
     <run>/<cell>/console.log      the guest console, console-N.log for retried attempts
     <run>/<cell>/guest.sh         the script the guest ran (host copy)
     <run>/<cell>/probe-<tool>.csv a probe's parsed records
+    <run>/<cell>/decomposition.csv  the traced run's steps split into their parts (dvfs_ramp + wake_path)
     <run>/<cell>/guest/           the guest's share (protocol.SHARE): what the guest wrote, untrusted
 """
 
@@ -45,6 +46,7 @@ RUN_LOCK = ".lock"
 CELL_RESULT = "result.json"
 CELL_STEPS = "steps.csv"
 CELL_PROBED_STEPS = "steps-probed.csv"
+CELL_DECOMPOSITION = "decomposition.csv"
 GUEST_SCRIPT_COPY = "guest.sh"
 RECORD_LIMIT = 8 << 20        # a cell record is a few kB; anything near this is not one of ours
 STEPS_LIMIT = 1 << 30         # a parsed steps file: ~60 bytes a step, the spec caps a cell at 1e7 steps
@@ -132,6 +134,29 @@ class PlatformSummary(Record):
     frontier: Frontier | None = None
 
 
+class Decomposition(Record):
+    """Where the traced run's steps went (harness/analysis/decompose.py): the parts' mean and p50 in
+    us over the steps a run of the agent covers, and how well the parts sum to the step."""
+
+    steps: int = Field(description="measured steps of the traced run")
+    decomposed: int = Field(description="steps a traced run of the agent covers (the others are left out)")
+    woken: int = Field(description="steps whose agent slept and was seen woken after the signal")
+    cstate_exits: int = Field(description="steps with an idle exit on the wake path")
+    compute_source: Literal["calibration", "timeline"] = Field(
+        description="calibration: compute = units x the arch's cost of a unit at fmax, independent of the "
+                    "timeline; timeline: no calibration, the frequency integral stands for it")
+    tolerance: float = Field(description="the check: |sum / step - 1| at p50 within this")
+    sum_ratio_p50: float | None = None
+    sum_ratio_p5: float | None = None
+    sum_ratio_p95: float | None = None
+    within_tolerance: bool | None = None
+    step_mean_us: float | None = None
+    step_p50_us: float | None = None
+    mean_us: dict[str, float] = Field({}, description="part -> mean over the decomposed steps (means add up)")
+    p50_us: dict[str, float] = {}
+    residual_mean_us: float | None = Field(None, description="mean of step - sum of the parts")
+
+
 class Attempt(Record):
     outcome: str
     reason: str
@@ -194,8 +219,11 @@ class CellResult(Record):
     probes_pending: list[str] = []
     probed_run: StepStats | None = None
     probe_overhead: dict[str, float] = {}
+    decomposition: Decomposition | None = Field(None, description="the traced run's per-step decomposition "
+                                                "(cells probed with dvfs_ramp and wake_path)")
     cell_wall_s: float | None = None
     finished: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    OMIT_IF_NONE = ("decomposition",)
 
 
 class CellEntry(Record):
@@ -247,6 +275,8 @@ class SummaryCell(Record):
     avg_power_mw: float | None = None
     eta: float | None = Field(None, description="frontier bound / measured energy (1 is on the frontier)")
     probe_overhead_p50: float | None = None
+    decomposition: Decomposition | None = None
+    OMIT_IF_NONE = ("decomposition",)
 
 
 class RunSummary(Record):

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.text import Text
 
 from harness import eta, probes, records
-from harness.analysis import report
+from harness.analysis import decompose, report
 from harness.analysis.efficiency import cell_frontier
 from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns, to_parsed_csv
 from harness.errors import HarnessError, InputError
@@ -566,6 +566,10 @@ class Runner:
                 raise ValueError(f"probe {name}: malformed output ({type(e).__name__})") from None
             atomic_write_text(d / records.probe_records(name), tool.to_csv(recs))
         out["probes"] = summaries
+        if decompose.applies(p.cell.spec):
+            parts, out["decomposition"] = decompose.from_share(share_dir, p.cell.spec, self.le.experiment.repeats,
+                                                               self._probe_limit(p.cell.spec))
+            atomic_write_text(d / records.CELL_DECOMPOSITION, decompose.to_csv(parts))
         return out
 
     def _fail(self, p: CellPlan, d: Path, failure: str, reason: str, **kw) -> CellOutcome:

@@ -164,3 +164,53 @@ def test_a_missing_compute_file_is_an_input_error_at_its_line(tmp_path):
     from harness.errors import InputError
     with pytest.raises(InputError, match=r"e.yaml:4:.*compute file .*nowhere.txt"):
         load_experiment(f)
+
+
+# -- the profiles -----------------------------------------------------------------------------------
+
+PROFILES = ("token_stream", "tool_call", "retrieval", "control_loop", "contention", "multi_agent")
+QUICK_VARIANTS = ("stock", "agent", "floor")
+
+
+def test_every_profile_has_a_full_and_a_quick_scale_that_load():
+    assert sorted(p.stem for p in AGENTS_DIR.glob("*.yaml")) == sorted(PROFILES)
+    assert sorted(p.stem for p in (AGENTS_DIR / "quick").glob("*.yaml")) == sorted(PROFILES)
+    for name in PROFILES:
+        for f in (AGENTS_DIR / f"{name}.yaml", AGENTS_DIR / "quick" / f"{name}.yaml"):
+            text = f.read_text()
+            assert text.startswith(f"# {name.replace('_', '-')}:") and "Scale factors:" in text, f
+            load_experiment(f)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_the_quick_scale_is_the_full_one_with_fewer_steps_repeats_and_variants(name):
+    """The two scales cannot drift apart: quick differs from full in steps, warm-up, repeats, probes
+    and the variant list only, and its variants are the full file's first three, unchanged."""
+    full = load_experiment(AGENTS_DIR / f"{name}.yaml").experiment
+    quick = load_experiment(AGENTS_DIR / "quick" / f"{name}.yaml").experiment
+    assert quick.name == f"{full.name}_quick"
+    f, q = full.model_dump(), quick.model_dump()
+    for d in (f, q):
+        for k in ("name", "repeats", "probes", "variants", "description"):
+            d.pop(k)
+        d["workload"].pop("steps")
+        d["workload"].pop("warmup")
+    assert f == q
+    assert [v.name for v in quick.variants] == list(QUICK_VARIANTS)
+    assert quick.variants == full.variants[:3]
+    assert quick.workload.steps < full.workload.steps and quick.repeats <= full.repeats
+    assert set(full.probes) == {"dvfs_ramp", "wake_path"} and not quick.probes
+    # the full scale has the baselines the spec supports
+    assert {v.name for v in full.variants} >= {"performance", "ratelimit50", "uclamp1024", "pmqos0", "idlepoll",
+                                               "teo", "adpf"}
+
+
+def test_the_profiles_use_the_features_they_model():
+    w = {n: load_experiment(AGENTS_DIR / f"{n}.yaml").experiment.workload for n in PROFILES}
+    assert w["token_stream"].wait.distribution == "uniform" and w["token_stream"].wait.min_us == 20000
+    assert w["tool_call"].compute.distribution == "lognormal"
+    assert w["retrieval"].wait.kind == "io_uring" and w["retrieval"].phases.drop_cache_every == 1
+    assert w["retrieval"].phases.disk_mb > 0
+    assert w["control_loop"].wait.period_us == 1000
+    assert w["contention"].agent_cpu is None and w["contention"].hogs and w["contention"].noise_busy_us
+    assert w["multi_agent"].fanout and w["multi_agent"].agents > 2
