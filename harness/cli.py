@@ -234,7 +234,9 @@ def cmd_decompose(args, out: Console) -> int:
     from harness import records
     from harness.analysis import decompose
     from harness.analysis.runs import load_run
-    from harness.spec.model import CellSpec
+    from harness.guest import protocol, share
+    from harness.kernel.cache import atomic_write_text
+    from harness.runner import Runner
 
     done = 0
     for run_dir in args.run_dir:
@@ -243,18 +245,15 @@ def cmd_decompose(args, out: Console) -> int:
         for col in ("cell", "steps", "step", *decompose.PARTS, "sum/step p50", "ok"):
             table.add_column(col, justify="left" if col == "cell" else "right")
         for c in sorted(run.ok, key=lambda c: c.id):
-            spec = CellSpec.model_validate(c.record.spec)
+            spec = decompose.spec_of(c.record.spec)
             if (args.cell and not any(x in c.id for x in args.cell)) or not decompose.applies(spec):
                 continue
-            from harness.guest import protocol, share
-            from harness.runner import Runner
             try:
                 parts, dc = decompose.from_share(c.dir / protocol.SHARE, spec, c.record.repeats,
                                                  Runner._probe_limit(spec))
             except (ValueError, share.ShareError) as e:
                 out.print(f"{c.id}: not decomposed: {e}", highlight=False, markup=False)
                 continue
-            from harness.kernel.cache import atomic_write_text
             atomic_write_text(c.dir / records.CELL_DECOMPOSITION, decompose.to_csv(parts))
             done += 1
             table.add_row(c.id, f"{dc.decomposed}/{dc.steps}", f"{dc.step_mean_us or 0:.1f}",

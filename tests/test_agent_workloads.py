@@ -128,6 +128,8 @@ def test_the_loop_refuses_inconsistent_agent_options(agentloop):
     ({"compute": {"distribution": "uniform", "min_units": 1, "max_units": 5, "sigma": 1}}, "not a parameter"),
     ({"compute": {"distribution": "file"}}, "needs file"),
     ({"compute": {"distribution": "uniform", "min_units": 1, "max_units": 5}, "compute_units": 3}, "would not be used"),
+    ({"compute": {"distribution": "uniform", "min_units": 1, "max_units": 5}, "burst_every": 3, "burst_units": 9},
+     "would not be used"),
     ({"wait": {"kind": "futex", "period_us": 1000}}, "needs kind 'timerfd'"),
     ({"wait": {"kind": "timerfd", "period_us": 1000, "distribution": "uniform", "min_us": 1, "max_us": 2}},
      "would not be used"),
@@ -137,6 +139,18 @@ def test_the_loop_refuses_inconsistent_agent_options(agentloop):
 def test_spec_refuses_inconsistent_agent_workloads(body, words):
     with pytest.raises(ValidationError, match=words):
         WorkloadSpec.model_validate(body)
+
+
+def test_a_records_dump_of_an_agent_workload_validates_again():
+    """Records keep the cell's spec as a full dump (defaults and None included); `decompose` and
+    the other offline tools validate it again."""
+    from harness.analysis.decompose import spec_of
+    from harness.spec.model import CellSpec
+    for body in ({"wait": {"kind": "timerfd", "period_us": 1000},
+                  "compute": {"distribution": "uniform", "min_units": 1, "max_units": 5}},
+                 {"agents": 2, "fanout": True, "compute": {"distribution": "lognormal", "mu": 5, "sigma": 1}}):
+        spec = CellSpec.model_validate({"workload": body})
+        assert spec_of(spec.model_dump(mode="json")) == spec
 
 
 def test_command_line_carries_the_agent_options_and_nothing_else_without_them():

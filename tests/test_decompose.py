@@ -115,7 +115,9 @@ def test_on_real_probe_output_the_parts_sum_to_the_step_within_tolerance_at_p50(
     assert out.status == "ok", out.reason
     dc = out.record.decomposition
     assert dc.compute_source == "calibration"            # compute is independent of the timeline
-    assert dc.decomposed >= 0.95 * dc.steps and dc.woken >= 0.9 * dc.steps
+    assert dc.decomposed >= 0.95 * dc.steps
+    # a periodic step that overran its period finds the next expiry already passed: no sleep, no wakeup
+    assert dc.woken >= (0.95 if variant == "futex" else 0.6) * dc.steps
     assert abs(dc.sum_ratio_p50 - 1) <= 0.05 and dc.within_tolerance
     # the per-step file: every decomposed step's parts sum to what the record's means say
     table = np.genfromtxt(out.dir / records.CELL_DECOMPOSITION, delimiter=",", names=True)
@@ -125,8 +127,13 @@ def test_on_real_probe_output_the_parts_sum_to_the_step_within_tolerance_at_p50(
     assert sum(dc.mean_us.values()) == pytest.approx(table["sum_us"][ok].mean(), rel=1e-3)
     assert all(np.nanmin(table[f"{p}_us"]) >= -1.0 for p in PARTS if p != "dvfs_deficit")
     # what each wake path is: the IPI into an idle CPU pays its exit after the waking, the timer before
-    assert dc.cstate_exits >= 0.5 * dc.steps
-    assert dc.mean_us["cstate_exit"] > 50.0          # x86-skl-client's deeper states exit in 100s of us
+    assert dc.cstate_exits >= 0.5 * dc.woken
+    assert dc.mean_us["cstate_exit"] > 50.0          # x86-skl-client's deeper states exit in 85-890 us
+    table_woken = table["woken"] == 1
+    if variant == "futex":   # the world's futex wake is a syscall away: the rest of the path is the IPI's
+        assert np.median(table["irq_to_wakeup_us"][table_woken]) < 20
+    else:                    # the CPU's own timer: the exit is spent before the waking, on the timer's side
+        assert np.median(table["runqueue_us"][table_woken]) < np.median(table["irq_to_wakeup_us"][table_woken])
     assert (out.dir.parent / records.SUMMARY).read_text().count("# decomposition") == 1
 
 

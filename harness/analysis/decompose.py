@@ -43,7 +43,7 @@ from harness.guest import protocol, share
 from harness.probes import bpftrace_json, dvfs_ramp, wake_path
 from harness.probes.csvout import csv_text
 from harness.records import Decomposition
-from harness.spec.model import CellSpec
+from harness.spec.model import WINDOW_OPTIONS, CellSpec
 from harness.workload.command import UNIT_NS_AT_FMAX
 
 PARTS = ("irq_to_wakeup", "cstate_exit", "runqueue", "deferred", "phases", "preempted", "dvfs_deficit", "compute")
@@ -267,6 +267,15 @@ def traced_runs(spec: CellSpec, repeats: int) -> list[protocol.RunFiles]:
     if spec.probe_run == "separate":
         return [protocol.PROBED_FILES]
     return [protocol.repeat_files(r) for r in range(repeats)]
+
+
+def spec_of(dump: dict) -> CellSpec:
+    """A record's spec (a full dump) validated again. An unmarked agent's dump holds the window
+    options at their defaults, which the schema reads as "given" without mark_agent: left out."""
+    w = dict(dump["workload"])
+    if not w.get("mark_agent"):
+        w = {k: v for k, v in w.items() if k not in WINDOW_OPTIONS}
+    return CellSpec.model_validate({**dump, "workload": w})
 
 
 def applies(spec: CellSpec) -> bool:

@@ -506,7 +506,9 @@ class WaitSpec(Strict):
         if self.period_us is not None:
             if self.kind != "timerfd":
                 raise ValueError(f"period_us is a periodic timerfd: it needs kind 'timerfd', not '{self.kind}'")
-            given = [n for n in ("distribution", "us", "min_us", "max_us", "file") if n in self.model_fields_set]
+            # what a record's dump of the spec holds too (defaults, None) is not "given"
+            given = ([] if self.distribution == "fixed" else ["distribution"]) + \
+                [n for n in ("min_us", "max_us", "file") if getattr(self, n) is not None]
             if given:
                 raise ValueError(f"period_us releases the steps itself: {', '.join(given)} would not be used")
         return self
@@ -565,7 +567,8 @@ class ComputeSpec(Strict):
         d = self.distribution
         allowed = {"uniform": {"min_units", "max_units"}, "file": {"file"},
                    "lognormal": {"median_units", "p99_units", "mu", "sigma", "max_units"}}[d]
-        extra = sorted(n for n in self.model_fields_set - {"distribution"} if n not in allowed)
+        extra = sorted(n for n in self.model_fields_set - {"distribution"}
+                       if n not in allowed and getattr(self, n) is not None)
         if extra:
             raise ValueError(f"{', '.join(extra)}: not a parameter of distribution '{d}'")
         if d == "uniform" and (self.min_units is None or self.max_units is None or self.min_units > self.max_units):
@@ -668,8 +671,10 @@ class WorkloadSpec(Strict):
 
     @model_validator(mode="after")
     def _compute_fields(self) -> WorkloadSpec:
-        if self.compute is not None:
-            given = [n for n in ("compute_units", "burst_every", "burst_units") if n in self.model_fields_set]
+        if self.compute is not None:   # (a record's dump of the spec holds the defaults: not "given")
+            default = type(self).model_fields["compute_units"].default
+            given = ([n for n in ("burst_every", "burst_units") if getattr(self, n)]
+                     + (["compute_units"] if self.compute_units != default else []))
             if given:
                 raise ValueError(f"compute sets each step's work: {', '.join(given)} would not be used")
         if bool(self.noise_busy_us) != bool(self.noise_idle_us):
