@@ -566,10 +566,15 @@ class Runner:
                 raise ValueError(f"probe {name}: malformed output ({type(e).__name__})") from None
             atomic_write_text(d / records.probe_records(name), tool.to_csv(recs))
         out["probes"] = summaries
-        if decompose.applies(p.cell.spec):
-            parts, out["decomposition"] = decompose.from_share(share_dir, p.cell.spec, self.le.experiment.repeats,
-                                                               self._probe_limit(p.cell.spec))
-            atomic_write_text(d / records.CELL_DECOMPOSITION, decompose.to_csv(parts))
+        if decompose.applies(p.cell.spec):   # an analysis of stored data: it never fails the cell
+            try:
+                parts, out["decomposition"] = decompose.from_share(share_dir, p.cell.spec, self.le.experiment.repeats,
+                                                                   self._probe_limit(p.cell.spec))
+            except Exception as e:
+                self.console.print(f"    decomposition not made ({type(e).__name__}: {share.excerpt(str(e), 200)}); "
+                                   "python -m harness decompose can try again", highlight=False, markup=False)
+            else:
+                atomic_write_text(d / records.CELL_DECOMPOSITION, decompose.to_csv(parts))
         return out
 
     def _fail(self, p: CellPlan, d: Path, failure: str, reason: str, **kw) -> CellOutcome:

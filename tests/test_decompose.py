@@ -147,3 +147,13 @@ def test_the_cli_decomposes_again_from_the_stored_share(tmp_path, variant, capsy
     assert main(["decompose", str(out.dir.parent)]) == 0
     assert (out.dir / records.CELL_DECOMPOSITION).read_text() == first
     assert "decomposition" in capsys.readouterr().out
+
+
+def test_a_decomposition_that_cannot_be_made_leaves_the_cell_ok(tmp_path, monkeypatch):
+    """It is an analysis of stored data: a failure of it is a note, and the cell keeps its record."""
+    def broken(*a, **k):
+        raise ValueError("no runs")
+    monkeypatch.setattr(decompose, "from_share", broken)
+    (out,) = _replay(tmp_path, "futex").run()
+    assert out.status == "ok" and out.record.decomposition is None
+    assert not (out.dir / records.CELL_DECOMPOSITION).exists()
