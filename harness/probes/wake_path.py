@@ -16,7 +16,8 @@ from harness.probes.context import NO_CONTEXT, ProbeContext, agent_of
 from harness.probes.csvout import csv_text
 
 TEMPLATE = "wake_path.bt.j2"
-DESCRIPTION = "idle periods, softirqs, work items and agent wakings on every CPU (for the per-step decomposition)"
+DESCRIPTION = ("the idle period each run of an agent followed, softirqs and work items on every CPU, agent wakings "
+               "with the waker's CPU (for the per-step decomposition)")
 TRACEPOINTS = ("power:cpu_idle", "irq:softirq_entry", "irq:softirq_exit", "workqueue:workqueue_execute_start",
                "workqueue:workqueue_execute_end", "sched:sched_waking", "sched:sched_switch")
 
