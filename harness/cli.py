@@ -263,6 +263,46 @@ def cmd_report(args, out: Console) -> int:
     return 0
 
 
+def cmd_decompose(args, out: Console) -> int:
+    """The per-step decomposition again, from a run's stored data (the share the guest wrote and
+    the records): nothing is built or booted, so a changed analysis re-runs on old traces."""
+    from rich.table import Table
+
+    from harness import records
+    from harness.analysis import decompose
+    from harness.analysis.runs import load_run
+    from harness.guest import protocol, share
+    from harness.kernel.cache import atomic_write_text
+    from harness.runner import Runner
+
+    done = 0
+    for run_dir in args.run_dir:
+        run = load_run(run_dir)
+        table = Table(title=f"decomposition: {run.experiment} ({run_dir.name}), mean us per step")
+        for col in ("cell", "steps", "step", *decompose.PARTS, "sum/step p50", "ok"):
+            table.add_column(col, justify="left" if col == "cell" else "right")
+        for c in sorted(run.ok, key=lambda c: c.id):
+            spec = decompose.spec_of(c.record.spec)
+            if (args.cell and not any(x in c.id for x in args.cell)) or not decompose.applies(spec):
+                continue
+            try:
+                parts, dc = decompose.from_share(c.dir / protocol.SHARE, spec, c.record.repeats,
+                                                 Runner._probe_limit(spec))
+            except (ValueError, share.ShareError) as e:
+                out.print(f"{c.id}: not decomposed: {e}", highlight=False, markup=False)
+                continue
+            atomic_write_text(c.dir / records.CELL_DECOMPOSITION, decompose.to_csv(parts))
+            done += 1
+            table.add_row(c.id, f"{dc.decomposed}/{dc.steps}", f"{dc.step_mean_us or 0:.1f}",
+                          *(f"{dc.mean_us.get(p, float('nan')):.1f}" for p in decompose.PARTS),
+                          f"{dc.sum_ratio_p50:.3f}" if dc.sum_ratio_p50 is not None else "-",
+                          "ok" if dc.within_tolerance else "OUT")
+        out.print(table)
+    if not done:
+        raise InputError("no cell to decompose: it takes an ok cell probed with dvfs_ramp and wake_path")
+    return 0
+
+
 def cmd_schema(args, out: Console) -> int:
     import json
 
@@ -501,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", type=Path, metavar="FILE.json",
                     help="where to write it (default: ./<cell>.trace.json)")
     sp.set_defaults(func=cmd_trace)
+
+    sp = sub.add_parser("decompose", help="split each step of the traced runs into C-state exit, irq -> wakeup, "
+                        "runqueue, deferred work, phases, preemption, DVFS deficit and compute, from the stored "
+                        "probes (dvfs_ramp + wake_path) and the loop's stamps; writes <cell>/decomposition.csv")
+    sp.add_argument("run_dir", type=Path, nargs="+")
+    sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
+    sp.set_defaults(func=cmd_decompose)
 
     sp = sub.add_parser("probes", help="the bpftrace tools")
     psub = sp.add_subparsers(dest="probes_command", required=True)

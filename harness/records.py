@@ -17,6 +17,7 @@ Layout of a run directory (this module owns these names):
     <run>/<cell>/console.log      the guest console, console-N.log for retried attempts
     <run>/<cell>/guest.sh         the script the guest ran (host copy)
     <run>/<cell>/probe-<tool>.csv a probe's parsed records
+    <run>/<cell>/decomposition.csv  the traced run's steps split into their parts (dvfs_ramp + wake_path)
     <run>/<cell>/guest/           the guest's share (protocol.SHARE): what the guest wrote, untrusted
 """
 
@@ -25,9 +26,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from harness.guest import share
 from harness.kernel.cache import atomic_write_text
@@ -45,6 +46,7 @@ RUN_LOCK = ".lock"
 CELL_RESULT = "result.json"
 CELL_STEPS = "steps.csv"
 CELL_PROBED_STEPS = "steps-probed.csv"
+CELL_DECOMPOSITION = "decomposition.csv"
 GUEST_SCRIPT_COPY = "guest.sh"
 RECORD_LIMIT = 8 << 20        # a cell record is a few kB; anything near this is not one of ours
 STEPS_LIMIT = 1 << 30         # a parsed steps file: ~60 bytes a step, the spec caps a cell at 1e7 steps
@@ -60,6 +62,17 @@ def probe_records(name: str) -> str:
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Fields added after records were first written: left out when None, so that a record without
+    # them (and every summary derived from one) is written exactly as before they existed.
+    OMIT_IF_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_new_nones(self, handler):
+        d = handler(self)
+        for k in self.OMIT_IF_NONE:
+            if isinstance(d, dict) and d.get(k, 0) is None:
+                del d[k]
+        return d
 
 
 class StepStats(Record):
@@ -74,6 +87,12 @@ class StepStats(Record):
     compute_p50_us: float
     compute_mean_us: float
     step_p50_repeat_cv: float = Field(description="coefficient of variation of each repeat's step p50")
+    deadline_misses: int | None = Field(None, description="periodic loops (wait.period_us): measured steps that "
+                                        "ended after the next release")
+    deadline_miss_fraction: float | None = None
+    fanin_p50_us: float | None = Field(None, description="fan-out loops: signal -> the last agent done, per step")
+    fanin_p99_us: float | None = None
+    OMIT_IF_NONE = ("deadline_misses", "deadline_miss_fraction", "fanin_p50_us", "fanin_p99_us")
 
 
 class Frontier(Record):
@@ -137,6 +156,29 @@ class TargetInfo(Record):
     cpuidle_states: str | None = None
     energy_source: str | None = None
     facts: dict[str, str] = {}
+
+
+class Decomposition(Record):
+    """Where the traced run's steps went (harness/analysis/decompose.py): the parts' mean and p50 in
+    us over the steps a run of the agent covers, and how well the parts sum to the step."""
+
+    steps: int = Field(description="measured steps of the traced run")
+    decomposed: int = Field(description="steps a traced run of the agent covers (the others are left out)")
+    woken: int = Field(description="steps whose agent slept and was seen woken after the signal")
+    cstate_exits: int = Field(description="steps with an idle exit on the wake path")
+    compute_source: Literal["calibration", "timeline"] = Field(
+        description="calibration: compute = units x the arch's cost of a unit at fmax, independent of the "
+                    "timeline; timeline: no calibration, the frequency integral stands for it")
+    tolerance: float = Field(description="the check: |sum / step - 1| at p50 within this")
+    sum_ratio_p50: float | None = None
+    sum_ratio_p5: float | None = None
+    sum_ratio_p95: float | None = None
+    within_tolerance: bool | None = None
+    step_mean_us: float | None = None
+    step_p50_us: float | None = None
+    mean_us: dict[str, float] = Field({}, description="part -> mean over the decomposed steps (means add up)")
+    p50_us: dict[str, float] = {}
+    residual_mean_us: float | None = Field(None, description="mean of step - sum of the parts")
 
 
 class Attempt(Record):
@@ -231,8 +273,11 @@ class CellResult(Record):
     probed_run: StepStats | None = None
     probe_overhead: dict[str, float] = {}
     abuser: AbuserResult | None = None
+    decomposition: Decomposition | None = Field(None, description="the traced run's per-step decomposition "
+                                                "(cells probed with dvfs_ramp and wake_path)")
     cell_wall_s: float | None = None
     finished: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    OMIT_IF_NONE = ("decomposition",)
 
 
 class CellEntry(Record):
@@ -284,6 +329,8 @@ class SummaryCell(Record):
     avg_power_mw: float | None = None
     eta: float | None = Field(None, description="frontier bound / measured energy (1 is on the frontier)")
     probe_overhead_p50: float | None = None
+    decomposition: Decomposition | None = None
+    OMIT_IF_NONE = ("decomposition",)
 
 
 class RunSummary(Record):

@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.text import Text
 
 from harness import eta, probes, records
-from harness.analysis import report
+from harness.analysis import decompose, report
 from harness.analysis.efficiency import cell_frontier
 from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns, to_parsed_csv
 from harness.errors import HarnessError, InputError
@@ -87,6 +87,7 @@ class CellPlan:
     script: str
     probe_scripts: dict[str, str]
     wait_file: Path | None
+    compute_file: Path | None = None
 
 
 @dataclass
@@ -184,11 +185,13 @@ class Runner:
                                      extra_args=plat.workload_args, probes=names, probe_run=spec.probe_run,
                                      cpus=spec.machine.cpus, real=real)
             wf = spec.workload.wait.file
+            cf = spec.workload.compute.file if spec.workload.compute is not None else None
             plans.append(CellPlan(
                 cell, KernelRequest.from_spec(spec.kernel, spec.arch, base_dir), names,
                 [p for p in spec.probes if p not in probes.PROBES], plat, script,
                 {name: probes.render(name) for name in names},
-                (Path(wf) if Path(wf).is_absolute() else base_dir / wf) if wf else None))
+                (Path(wf) if Path(wf).is_absolute() else base_dir / wf) if wf else None,
+                (Path(cf) if Path(cf).is_absolute() else base_dir / cf) if cf else None))
         return plans
 
     # -- prepare ---------------------------------------------------------------------------------
@@ -631,6 +634,8 @@ class Runner:
         inputs.update({protocol.probe_script(name): text.encode() for name, text in p.probe_scripts.items()})
         if p.wait_file is not None:
             inputs[protocol.WAIT_FILE] = p.wait_file.read_bytes()   # the spec bounds its size
+        if p.compute_file is not None:
+            inputs[protocol.COMPUTE_FILE] = p.compute_file.read_bytes()
         if p.probe_scripts:
             (share_dir / protocol.PROBES_DIR).mkdir(mode=0o755)
         for name, data in inputs.items():
@@ -657,7 +662,7 @@ class Runner:
         raw = [self._steps(spec, share_dir, f, r) for r, f in enumerate(runs)]
         steps = steps_from_columns(raw)
         atomic_write_text(d / records.CELL_STEPS, to_parsed_csv(steps))
-        stats = cell_stats(steps)
+        stats = cell_stats(steps, **_stats_kind(spec.workload))
         texts = [(share.read_text(share_dir / f.before, share.LIMIT_SMALL),
                   share.read_text(share_dir / f.after, share.LIMIT_SMALL)) for f in runs]
         snaps = [(platform.parse_snapshot(b, f.before), platform.parse_snapshot(a, f.after))
@@ -681,10 +686,10 @@ class Runner:
     @staticmethod
     def _steps(spec, share_dir: Path, f: protocol.RunFiles, repeat: int) -> dict:
         """One run's steps file, read within what the spec can produce (a row is at most 9 numbers
-        of 20 digits) and checked to hold exactly the spec's measured steps."""
+        of 20 digits, 11 in the extended file) and checked to hold exactly the spec's measured steps."""
         w = spec.workload
         rows = (w.steps + w.warmup) * w.agents
-        limit = min(share.LIMIT_STEPS, rows * 200 + 4096)
+        limit = min(share.LIMIT_STEPS, rows * (240 if w.extended_output() else 200) + 4096)
         cols = parse_steps_csv(share.read_text(share_dir / f.steps, limit), f.steps, repeat)
         if len(cols["step"]) != w.steps * w.agents:
             raise StepsFormatError(f"{f.steps}: {len(cols['step'])} measured steps, the spec asks for "
@@ -708,7 +713,8 @@ class Runner:
             atomic_write_text(d / records.CELL_PROBED_STEPS, to_parsed_csv(probed_steps))
             cur_khz = platform.parse_snapshot(share.read_text(share_dir / f.before, share.LIMIT_SMALL),
                                               f.before).cur_khz
-            probed, first = cell_stats(probed_steps), cell_stats(steps_from_columns(raw[:1]))
+            kind = _stats_kind(p.cell.spec.workload)
+            probed, first = cell_stats(probed_steps, **kind), cell_stats(steps_from_columns(raw[:1]), **kind)
             out["probed_run"] = probed
             out["probe_overhead"] = {q: getattr(probed, f"step_{q}_us") / getattr(first, f"step_{q}_us") - 1
                                      for q in ("p50", "p99") if getattr(first, f"step_{q}_us") > 0}
@@ -733,6 +739,15 @@ class Runner:
                 raise ValueError(f"probe {name}: malformed output ({type(e).__name__})") from None
             atomic_write_text(d / records.probe_records(name), tool.to_csv(recs))
         out["probes"] = summaries
+        if decompose.applies(p.cell.spec):   # an analysis of stored data: it never fails the cell
+            try:
+                parts, out["decomposition"] = decompose.from_share(share_dir, p.cell.spec, self.le.experiment.repeats,
+                                                                   self._probe_limit(p.cell.spec))
+            except Exception as e:
+                self.console.print(f"    decomposition not made ({type(e).__name__}: {share.excerpt(str(e), 200)}); "
+                                   "python -m harness decompose can try again", highlight=False, markup=False)
+            else:
+                atomic_write_text(d / records.CELL_DECOMPOSITION, decompose.to_csv(parts))
         return out
 
     def _fail(self, p: CellPlan, d: Path, failure: str, reason: str, **kw) -> CellOutcome:
@@ -760,6 +775,11 @@ def _real_energy(plat: records.PlatformSummary, readings, steps_per_repeat: int)
     plat.energy_per_step_by_repeat_uj = [round(r.energy_uj / steps_per_repeat, 2) if steps_per_repeat else 0.0
                                          for r in got]
     plat.avg_power_mw = round(total / plat.elapsed_s / 1e3, 1) if plat.elapsed_s > 0 else None
+
+
+def _stats_kind(w) -> dict[str, bool]:
+    """What the cell's statistics count besides latencies: deadline misses, fan-in."""
+    return {"deadlines": w.wait.period_us is not None, "fanout": w.fanout}
 
 
 def _now() -> str:

@@ -1,11 +1,14 @@
 """Record what real guests write, for the fake backend's replay tests.
 
     python scripts/record_guest_fixtures.py [--arch x86_64] [--arch arm64]
+    python scripts/record_guest_fixtures.py --fixture decomposition
 
 Runs tests/fixtures/guest/recording.yaml on the real backend (builds or reuses its kernels, boots
 under KVM or TCG) and copies each cell's share, console log and a description of the cell into
 tests/fixtures/guest/<arch>/. Re-record after changing the guest protocol (harness/guest/protocol.py
 or run.sh.j2): the replay tests check that the recorded script matches the one the harness renders.
+`--fixture decomposition` records tests/fixtures/decomposition/recording.yaml instead, one fixture
+per variant (tests/fixtures/decomposition/<variant>/), for the per-step decomposition's test.
 """
 
 from __future__ import annotations
@@ -26,20 +29,23 @@ from harness.runner import Runner  # noqa: E402
 from harness.spec import load_experiment  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "guest"
+DECOMPOSITION = REPO / "tests" / "fixtures" / "decomposition"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", action="append", choices=("x86_64", "arm64"))
+    ap.add_argument("--fixture", choices=("guest", "decomposition"), default="guest")
     args = ap.parse_args()
-    le = load_experiment(FIXTURES / "recording.yaml")
+    root = FIXTURES if args.fixture == "guest" else DECOMPOSITION
+    le = load_experiment(root / "recording.yaml")
     with tempfile.TemporaryDirectory(prefix="record-") as tmp:
         runner = Runner(le, Path(tmp), run_id="recording", only=args.arch or None)
         for out in runner.run():
             if out.status != "ok":
                 print(f"{out.cell.id}: {out.status}: {out.reason}", file=sys.stderr)
                 return 1
-            dest = FIXTURES / out.cell.spec.arch
+            dest = root / (out.cell.spec.arch if args.fixture == "guest" else out.cell.variant)
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(out.dir / protocol.SHARE, dest, symlinks=True)
             shutil.copyfile(out.dir / records.console_log(0), dest / fake.RECORDING_CONSOLE)

@@ -416,6 +416,7 @@ PARSER_FIELDS = {
     "pagecache": {"G": 8, "F": 7, "A": 8, "D": 8},
     "vfs_metadata": {"O": 13},                                    # O stat|open tid comm start end failed + 6 counts
     "agent_window": {"O": 6, "C": 5, "P": 4, "E": 5},
+    "wake_path": {"R": 7, "Q": 4, "q": 4, "S": 3, "E": 3, "W": 4, "T": 3},
 }
 # Tags whose parser tolerates a different field count, so an extra or missing field is caught only
 # by PARSER_FIELDS: workqueue_delay's Q takes 6 or more fields (the workqueue name, p[6], optional).

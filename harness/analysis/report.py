@@ -55,7 +55,8 @@ def _summary_cell(cell) -> records.SummaryCell:
         reason=r.reason, accel=guest.accel if guest else None, timing=guest.timing if guest else None,
         repeats=r.repeats, cell_wall_s=r.cell_wall_s, stats=r.stats,
         energy_per_step_uj=plat.energy_per_step_uj if plat else None, avg_power_mw=plat.avg_power_mw if plat else None,
-        eta=plat.frontier.eta if plat and plat.frontier else None, probe_overhead_p50=r.probe_overhead.get("p50"))
+        eta=plat.frontier.eta if plat and plat.frontier else None, probe_overhead_p50=r.probe_overhead.get("p50"),
+        decomposition=r.decomposition)
 
 
 def run_summary(run: RunData) -> records.RunSummary:
@@ -94,7 +95,8 @@ def write_run_report(run_dir: Path) -> RunReport:
     title = f"{run.experiment} ({run_dir.name})"
     rep.table = summary_table(rows, title)
     rep.summary = run_dir / records.SUMMARY
-    atomic_write_text(rep.summary, summary_text(rows) + "".join(f"# {n}\n" for n in rep.notes))
+    atomic_write_text(rep.summary, summary_text(rows) + agent_workload_text(run.ok) + decomposition_text(run.ok)
+                      + "".join(f"# {n}\n" for n in rep.notes))
     rep.summary_json = run_dir / records.SUMMARY_JSON
     records.write(rep.summary_json, run_summary(run))
     if run.ok:
@@ -150,6 +152,44 @@ def summary_text(rows: list[dict]) -> str:
         stats = r.get("stats") or {}
         lines.append("\t".join([r["cell"], r["status"], r.get("accel", "-"), r.get("timing", "-")]
                                + [fmt.format(stats[k]) if k in stats else "-" for k, _, fmt in COLUMNS]))
+    return "\n".join(lines) + "\n"
+
+
+def agent_workload_text(cells) -> str:
+    """Deadline misses (periodic loops) and fan-in latency (fan-out loops), for the cells that have
+    them; nothing for a run that has none (its summary stays as it was)."""
+    rows = [c.record for c in sorted(cells, key=lambda c: c.id) if c.record.stats
+            and (c.record.stats.deadline_misses is not None or c.record.stats.fanin_p50_us is not None)]
+    if not rows:
+        return ""
+    def f(v, fmt):
+        return "-" if v is None else fmt.format(v)
+    lines = ["# agent workloads: deadline misses (measured steps, all repeats) and fan-in (signal -> last agent done)",
+             "\t".join(["cell", "deadline misses", "miss fraction", "fan-in p50 us", "fan-in p99 us"])]
+    for r in rows:
+        st = r.stats
+        lines.append("\t".join([r.cell, f(st.deadline_misses, "{:d}"), f(st.deadline_miss_fraction, "{:.4f}"),
+                                f(st.fanin_p50_us, "{:.1f}"), f(st.fanin_p99_us, "{:.1f}")]))
+    return "\n".join(lines) + "\n"
+
+
+def decomposition_text(cells) -> str:
+    """The per-step decomposition of the traced run (mean us per step; the means add up to the
+    step's mean), for the cells that have one."""
+    from harness.analysis.decompose import PARTS
+    rows = [c.record for c in sorted(cells, key=lambda c: c.id) if c.record.decomposition is not None]
+    if not rows:
+        return ""
+    tol = rows[0].decomposition.tolerance
+    lines = [f"# decomposition of the traced run: mean us per step; sum/step at p50 (within +-{tol:.0%}: ok)",
+             "\t".join(["cell", "steps", "decomposed", "step", *PARTS, "sum/step p50", "ok"])]
+    for r in rows:
+        dc = r.decomposition
+        lines.append("\t".join([r.cell, str(dc.steps), str(dc.decomposed),
+                                "-" if dc.step_mean_us is None else f"{dc.step_mean_us:.1f}",
+                                *(f"{dc.mean_us[p]:.1f}" if p in dc.mean_us else "-" for p in PARTS),
+                                "-" if dc.sum_ratio_p50 is None else f"{dc.sum_ratio_p50:.3f}",
+                                {True: "ok", False: "OUT", None: "-"}[dc.within_tolerance]]))
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,10 @@ Times are CLOCK_MONOTONIC nanoseconds from the guest. For each measured step (wa
 excluded): wake latency = wake - signal (the world signalled, or the timer deadline passed,
 until the agent ran); step latency = done - signal (what an agent loop pays per step beyond
 its wait); compute = done - phases (the fixed work, stretched by a low frequency).
+
+With the agent-workload options (workload.compute, wait.period_us, fanout) the loop's file has two
+more columns, the step's compute in units and whether it missed its deadline; they feed the
+deadline-miss counts and the decomposition, and the parsed steps.csv stays as it always was.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from harness.guest.share import excerpt
 from harness.records import StepStats
 
 COLUMNS = ("agent", "step", "warmup", "wait_ns", "signal_ns", "wake_ns", "phases_ns", "done_ns", "cpu")
+EXTENDED_COLUMNS = COLUMNS + ("units", "missed")
 TIME_MAX_NS = 1 << 62   # CLOCK_MONOTONIC in ns: 146 years of uptime
 
 
@@ -39,6 +44,8 @@ class Steps:
     compute_ns: np.ndarray    # done - phases
     phases_ns: np.ndarray     # phases - wake
     cpu: np.ndarray
+    units: np.ndarray | None = None    # per-step compute (units), extended files only
+    missed: np.ndarray | None = None   # 1: ended after its deadline (periodic loops), extended files only
 
     def __len__(self) -> int:
         return len(self.step)
@@ -49,7 +56,8 @@ def parse_steps_csv(text: str, origin: str, repeat: int = 0, warmup: bool = Fals
     warm-up rows too, flagged in the "warmup" column); anything else is a StepsFormatError quoting
     at most a short excerpt of what was there."""
     header = text.partition("\n")[0].rstrip("\r")
-    if tuple(header.split(",")) != COLUMNS:
+    names = tuple(header.split(","))
+    if names not in (COLUMNS, EXTENDED_COLUMNS):
         raise StepsFormatError(f"{origin}: unexpected header ({excerpt(header) if header else 'nothing'})")
     body = text.partition("\n")[2]
     if not body.strip():
@@ -57,13 +65,13 @@ def parse_steps_csv(text: str, origin: str, repeat: int = 0, warmup: bool = Fals
     try:   # numpy's C reader: memory in proportion to the numbers, not to Python objects per field
         a = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.int64, ndmin=2)
     except (ValueError, OverflowError):
-        raise StepsFormatError(f"{origin}: a row is not {len(COLUMNS)} integers") from None
-    if a.shape[1] != len(COLUMNS):
+        raise StepsFormatError(f"{origin}: a row is not {len(names)} integers") from None
+    if a.shape[1] != len(names):
         raise StepsFormatError(f"{origin}: rows of the wrong width")
     if (a < 0).any() or (a > TIME_MAX_NS).any():   # keeps every difference below inside int64
         raise StepsFormatError(f"{origin}: a value outside 0..{TIME_MAX_NS}")
     rows = a
-    cols = {name: a[:, i] for i, name in enumerate(COLUMNS)}
+    cols = {name: a[:, i] for i, name in enumerate(names)}
     keep = cols["warmup"] == 0
     if not warmup:
         cols = {k: v[keep] for k, v in cols.items()}
@@ -75,10 +83,12 @@ def parse_steps_csv(text: str, origin: str, repeat: int = 0, warmup: bool = Fals
 
 
 def steps_from_columns(parts: list[dict[str, np.ndarray]]) -> Steps:
-    c = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    keys = set.intersection(*(set(p) for p in parts))
+    c = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k in keys}
     return Steps(repeat=c["repeat"], agent=c["agent"], step=c["step"], wait_ns=c["wait_ns"],
                  wake_ns=c["wake_ns"] - c["signal_ns"], step_ns=c["done_ns"] - c["signal_ns"],
-                 compute_ns=c["done_ns"] - c["phases_ns"], phases_ns=c["phases_ns"] - c["wake_ns"], cpu=c["cpu"])
+                 compute_ns=c["done_ns"] - c["phases_ns"], phases_ns=c["phases_ns"] - c["wake_ns"], cpu=c["cpu"],
+                 units=c.get("units"), missed=c.get("missed"))
 
 
 PARSED_HEADER = "repeat,agent,step,wait_us,wake_us,step_us,compute_us,phases_us,cpu"
@@ -120,12 +130,32 @@ def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) / 1000.0
 
 
-def cell_stats(s: Steps) -> StepStats:
+def cell_stats(s: Steps, deadlines: bool = False, fanout: bool = False) -> StepStats:
+    """deadlines: the loop was periodic (count its misses); fanout: one signal per step for every
+    agent, so the step's fan-in latency is the slowest agent's."""
+    extra = {}
+    if deadlines:
+        if s.missed is None:
+            raise StepsFormatError("a periodic loop's steps file has no missed column")
+        extra.update(deadline_misses=int(s.missed.sum()), deadline_miss_fraction=float(s.missed.mean()))
+    if fanout:
+        fanin = fanin_ns(s)
+        extra.update(fanin_p50_us=_pct(fanin, 50), fanin_p99_us=_pct(fanin, 99))
     return StepStats(steps=len(s), wake_p50_us=_pct(s.wake_ns, 50), wake_p99_us=_pct(s.wake_ns, 99),
                      wake_p999_us=_pct(s.wake_ns, 99.9), step_p50_us=_pct(s.step_ns, 50),
                      step_p99_us=_pct(s.step_ns, 99), compute_p50_us=_pct(s.compute_ns, 50),
                      compute_mean_us=float(np.mean(s.compute_ns)) / 1000.0,
-                     step_p50_repeat_cv=_repeat_cv(s))
+                     step_p50_repeat_cv=_repeat_cv(s), **extra)
+
+
+def fanin_ns(s: Steps) -> np.ndarray:
+    """Per (repeat, step): the slowest agent's signal -> done, i.e. when the fan-in completes
+    (every agent of a fan-out step shares one signal stamp)."""
+    key = s.repeat * (int(s.step.max()) + 1) + s.step
+    order = np.argsort(key, kind="stable")
+    k, v = key[order], s.step_ns[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    return np.maximum.reduceat(v, starts)
 
 
 def _repeat_cv(s: Steps) -> float:

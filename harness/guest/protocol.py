@@ -29,6 +29,7 @@ STATUS = "guest-status"
 GUEST_SCRIPT = "guest.sh"
 PROBES_DIR = "probes"
 WAIT_FILE = "wait-times.txt"
+COMPUTE_FILE = "compute-units.txt"   # workload.compute.file, copied in like the wait-time file
 FILE_INDEX = "files.txt"       # device, inode and path of the workload's files, for probes that see inodes
 AGENTLOOP = f"{GUEST_TOOLS}/agentloop"
 PROBED = "probed"              # the run the probes attach to, when they get a run of their own
@@ -159,7 +160,8 @@ def _guest(name: str) -> str:
 
 
 def _run(w: WorkloadSpec, files: RunFiles, seed_repeat: int, extra_args: list[str]) -> dict[str, str]:
-    args = workload_args(w, seed_repeat, _guest(files.steps), AGENTLOOP, _guest(WAIT_FILE)) + list(extra_args)
+    args = workload_args(w, seed_repeat, _guest(files.steps), AGENTLOOP, _guest(WAIT_FILE),
+                         _guest(COMPUTE_FILE)) + list(extra_args)
     return {"cmd": shlex.join(args), "summary": _guest(files.summary), "stderr": _guest(files.stderr),
             "before": _guest(files.before), "after": _guest(files.after)}
 

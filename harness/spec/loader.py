@@ -180,15 +180,15 @@ def _source_problem(source: str, base_dir: Path) -> str | None:
     return None
 
 
-def _wait_file_problem(text: str, base_dir: Path) -> str | None:
+def _wait_file_problem(text: str, base_dir: Path, what: str = "wait-time file") -> str | None:
     p = _host_path(text, base_dir)
     st = _stat(p)
     if isinstance(st, str):
-        return f"wait-time file {p} {st}"
+        return f"{what} {p} {st}"
     if not stat.S_ISREG(st.st_mode):
-        return f"wait-time file {p} is {file_kind(st.st_mode)}, not a regular file"
+        return f"{what} {p} is {file_kind(st.st_mode)}, not a regular file"
     if st.st_size > WAIT_FILE_MAX_BYTES:
-        return f"wait-time file {p} is {st.st_size} bytes, more than {WAIT_FILE_MAX_BYTES}"
+        return f"{what} {p} is {st.st_size} bytes, more than {WAIT_FILE_MAX_BYTES}"
     return None
 
 
@@ -208,6 +208,9 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
         issues.append(locate(("kernel", "source"), why))
     if w.wait.file and (why := _wait_file_problem(w.wait.file, base_dir)) is not None:
         issues.append(locate(("workload", "wait", "file"), why))
+    if w.compute is not None and w.compute.file and \
+            (why := _wait_file_problem(w.compute.file, base_dir, "compute file")) is not None:
+        issues.append(locate(("workload", "compute", "file"), why))
 
     remote = spec.machine.target is not None
     if remote:

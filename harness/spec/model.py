@@ -73,6 +73,8 @@ TOUCH_PAGES_MAX = 65_536          # 256 MiB of fresh pages per step
 READ_KB_MAX = 262_144             # 256 MiB read per step
 INJECT_DELAY_MAX_US = 1_000_000   # 1 s between the world's stamp and its signal
 SEED_MAX = 2**32 - 1              # seed + repeat goes to strtoull
+PERIOD_MAX_US = 10_000_000        # a control loop's period: 10 s (agentloop's own bound)
+LOGNORMAL_SIGMA_MAX = 10.0        # ln-space spread: sigma 10 puts p99 at e^23 x the median, far past any cap
 
 
 def host_memory_bytes() -> int | None:
@@ -492,6 +494,9 @@ class WaitSpec(Strict):
     kind: Literal["futex", "eventfd", "pipe", "timerfd", "epoll", "io_uring", "nanosleep"] = "futex"
     distribution: Literal["fixed", "uniform", "exponential", "file"] = "fixed"
     us: float = Field(2000, ge=0, le=WAIT_MAX_US, description="fixed value, or the mean for exponential")
+    period_us: int | None = Field(None, ge=1, le=PERIOD_MAX_US, description="a periodic timerfd (kind timerfd): "
+                                  "a step is released every period and must end before the next release, else it "
+                                  "counts as a deadline miss (a control loop; the wait distribution is not used)")
     min_us: float | None = Field(None, ge=0, le=WAIT_MAX_US)
     max_us: float | None = Field(None, ge=0, le=WAIT_MAX_US)
     file: Annotated[str, _pattern(SAFE_PATH.pattern, PATH_MAX_CHARS, "a plain path (letters, digits and "
@@ -506,6 +511,14 @@ class WaitSpec(Strict):
                 raise ValueError("distribution 'uniform' needs min_us <= max_us")
         if self.distribution == "file" and not self.file:
             raise ValueError("distribution 'file' needs file")
+        if self.period_us is not None:
+            if self.kind != "timerfd":
+                raise ValueError(f"period_us is a periodic timerfd: it needs kind 'timerfd', not '{self.kind}'")
+            # what a record's dump of the spec holds too (defaults, None) is not "given"
+            given = ([] if self.distribution == "fixed" else ["distribution"]) + \
+                [n for n in ("min_us", "max_us", "file") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"period_us releases the steps itself: {', '.join(given)} would not be used")
         return self
 
 
@@ -536,6 +549,59 @@ class PhasesSpec(Strict):
         if self.drop_cache_every and not self.disk_mb:
             raise ValueError("drop_cache_every needs disk_mb: tmpfs pages cannot be dropped, so they never miss")
         return self
+
+
+class ComputeSpec(Strict):
+    """Per-step compute drawn from a distribution, in loop iterations (units; 200000 units are about
+    2.4 ms at fmax on x86_64 and 1.2 ms on arm64 under QEMU virtual time: harness/workload/command.py).
+    Without it every step computes workload.compute_units."""
+
+    distribution: Literal["uniform", "lognormal", "file"]
+    min_units: int | None = Field(None, ge=0, le=COMPUTE_UNITS_MAX, description="uniform: the least work")
+    max_units: int | None = Field(None, ge=0, le=COMPUTE_UNITS_MAX,
+                                  description="uniform: the most work; lognormal: a cap (default: the bound)")
+    median_units: float | None = Field(None, gt=0, le=COMPUTE_UNITS_MAX,
+                                       description="lognormal: the median (with p99_units)")
+    p99_units: float | None = Field(None, gt=0, le=COMPUTE_UNITS_MAX, description="lognormal: the 99th percentile")
+    mu: float | None = Field(None, ge=0, le=math.log(COMPUTE_UNITS_MAX),
+                             description="lognormal: mean of ln(units) (with sigma; or median/p99)")
+    sigma: float | None = Field(None, ge=0, le=LOGNORMAL_SIGMA_MAX, description="lognormal: sd of ln(units)")
+    file: Annotated[str, _pattern(SAFE_PATH.pattern, PATH_MAX_CHARS, "a plain path (letters, digits and "
+                                  "_ . / + - only)")] | None = Field(
+        None, description="one step's units per line, cycled (a recorded trace; a regular file of at most 16 MiB)")
+
+    @model_validator(mode="after")
+    def _distribution_fields(self) -> ComputeSpec:
+        d = self.distribution
+        allowed = {"uniform": {"min_units", "max_units"}, "file": {"file"},
+                   "lognormal": {"median_units", "p99_units", "mu", "sigma", "max_units"}}[d]
+        extra = sorted(n for n in self.model_fields_set - {"distribution"}
+                       if n not in allowed and getattr(self, n) is not None)
+        if extra:
+            raise ValueError(f"{', '.join(extra)}: not a parameter of distribution '{d}'")
+        if d == "uniform" and (self.min_units is None or self.max_units is None or self.min_units > self.max_units):
+            raise ValueError("distribution 'uniform' needs min_units <= max_units")
+        if d == "file" and not self.file:
+            raise ValueError("distribution 'file' needs file")
+        if d == "lognormal":
+            by_moments, by_quantiles = (self.mu, self.sigma), (self.median_units, self.p99_units)
+            if all(v is not None for v in by_moments) == all(v is not None for v in by_quantiles) or \
+                    any(v is not None for v in by_moments) and any(v is not None for v in by_quantiles):
+                raise ValueError("distribution 'lognormal' needs either mu and sigma, or median_units and p99_units")
+            if self.median_units is not None and self.p99_units < self.median_units:
+                raise ValueError(f"p99_units ({self.p99_units}) is below median_units ({self.median_units})")
+            if self.lognormal()[1] > LOGNORMAL_SIGMA_MAX:
+                raise ValueError(f"p99_units / median_units gives sigma > {LOGNORMAL_SIGMA_MAX}")
+        return self
+
+    def lognormal(self) -> tuple[float, float]:
+        """(mu, sigma) of ln(units), from mu/sigma or from the median and the 99th percentile."""
+        if self.mu is not None:
+            return self.mu, self.sigma
+        return math.log(self.median_units), math.log(self.p99_units / self.median_units) / Z99
+
+
+Z99 = 2.3263478740408408   # the standard normal's 99th percentile
 
 
 BUDGET = re.compile(r"(max|[0-9]{1,10}) [0-9]{1,10}")   # cpu.agent.budget: "RATE BURST" in us
@@ -574,6 +640,10 @@ class WorkloadSpec(Strict):
     burst_every: int = Field(0, ge=0, le=STEPS_MAX, description="every Nth step (warm-up included) computes "
                              "burst_units instead: the demand changes, so util_est no longer predicts it (0 = never)")
     burst_units: int = Field(0, ge=0, le=COMPUTE_UNITS_MAX, description="work of a burst step, in loop iterations")
+    compute: ComputeSpec | None = Field(None, description="per-step compute from a distribution (uniform, "
+                                        "lognormal, file) instead of the fixed compute_units")
+    fanout: bool = Field(False, description="multi-agent fan-out / fan-in: one world signals all agents at once and "
+                         "waits for every one of them before the next wait (needs agents >= 2)")
     wait: WaitSpec = WaitSpec()
     phases: PhasesSpec = PhasesSpec()
     seed: int = Field(1, ge=0, le=SEED_MAX)
@@ -597,6 +667,9 @@ class WorkloadSpec(Strict):
                                 "approach: an ADPF-style controller moves the agent's uclamp.min by each step's "
                                 "latency against this target (0 = off)")
     hog_cpu: int | None = Field(None, ge=0, le=63, description="pin the hogs to this CPU (default: agent_cpu)")
+    noise_busy_us: int = Field(0, ge=0, le=1_000_000, description="a noisy neighbour: an unpinned thread busy this "
+                               "long, then asleep noise_idle_us, for the run's length (0 = none)")
+    noise_idle_us: int = Field(0, ge=0, le=1_000_000, description="the noisy neighbour's sleep between busy spells")
     inject_delay_us: int = Field(0, ge=0, le=INJECT_DELAY_MAX_US, description="sanity check: the world sleeps "
                                  "this long between recording its signal and sending it")
     abuser: AbuserSpec | None = Field(None, description="an unprivileged neighbour abusing the mark, in a "
@@ -632,6 +705,29 @@ class WorkloadSpec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _compute_fields(self) -> WorkloadSpec:
+        if self.compute is not None:   # (a record's dump of the spec holds the defaults: not "given")
+            default = type(self).model_fields["compute_units"].default
+            given = ([n for n in ("burst_every", "burst_units") if getattr(self, n)]
+                     + (["compute_units"] if self.compute_units != default else []))
+            if given:
+                raise ValueError(f"compute sets each step's work: {', '.join(given)} would not be used")
+        if bool(self.noise_busy_us) != bool(self.noise_idle_us):
+            raise ValueError("noise_busy_us and noise_idle_us go together")
+        if self.fanout:
+            if self.agents < 2:
+                raise ValueError("fanout needs agents >= 2 (one world fans out to several agents)")
+            if self.wait.kind in ("nanosleep", "timerfd"):
+                raise ValueError(f"fanout needs a world thread; wait kind '{self.wait.kind}' has none")
+            if self.inject_delay_us:
+                raise ValueError("fanout and inject_delay_us do not go together")
+        return self
+
+    def extended_output(self) -> bool:
+        """The loop writes its extended steps file (units, missed columns) for these options."""
+        return self.compute is not None or self.wait.period_us is not None or self.fanout
+
+    @model_validator(mode="after")
     def _inject_needs_world(self) -> WorkloadSpec:
         if self.inject_delay_us and self.wait.kind in ("nanosleep", "timerfd"):
             raise ValueError(f"inject_delay_us needs a world thread; wait kind '{self.wait.kind}' has none")
@@ -644,7 +740,8 @@ WINDOW_OPTIONS = ("mark_agent", "window_us", "window_target_us", "window_toleran
                   "explicit_windows")
 
 ProbeRun = Literal["separate", "in-repeats"]
-Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window"]
+Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window",
+                "wake_path"]
 
 
 class CellSpec(Strict):

@@ -15,6 +15,18 @@
  * flagged) written after the loop, so that no I/O disturbs the measurement; a one-line
  * JSON summary on stdout. Deterministic given --seed.
  *
+ * Agent-workload options (issue 15), each off by default; with none of them the output is the
+ * loop's original format, byte for byte. With any of them the CSV has two more columns (units:
+ * the step's compute, missed: it ended past its deadline) and the summary three more keys:
+ *   --compute-dist uniform|lognormal|file  per-step compute drawn from a distribution (its own
+ *                  PRNG stream per agent, so the waits do not change when it is turned on);
+ *   --period-us P  a periodic timerfd (the control loop): one timer, re-armed by the kernel every
+ *                  P; a step is released at the oldest expiry it reads (a late wakeup shows as
+ *                  wake latency) and missed its deadline when it ends after the next expiry; the
+ *                  other expiries one read returns had no step of their own: skipped ticks;
+ *   --fanout       one world thread signals every agent at once and waits for all of them before
+ *                  the next wait (fan-out / fan-in): one shared signal stamp per step.
+ *
  * Static, libc only (io_uring through raw syscalls), so it runs in any guest userland.
  */
 #define _GNU_SOURCE
@@ -47,6 +59,9 @@ static const char *const wait_names[] = { "futex", "eventfd", "pipe", "timerfd",
 					  "nanosleep" };
 enum dist_kind { D_FIXED, D_UNIFORM, D_EXPONENTIAL, D_FILE };
 static const char *const dist_names[] = { "fixed", "uniform", "exponential", "file" };
+enum cdist_kind { C_FIXED, C_UNIFORM, C_LOGNORMAL, C_FILE };
+static const char *const cdist_names[] = { "fixed", "uniform", "lognormal", "file" };
+#define UNITS_MAX 2000000000L	/* a step's compute: ~24 s at fmax, ~2 min at the lowest OPP */
 
 struct opts {
 	long steps, warmup, agents, compute_units;
@@ -66,18 +81,29 @@ struct opts {
 	long slice_us;		/* the agent's custom slice (sched_runtime), 0: the default */
 	long adpf_target_us;	/* the user-space ADPF-style controller's step target, 0: off */
 	long hogs, hog_cpu;	/* CPU-bound neighbours, pinned to hog_cpu (-1: the agent's CPU) */
+	enum cdist_kind cdist;	/* per-step compute: C_FIXED = compute_units (and bursts) */
+	long cmin_units, cmax_units;	/* uniform bounds; cmax_units also caps lognormal */
+	double cmu, csigma;	/* lognormal: ln(units) ~ N(cmu, csigma^2) */
+	const char *compute_file;	/* units per line, cycled */
+	long period_us;		/* periodic timerfd (control loop), 0: off */
+	int fanout;		/* one world signals all agents and waits for all */
+	long noise_busy_us, noise_idle_us;	/* a duty-cycled neighbour thread, 0: none */
+	int extended;		/* any of the three above: the extended output */
 };
 
 struct record {
 	int64_t signal_ns, wake_ns, phases_ns, done_ns;
 	int cpu;
+	int missed;		/* periodic: done after the next expiry */
 };
 
 struct agent {
 	int id;
 	const struct opts *o;
 	int64_t *waits_ns;
+	long *units;		/* per-step compute, loop iterations */
 	struct record *rec;
+	long ticks_skipped;	/* periodic: expiries that passed unread */
 	/* world -> agent signalling */
 	atomic_int seq;
 	int efd, pipefd[2], epfd;
@@ -186,6 +212,58 @@ static int64_t *make_waits(const struct opts *o, int agent)
 	}
 	free(file_vals);
 	return w;
+}
+
+/* Per-step compute (loop iterations): fixed (with bursts) or drawn from --compute-dist. */
+static long *make_units(const struct opts *o, int agent)
+{
+	long total = o->steps + o->warmup;
+	long *u = xmalloc(sizeof(*u) * total);
+	uint64_t s = o->seed * 1000003ULL + agent + 0x51ed270b27f1a3c5ULL;	/* not the waits' stream */
+	double *file_vals = NULL;
+	long nfile = 0;
+
+	if (o->cdist == C_FILE) {
+		FILE *f = fopen(o->compute_file, "r");
+		double v;
+
+		if (!f)
+			die(o->compute_file);
+		file_vals = xmalloc(sizeof(double) * (total + 1));
+		while (nfile < total && fscanf(f, "%lf", &v) == 1)
+			file_vals[nfile++] = v;
+		fclose(f);
+		if (!nfile)
+			fail("compute file has no values");
+	}
+	for (long i = 0; i < total; i++) {
+		double v;
+
+		switch (o->cdist) {
+		case C_UNIFORM:
+			v = o->cmin_units + (double)(o->cmax_units - o->cmin_units) * rng_unit(&s);
+			break;
+		case C_LOGNORMAL: {
+			/* Box-Muller from two uniforms in (0, 1] x [0, 1) */
+			double u1 = 1.0 - rng_unit(&s), u2 = rng_unit(&s);
+
+			v = exp(o->cmu + o->csigma * sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+			if (o->cmax_units && v > o->cmax_units)
+				v = o->cmax_units;
+			break;
+		}
+		case C_FILE:
+			v = file_vals[i % nfile];
+			break;
+		default:
+			v = o->burst_every && i % o->burst_every == o->burst_every - 1 ? o->burst_units : o->compute_units;
+		}
+		if (!(v >= 0 && v <= UNITS_MAX))	/* also rejects NaN */
+			fail("compute units must be between 0 and 2e9");
+		u[i] = lround(v);
+	}
+	free(file_vals);
+	return u;
 }
 
 static void sleep_ns(int64_t ns)
@@ -330,6 +408,12 @@ static void agent_wait(struct agent *a, int *last_seq, int64_t deadline_ns)
 	case W_TIMERFD: {
 		struct itimerspec its = { { 0, 0 }, { deadline_ns / 1000000000LL, deadline_ns % 1000000000LL } };
 
+		if (a->o->period_us) {	/* the periodic timer is armed once; its expiries are counted */
+			if (read(a->efd, &v, sizeof(v)) != sizeof(v))
+				die("timerfd read");
+			*last_seq += (int)v;
+			break;
+		}
 		if (timerfd_settime(a->efd, TFD_TIMER_ABSTIME, &its, NULL))
 			die("timerfd_settime");
 		if (read(a->efd, &v, sizeof(v)) != sizeof(v))
@@ -540,6 +624,51 @@ static void *hog_main(void *arg)
 	return NULL;
 }
 
+static struct agent *all_agents;	/* --fanout: the world signals every one of them */
+
+/* --fanout: one world for every agent. Each step waits for all of them (fan-in), then signals
+ * them one after the other with one stamp (fan-out). Agent 0's wait times are everyone's. */
+static void *fanout_world_main(void *arg)
+{
+	const struct opts *o = arg;
+	long total = o->steps + o->warmup;
+
+	name_thread("world", 0);
+	pin_thread(o->world_cpu, "world");
+	for (long i = 0; i < total; i++) {
+		int64_t t;
+
+		for (int k = 0; k < o->agents; k++)
+			while (atomic_load(&all_agents[k].done_seq) < i)
+				futex_wait(&all_agents[k].done_seq, (int)i - 1);
+		sleep_ns(all_agents[0].waits_ns[i]);
+		t = now_ns();
+		for (int k = 0; k < o->agents; k++)
+			all_agents[k].rec[i].signal_ns = t;
+		for (int k = 0; k < o->agents; k++)
+			world_signal(&all_agents[k]);
+	}
+	return NULL;
+}
+
+/* A noisy neighbour: busy for noise_busy_us, asleep for noise_idle_us, until the agents are done.
+ * Unpinned: it moves the load, the utilisation and the idle periods the governors predict from. */
+static void *noise_main(void *arg)
+{
+	const struct opts *o = arg;
+	volatile uint64_t x = 0;
+
+	name_thread("noise", 0);
+	while (!atomic_load_explicit(&hogs_stop, memory_order_relaxed)) {
+		int64_t until = now_ns() + o->noise_busy_us * 1000LL;
+
+		while (now_ns() < until)
+			x++;
+		sleep_ns(o->noise_idle_us * 1000LL);
+	}
+	return NULL;
+}
+
 static void *world_main(void *arg)
 {
 	struct agent *a = arg;
@@ -619,24 +748,44 @@ static void *agent_main(void *arg)
 	if (o->mark_agent)
 		mark_agent(o);
 	double adpf_util = 0;
+	int64_t period_ns = o->period_us * 1000LL, t0 = 0, prev_done = 0;
 
+	if (o->period_us) {	/* one periodic timer for the whole run: the first expiry one period on */
+		struct itimerspec its;
+
+		t0 = prev_done = now_ns();
+		its.it_interval = (struct timespec){ period_ns / 1000000000LL, period_ns % 1000000000LL };
+		its.it_value = (struct timespec){ (t0 + period_ns) / 1000000000LL, (t0 + period_ns) % 1000000000LL };
+		if (timerfd_settime(a->efd, TFD_TIMER_ABSTIME, &its, NULL))
+			die("timerfd_settime");
+	}
 	for (long i = 0; i < total; i++) {
 		int64_t deadline = 0;
 		struct record *r = &a->rec[i];
 
-		if (o->wait == W_NANOSLEEP || o->wait == W_TIMERFD) {
+		if (!o->period_us && (o->wait == W_NANOSLEEP || o->wait == W_TIMERFD)) {
 			deadline = now_ns() + a->waits_ns[i];
 			r->signal_ns = deadline;
 		}
-		agent_wait(a, &last_seq, deadline);
+		{
+			int before = last_seq;
+
+			agent_wait(a, &last_seq, deadline);
+			if (o->period_us) {	/* released at the oldest unread expiry; the rest are skipped */
+				r->signal_ns = t0 + (int64_t)(before + 1) * period_ns;
+				a->ticks_skipped += last_seq - before - 1;
+				a->waits_ns[i] = r->signal_ns > prev_done ? r->signal_ns - prev_done : 0;
+			}
+		}
 		r->wake_ns = now_ns();
 		r->cpu = sched_getcpu();
 		window(o, 1);
 		phases(a, i);
 		r->phases_ns = now_ns();
-		x = compute(o->burst_every && i % o->burst_every == o->burst_every - 1 ?
-			    o->burst_units : o->compute_units, x);
+		x = compute(a->units[i], x);
 		r->done_ns = now_ns();
+		prev_done = r->done_ns;
+		r->missed = o->period_us && r->done_ns > r->signal_ns + period_ns;
 		window(o, 0);
 		if (o->adpf_target_us) {
 			long before = lround(adpf_util);
@@ -684,7 +833,11 @@ static void usage(void)
 	      "  [--target-us US] [--tolerance-us US] [--guard-us US] [--explicit-windows]\n"
 	      "  [--agent-cpu N] [--world-cpu N]\n"
 	      "  [--inject-delay-us US] [--uclamp-min 0..1024] [--path-miss]\n"
-	      "  [--slice-us US] [--hogs N] [--hog-cpu N] [--adpf-target-us US]\n",
+	      "  [--slice-us US] [--hogs N] [--hog-cpu N] [--adpf-target-us US]\n"
+	      "  [--compute-dist fixed|uniform|lognormal|file] [--compute-min-units N]\n"
+	      "  [--compute-max-units N] [--compute-mu MU --compute-sigma S] [--compute-file F]\n"
+	      "  [--period-us US (with --wait timerfd)] [--fanout]\n"
+	      "  [--noise-busy-us US --noise-idle-us US]\n",
 	      stderr);
 	exit(2);
 }
@@ -716,6 +869,10 @@ int main(int argc, char **argv)
 		{ "out", 1, 0, 'o' }, { "inject-delay-us", 1, 0, 'I' }, { "uclamp-min", 1, 0, 'U' },
 		{ "slice-us", 1, 0, 'L' }, { "adpf-target-us", 1, 0, 'F' }, { "hogs", 1, 0, 'H' }, { "hog-cpu", 1, 0, 'Y' },
 		{ "path-miss", 0, 0, 'Z' }, { "burst-every", 1, 0, 'b' }, { "burst-units", 1, 0, 'B' },
+		{ "compute-dist", 1, 0, 'g' }, { "compute-min-units", 1, 0, 'i' }, { "compute-max-units", 1, 0, 'j' },
+		{ "compute-mu", 1, 0, 'x' }, { "compute-sigma", 1, 0, 'y' }, { "compute-file", 1, 0, 'z' },
+		{ "period-us", 1, 0, 'e' }, { "fanout", 0, 0, 'O' },
+		{ "noise-busy-us", 1, 0, 'q' }, { "noise-idle-us", 1, 0, 'Q' },
 		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
@@ -761,6 +918,16 @@ int main(int argc, char **argv)
 		case 'F': o.adpf_target_us = parse_long(optarg, "adpf-target-us"); break;
 		case 'H': o.hogs = parse_long(optarg, "hogs"); break;
 		case 'Y': o.hog_cpu = parse_long(optarg, "hog-cpu"); break;
+		case 'g': o.cdist = lookup(cdist_names, 4, optarg, "compute distribution"); break;
+		case 'i': o.cmin_units = parse_long(optarg, "compute-min-units"); break;
+		case 'j': o.cmax_units = parse_long(optarg, "compute-max-units"); break;
+		case 'x': o.cmu = atof(optarg); break;
+		case 'y': o.csigma = atof(optarg); break;
+		case 'z': o.compute_file = optarg; break;
+		case 'e': o.period_us = parse_long(optarg, "period-us"); break;
+		case 'O': o.fanout = 1; break;
+		case 'q': o.noise_busy_us = parse_long(optarg, "noise-busy-us"); break;
+		case 'Q': o.noise_idle_us = parse_long(optarg, "noise-idle-us"); break;
 		default: usage();
 		}
 	}
@@ -784,6 +951,22 @@ int main(int argc, char **argv)
 		fail("--dist file needs --wait-file");
 	if (o.inject_delay_us && (o.wait == W_NANOSLEEP || o.wait == W_TIMERFD))
 		fail("--inject-delay-us needs a world thread (not nanosleep/timerfd)");
+	if (o.cdist == C_UNIFORM && (o.cmax_units < o.cmin_units || o.cmax_units > UNITS_MAX))
+		fail("--compute-dist uniform needs --compute-min-units <= --compute-max-units <= 2e9");
+	if (o.cdist == C_LOGNORMAL && (!isfinite(o.cmu) || !(o.csigma >= 0 && o.csigma <= 10) ||
+				       o.cmu > log((double)UNITS_MAX)))
+		fail("--compute-dist lognormal needs a finite --compute-mu <= ln(2e9) and --compute-sigma in 0..10");
+	if (o.cdist == C_FILE && !o.compute_file)
+		fail("--compute-dist file needs --compute-file");
+	if (o.cdist != C_FIXED && o.burst_every)
+		fail("--compute-dist and --burst-every both set the step's compute: pick one");
+	if (o.period_us && (o.wait != W_TIMERFD || o.period_us > 10000000))
+		fail("--period-us needs --wait timerfd and at most 1e7 us");
+	if (o.fanout && (o.agents < 2 || o.wait == W_NANOSLEEP || o.wait == W_TIMERFD || o.inject_delay_us))
+		fail("--fanout needs --agents >= 2, a world thread (not nanosleep/timerfd) and no --inject-delay-us");
+	if (!o.noise_busy_us != !o.noise_idle_us || o.noise_busy_us > 1000000 || o.noise_idle_us > 1000000)
+		fail("--noise-busy-us and --noise-idle-us go together, each at most 1e6");
+	o.extended = o.cdist != C_FIXED || o.period_us || o.fanout;
 	total = o.steps + o.warmup;
 	agents = calloc(o.agents, sizeof(*agents));
 	if (!agents)
@@ -795,6 +978,7 @@ int main(int argc, char **argv)
 		a->id = i;
 		a->o = &o;
 		a->waits_ns = make_waits(&o, i);
+		a->units = make_units(&o, i);
 		a->rec = calloc(total, sizeof(*a->rec));
 		if (!a->rec)
 			die("calloc");
@@ -818,55 +1002,76 @@ int main(int argc, char **argv)
 		/* touch the record pages now: no page faults inside the measured loop */
 		memset(a->rec, 0, total * sizeof(*a->rec));
 	}
-	hogs = calloc(o.hogs ? o.hogs : 1, sizeof(*hogs));
+	hogs = calloc(o.hogs + 1, sizeof(*hogs));	/* the last one: the noisy neighbour */
 	if (!hogs)
 		die("calloc");
 	for (long i = 0; i < o.hogs; i++)
 		if (pthread_create(&hogs[i], NULL, hog_main, &o))
 			die("pthread_create");
+	if (o.noise_busy_us && pthread_create(&hogs[o.hogs], NULL, noise_main, &o))
+		die("pthread_create");
+	all_agents = agents;
+	if (o.fanout)	/* one wait stream for all: agent 0's */
+		for (int i = 1; i < o.agents; i++)
+			memcpy(agents[i].waits_ns, agents[0].waits_ns, total * sizeof(int64_t));
 	for (int i = 0; i < o.agents; i++) {
 		struct agent *a = &agents[i];
 
 		if (pthread_create(&a->thread, NULL, agent_main, a))
 			die("pthread_create");
-		if (o.wait != W_NANOSLEEP && o.wait != W_TIMERFD && pthread_create(&a->world, NULL, world_main, a))
+		if (o.wait != W_NANOSLEEP && o.wait != W_TIMERFD && (!o.fanout || i == 0) &&
+		    pthread_create(&a->world, NULL, o.fanout ? fanout_world_main : world_main,
+				   o.fanout ? (void *)&o : (void *)a))
 			die("pthread_create");
 	}
 	for (int i = 0; i < o.agents; i++) {
 		pthread_join(agents[i].thread, NULL);
-		if (o.wait != W_NANOSLEEP && o.wait != W_TIMERFD)
+		if (o.wait != W_NANOSLEEP && o.wait != W_TIMERFD && (!o.fanout || i == 0))
 			pthread_join(agents[i].world, NULL);
 	}
 	atomic_store(&hogs_stop, 1);
 	for (long i = 0; i < o.hogs; i++)
 		pthread_join(hogs[i], NULL);
+	if (o.noise_busy_us)
+		pthread_join(hogs[o.hogs], NULL);
 
 	out = fopen(o.out, "w");
 	if (!out)
 		die(o.out);
-	fprintf(out, "agent,step,warmup,wait_ns,signal_ns,wake_ns,phases_ns,done_ns,cpu\n");
+	fprintf(out, "agent,step,warmup,wait_ns,signal_ns,wake_ns,phases_ns,done_ns,cpu%s\n",
+		o.extended ? ",units,missed" : "");
 	{
 		int64_t *wake = xmalloc(sizeof(int64_t) * o.steps * o.agents);
-		long n = 0;
+		long n = 0, misses = 0, skipped = 0;
 
 		for (int i = 0; i < o.agents; i++) {
+			skipped += agents[i].ticks_skipped;
 			for (long s = 0; s < total; s++) {
 				struct record *r = &agents[i].rec[s];
 
-				fprintf(out, "%d,%ld,%d,%lld,%lld,%lld,%lld,%lld,%d\n", i, s, s < o.warmup,
+				fprintf(out, "%d,%ld,%d,%lld,%lld,%lld,%lld,%lld,%d", i, s, s < o.warmup,
 					(long long)agents[i].waits_ns[s], (long long)r->signal_ns,
 					(long long)r->wake_ns, (long long)r->phases_ns, (long long)r->done_ns, r->cpu);
-				if (s >= o.warmup)
+				if (o.extended)
+					fprintf(out, ",%ld,%d", agents[i].units[s], r->missed);
+				fputc('\n', out);
+				if (s >= o.warmup) {
 					wake[n++] = r->wake_ns - r->signal_ns;
+					misses += r->missed;
+				}
 			}
 		}
 		if (fclose(out))
 			die(o.out);
 		qsort(wake, n, sizeof(*wake), cmp_i64);
 		printf("{\"steps\": %ld, \"agents\": %ld, \"wait\": \"%s\", \"wake_p50_us\": %.1f, "
-		       "\"wake_p99_us\": %.1f, \"agent_marked\": %d, \"uclamp_min\": %ld, \"out\": \"%s\"}\n",
+		       "\"wake_p99_us\": %.1f, \"agent_marked\": %d, \"uclamp_min\": %ld, ",
 		       o.steps, o.agents, wait_names[o.wait], wake[n / 2] / 1000.0,
-		       wake[(long)(n * 0.99)] / 1000.0, atomic_load(&agents_marked), o.uclamp_min, o.out);
+		       wake[(long)(n * 0.99)] / 1000.0, atomic_load(&agents_marked), o.uclamp_min);
+		if (o.extended)	/* measured steps; skipped ticks over the whole run */
+			printf("\"deadline_misses\": %ld, \"ticks_skipped\": %ld, \"fanout\": %d, ", misses, skipped,
+			       o.fanout);
+		printf("\"out\": \"%s\"}\n", o.out);
 	}
 	return 0;
 }

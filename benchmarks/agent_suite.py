@@ -1,0 +1,75 @@
+"""Wall time of the agent workload suite (experiments/agents/), profile by profile.
+
+    python benchmarks/agent_suite.py                       # run the quick scale, one profile after another
+    python benchmarks/agent_suite.py --scale full          # the full scale (hours on 2 cores)
+    python benchmarks/agent_suite.py --only token_stream --only retrieval
+    python benchmarks/agent_suite.py --recorded            # no run: the wall times the results directory holds
+
+Each profile is one `python -m harness run` (cells that already have an ok record of the same
+fingerprint resume, so a second call costs nothing: --recorded reads back what the runs took).
+Prints a table; asserts nothing (target: the quick scale in 30 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harness import paths, records  # noqa: E402
+from harness.records import RunIndex  # noqa: E402
+from harness.runner import run_id_for  # noqa: E402
+from harness.spec import load_experiment  # noqa: E402
+
+AGENTS = REPO / "experiments" / "agents"
+
+
+def profiles(scale: str) -> list[Path]:
+    return sorted((AGENTS / "quick" if scale == "quick" else AGENTS).glob("*.yaml"))
+
+
+def recorded_wall(exp: Path, results: Path) -> tuple[float | None, int, int]:
+    """(wall seconds of the invocations that ran cells, ok cells, cells) of the run this file makes."""
+    le = load_experiment(exp)
+    run_dir = results / run_id_for(le)
+    try:
+        index = records.read(run_dir / records.RUN_INDEX, RunIndex)
+    except records.RecordError:
+        return None, 0, len(le.cells)
+    wall = sum(i.wall_s or 0.0 for i in index.invocations)
+    ok = sum(e.status == "ok" for e in index.cells.values())
+    return wall, ok, index.cells_total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", choices=("quick", "full"), default="quick")
+    ap.add_argument("--only", action="append", help="a profile name (repeatable)")
+    ap.add_argument("--recorded", action="store_true", help="do not run: report the recorded wall times")
+    args = ap.parse_args()
+    results = paths.results_dir()
+    files = [f for f in profiles(args.scale) if not args.only or f.stem in args.only]
+    rows = []
+    for f in files:
+        if not args.recorded:
+            t0 = time.monotonic()
+            rc = subprocess.run([sys.executable, "-m", "harness", "run", str(f)], cwd=REPO).returncode
+            print(f"{f.stem}: exit {rc}, {time.monotonic() - t0:.0f} s", flush=True)
+        rows.append((f.stem, *recorded_wall(f, results)))
+    print(f"\nagent suite, {args.scale} scale (wall time of the runs' invocations, from run.json):")
+    total = 0.0
+    for name, wall, ok, cells in rows:
+        total += wall or 0.0
+        shown = "not run" if wall is None else f"{wall / 60:5.1f} min"
+        print(f"  {name:14s} {shown}   {ok}/{cells} cells ok")
+    print(f"  {'total':14s} {total / 60:5.1f} min (target for the quick scale: 30 min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
