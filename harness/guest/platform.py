@@ -95,6 +95,12 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
     for name in p.expected_cstates:   # every state written, so one left disabled by an earlier knob cannot linger
         p.setup.append(f"cstate {name} {1 if name in off else 0}")
     p.applied["disabled_cstates"] = off
+    add_qos_and_uclamp(p, spec)
+    return p
+
+
+def add_qos_and_uclamp(p: PlatformPlan, spec: PlatformSpec) -> None:
+    """The PM QoS request and uclamp.min, the same on a VM and on a real target."""
     if spec.pm_qos_latency_us is not None:
         # /dev/cpu_dma_latency takes a binary s32; the request holds while the fd is open, so
         # the script opens it on fd 3 and keeps it for the rest of its life (the loop included).
@@ -106,7 +112,6 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
     if spec.uclamp_min is not None:
         p.workload_args += ["--uclamp-min", str(spec.uclamp_min)]
         p.applied["uclamp_min"] = spec.uclamp_min
-    return p
 
 
 # -- read back -----------------------------------------------------------------------------------

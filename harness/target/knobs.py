@@ -11,8 +11,7 @@ line is emulated where the target allows it: `idle_poll` leaves only the POLL st
 
 from __future__ import annotations
 
-import struct
-
+from harness.guest import platform
 from harness.guest.platform import CPU, PlatformPlan
 from harness.spec.model import PlatformSpec
 
@@ -52,14 +51,7 @@ def plan(spec: PlatformSpec) -> PlatformPlan:
         p.setup.append(f"cstate {name} 1")
     if spec.disabled_cstates:
         p.applied["disabled_cstates"] = list(spec.disabled_cstates)
-    if spec.pm_qos_latency_us is not None:
-        octal = "".join(f"\\{b:03o}" for b in struct.pack("<i", spec.pm_qos_latency_us))
-        p.setup.append(f"[ -w /dev/cpu_dma_latency ] && exec 3>/dev/cpu_dma_latency && printf '{octal}' >&3")
-        p.setup.append(f"checkqos {spec.pm_qos_latency_us}")
-        p.applied["pm_qos_latency_us"] = spec.pm_qos_latency_us
-    if spec.uclamp_min is not None:
-        p.workload_args += ["--uclamp-min", str(spec.uclamp_min)]
-        p.applied["uclamp_min"] = spec.uclamp_min
+    platform.add_qos_and_uclamp(p, spec)
     return p
 
 
