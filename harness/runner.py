@@ -650,7 +650,8 @@ class Runner:
             text = share.read_text_or_none(share_dir / protocol.probe_stderr(name), share.LIMIT_SMALL) or ""
         except share.ShareError as e:
             return f"its error output is unreadable ({e})"
-        return share.excerpt(" ".join(text.split()[:60]), 400) or "bpftrace exited without a message"
+        words = [w for w in text.split() if w != bpftrace_json.ATTACHED_NOTICE][:60]
+        return share.excerpt(" ".join(words), 400) or "bpftrace exited without a message"
 
     # -- collect ---------------------------------------------------------------------------------
     def collect(self, p: CellPlan, d: Path, share_dir: Path, timing: str = "virtual",

@@ -48,6 +48,18 @@ def test_wakeup_latency_golden():
     assert csv[0] == "tid,cpu,waking_ns,running_ns,latency_ns,cpu_was_idle" and len(csv) == 5
 
 
+def test_parser_takes_the_all_attached_notice_on_stdout():
+    """bpftrace after 0.17 prints the notice the guest script waits for on stdout, among the JSON
+    lines: it is read as the notice, and anything else that is not JSON is still an error."""
+    text = ('{"type": "attached_probes", "data": {"probes": 1}}\n' + bpftrace_json.ATTACHED_NOTICE +
+            '\n{"type": "printf", "data": "1 2 3\\n"}\n')
+    out = bpftrace_json.parse(text, "x")
+    assert out.attached == 1 and out.all_attached and out.printf == ["1 2 3"]
+    assert not bpftrace_json.parse('{"type": "attached_probes", "data": {"probes": 1}}\n').all_attached
+    with pytest.raises(bpftrace_json.ProbeOutputError, match=":2: not JSON"):
+        bpftrace_json.parse(text.replace(bpftrace_json.ATTACHED_NOTICE, bpftrace_json.ATTACHED_NOTICE + "x"), "x")
+
+
 def test_parser_rejects_garbage():
     with pytest.raises(bpftrace_json.ProbeOutputError, match=":2: not JSON"):
         bpftrace_json.parse('{"type": "attached_probes", "data": {"probes": 1}}\nnot json\n', "x")

@@ -16,6 +16,7 @@ from harness.cli import main
 from harness.errors import InputError
 from harness.guest import protocol
 from harness.guest.fake import FakeBackend, FakeKernels, recording_meta
+from harness.probes import bpftrace_json
 from harness.records import CellResult, RunIndex
 from harness.runner import Runner
 from harness.spec import load_experiment
@@ -69,6 +70,13 @@ def test_the_recordings_are_real_guest_output_of_todays_protocol(arch):
     assert meta["timing"] in ("virtual", "realtime")
     status = protocol.parse_status((RECORDINGS[arch] / protocol.STATUS).read_text())
     assert status[protocol.Key.WORKLOAD_EXIT] == "0" and status[protocol.Key.KERNEL].startswith("6.12")
+    # the guest's bpftrace said every probe was attached before the traced run started
+    probed = sorted(f.name.removeprefix("probe-").removesuffix(".err") for f in RECORDINGS[arch].glob("probe-*.err"))
+    assert probed == ["dvfs_ramp", "wakeup_latency"]     # tests/fixtures/guest/recording.yaml's
+    for name in probed:
+        said = ((RECORDINGS[arch] / protocol.probe_stderr(name)).read_text() +
+                (RECORDINGS[arch] / protocol.probe_output(name)).read_text())
+        assert bpftrace_json.ATTACHED_NOTICE in said, name
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])

@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 
 from harness.guest import platform, scratch, share
+from harness.probes import bpftrace_json
 from harness.spec.model import WorkloadSpec
 from harness.workload.command import workdir, workload_args
 
@@ -189,7 +190,8 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
     return _ENV.get_template("run.sh.j2").render(
         status=_guest(STATUS), runs=runs, probed=probed, setup=list(setup), teardown=list(teardown),
         workdir=workdir(w), file_index=_guest(FILE_INDEX), probe_cpus=probe_cpus(w, cpus),
-        probes=[_probe(p) for p in probes], attach_timeout_ds=attach_timeout_s * 10, cpu=platform.CPU,
+        probes=[_probe(p) for p in probes], attach_timeout_ds=attach_timeout_s * 10,
+        attached_notice=bpftrace_json.ATTACHED_NOTICE, cpu=platform.CPU,
         key=Key, exit_setup=EXIT_SETUP, exit_probe=EXIT_PROBE, real=real, real_snapshot=REAL_SNAPSHOT)
 
 

@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+# Printed once every probe is attached when this variable is set in bpftrace's environment (the
+# bpftrace runtime tests' hook; 0.17 writes it to stderr, later releases to stdout). The guest
+# script starts the loop only after it: `attached_probes` comes before the probes are attached.
+ATTACHED_NOTICE = "__BPFTRACE_NOTIFY_PROBES_ATTACHED"
+
+
 class ProbeOutputError(ValueError):
     pass
 
@@ -14,6 +20,7 @@ class ProbeOutputError(ValueError):
 @dataclass
 class BpftraceOutput:
     attached: int | None = None
+    all_attached: bool = False      # the notice was seen (on stdout: bpftrace after 0.17)
     printf: list[str] = field(default_factory=list)
     other: list[dict] = field(default_factory=list)
 
@@ -22,6 +29,9 @@ def parse(text: str, origin: str = "bpftrace output") -> BpftraceOutput:
     out = BpftraceOutput()
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
+            continue
+        if line.strip() == ATTACHED_NOTICE:
+            out.all_attached = True
             continue
         try:
             obj = json.loads(line)
