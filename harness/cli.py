@@ -397,6 +397,8 @@ def cmd_tax(args, out: Console) -> int:
     for f in (args.output, args.json):
         if f is not None and f.is_dir():
             raise InputError(f"{f}: a directory, not a file to write")
+    if args.output is not None and args.json is not None and args.output.resolve() == args.json.resolve():
+        raise InputError(f"{args.output}: given for both the JSON and the Markdown")
     table = tax.tax(args.run_dir)
     for title, part in ((f"slowpath tax, s per {tax.PER_STEPS:,} steps, against the floor", tax.rows(table)),
                         ("the tax split into the decomposition's parts (traced runs)", tax.split_rows(table))):
@@ -410,12 +412,14 @@ def cmd_tax(args, out: Console) -> int:
         out.print(t)
     for line in tax.notes(table):
         out.print(line, highlight=False, markup=False)
+    texts = {}    # both made before either is written
     if args.json:
-        atomic_write_text(args.json, json.dumps(table.as_dict(), indent=2) + "\n")
-        out.print(f"json: {args.json}", highlight=False, markup=False)
+        texts[args.json] = json.dumps(table.as_dict(), indent=2) + "\n"
     if args.output:
-        atomic_write_text(args.output, tax.markdown(table))
-        out.print(f"markdown: {args.output}", highlight=False, markup=False)
+        texts[args.output] = tax.markdown(table)
+    for f, text in texts.items():
+        atomic_write_text(f, text)
+        out.print(f"wrote {f}", highlight=False, markup=False)
     return 0
 
 
