@@ -382,6 +382,47 @@ def cmd_compare(args, out: Console) -> int:
     return 0
 
 
+def cmd_tax(args, out: Console) -> int:
+    """The slowpath tax per 10,000 steps against each run's floor cell, from the stored records (no
+    build, no boot): every output is complete or not there."""
+    import json
+
+    from rich.text import Text
+
+    from harness.analysis import tax
+    from harness.kernel.cache import atomic_write_text
+
+    if args.output is not None and args.output.suffix.lower() != ".md":
+        raise InputError(f"{args.output}: the table is Markdown, name it *.md")
+    for f in (args.output, args.json):
+        if f is not None and f.is_dir():
+            raise InputError(f"{f}: a directory, not a file to write")
+    if args.output is not None and args.json is not None and args.output.resolve() == args.json.resolve():
+        raise InputError(f"{args.output}: given for both the JSON and the Markdown")
+    table = tax.tax(args.run_dir)
+    for title, part in ((f"slowpath tax, s per {tax.PER_STEPS:,} steps, against the floor", tax.rows(table)),
+                        ("the tax split into the decomposition's parts (traced runs)", tax.split_rows(table))):
+        if part is None:
+            continue
+        t = Table(title=title)
+        for col in part[0]:
+            t.add_column(col)
+        for row in part[1]:
+            t.add_row(*(Text(c) for c in row))
+        out.print(t)
+    for line in tax.notes(table):
+        out.print(line, highlight=False, markup=False)
+    texts = {}    # both made before either is written
+    if args.json:
+        texts[args.json] = json.dumps(table.as_dict(), indent=2) + "\n"
+    if args.output:
+        texts[args.output] = tax.markdown(table)
+    for f, text in texts.items():
+        atomic_write_text(f, text)
+        out.print(f"wrote {f}", highlight=False, markup=False)
+    return 0
+
+
 def cmd_trace(args, out: Console) -> int:
     from harness.analysis.trace import write_trace
 
@@ -534,6 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "running) (default: step)")
     sp.add_argument("--json", type=Path, help="also write the figures as JSON")
     sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("tax", help="the slowpath tax per 10,000 steps: each cell's mean and p50 step minus the floor "
+                        "cell's of the same run and arch, with hierarchical bootstrap CIs, split into the "
+                        "decomposition's parts where the cells have one, deadline misses for periodic loops "
+                        "(from the records; no build, no boot)")
+    sp.add_argument("run_dir", type=Path, nargs="+", help="run directories (results/<experiment>-<hash>)")
+    sp.add_argument("--json", type=Path, help="also write the figures as JSON")
+    sp.add_argument("-o", "--output", type=Path, metavar="FILE.md", help="also write the tables as Markdown")
+    sp.set_defaults(func=cmd_tax)
 
     sp = sub.add_parser("trace", help="one cell as a Chrome trace-event JSON for the Perfetto UI: per-step spans per "
                         "agent, frequency and idle counters, windows (from the records; no build, no boot)")

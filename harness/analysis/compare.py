@@ -18,9 +18,10 @@ variant (and, across runs, by run); failed and unusable cells are left out and n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -68,31 +69,38 @@ def interval_level(*cells: CellData) -> str:
     return "steps (1 repeat: run-to-run spread not covered)"
 
 
-def hier_quantiles(cells: tuple[CellData, ...], q: float | Sequence[float], seed: int) -> np.ndarray:
-    """(RESAMPLES, len(cells)) quantiles, (RESAMPLES, len(cells), len(q)) for several: repeats drawn
-    by scipy's bootstrap, steps within each drawn repeat resampled here (one draw serves every q).
-    With one repeat a cell's outer draw is that repeat every time."""
+def hier_bootstrap(cells: tuple[CellData, ...], statistic: Callable[[int, np.ndarray], Any], seed: int) -> np.ndarray:
+    """(RESAMPLES, len(cells), ...): statistic(i, drawn steps of cells[i]) in each resample, the
+    repeats drawn by scipy's bootstrap, the steps within each drawn repeat resampled here (one draw
+    serves everything the statistic returns). With one repeat a cell's outer draw is that repeat
+    every time."""
     rng = np.random.default_rng(seed)
-    out: list[list[float]] = []
+    out: list[list[Any]] = []
 
-    def statistic(*idx):
+    def resample(*idx):
         row = []
-        for c, picks in zip(cells, idx, strict=True):
-            parts = [c.repeats[int(i)] for i in np.atleast_1d(picks)]
+        for i, (c, picks) in enumerate(zip(cells, idx, strict=True)):
+            parts = [c.repeats[int(j)] for j in np.atleast_1d(picks)]
             drawn = np.concatenate([p[rng.integers(0, len(p), len(p))] for p in parts])
-            row.append(np.percentile(drawn, q))
+            row.append(statistic(i, drawn))
         out.append(row)
         return 0.0
 
     data = tuple(np.arange(len(c.repeats)) for c in cells)
     if all(len(d) > 1 for d in data):
-        stats.bootstrap(data, statistic, n_resamples=RESAMPLES, vectorized=False, paired=False,
+        stats.bootstrap(data, resample, n_resamples=RESAMPLES, vectorized=False, paired=False,
                         method="percentile", random_state=np.random.default_rng(seed + 1))
     else:   # scipy needs two observations per sample: draw the repeats here (a lone one stays)
         outer = np.random.default_rng(seed + 1)
         for _ in range(RESAMPLES):
-            statistic(*[d[outer.integers(0, len(d), len(d))] for d in data])
+            resample(*[d[outer.integers(0, len(d), len(d))] for d in data])
     return np.asarray(out[-RESAMPLES:])
+
+
+def hier_quantiles(cells: tuple[CellData, ...], q: float | Sequence[float], seed: int) -> np.ndarray:
+    """(RESAMPLES, len(cells)) quantiles, (RESAMPLES, len(cells), len(q)) for several, from
+    `hier_bootstrap` (one draw serves every q)."""
+    return hier_bootstrap(cells, lambda _, drawn: np.percentile(drawn, q), seed)
 
 
 def ci95(boot: np.ndarray) -> tuple[float, float]:
