@@ -77,7 +77,9 @@ def test_the_script_starts_it_before_the_loop_and_stops_it_after():
     start, loop, stop = (script.index(s) for s in ("exec setpriv", f"{protocol.AGENTLOOP} --steps",
                                                    f"kill -TERM $(cat {neighbour.PID_FILE})"))
     assert start < loop < stop
-    assert script.index(f"/mnt/{AbuserFiles.STAT}") < stop      # charged while it still runs
+    # its charge and the platform are read once it has stopped: its last guards are charged at
+    # the wakeups that end them, and the platform counted their idle time already
+    assert stop < script.index(f"/mnt/{AbuserFiles.AFTER}") < script.index(f"/mnt/{AbuserFiles.STAT}")
     assert "abuser" not in protocol.render(WorkloadSpec(), 1)
 
 

@@ -149,6 +149,29 @@ def test_agent_window_golden():
     assert "close,190,1,7223802863,1231957" in agent_window.to_csv(ev)
 
 
+def test_idle_guard_golden():
+    """bpftrace 0.17 in an x86_64 CONFIG_AGENT_LATENCY=y guest, x86-skl-client (POLL, C1 2 us,
+    C1E 10 us, C3 70 us, ... exit latencies): the abuse run's guards cell, a marked agent with a
+    20 us tolerance next to an abuser thread per CPU with a 1 us one. The guard's contract, read
+    from what the governor chose: under a 1 us guard only POLL, under 20 us nothing past C1E."""
+    from harness.probes import idle_guard
+
+    out = bpftrace_json.read(GOLDEN / "idle_guard.json")
+    assert out.attached == 4 and not out.printf                 # three tracepoint blocks and END
+    r = idle_guard.records(out)
+    assert r.ns[(0, 0, 1)] == 6278206 and r.periods[(0, 0, 1)] == 192
+    assert {state for (_c, state, tol) in r.ns if tol == 1} == {0}
+    assert {state for (_c, state, tol) in r.ns if tol == 20} <= {0, 1, 2}
+    assert max(state for (_c, state, tol) in r.ns if tol == idle_guard.UNGUARDED) == 8   # C10, unguarded
+    s = idle_guard.summary(r)
+    assert s["poll_us_by_tolerance"]["1"] > 50 * s["poll_us_by_tolerance"]["-1"]
+    assert s["idle_us"] == pytest.approx(sum(s["idle_us_by_state"].values()))
+    assert s["guarded_idle_us"] == pytest.approx(s["idle_us_by_tolerance"]["1"] + s["idle_us_by_tolerance"]["20"])
+    assert "0,0,1,6278206,192" in idle_guard.to_csv(r).splitlines()
+    with pytest.raises(bpftrace_json.ProbeOutputError, match="cpu,state,tolerance"):
+        idle_guard.records(bpftrace_json.parse('{"type": "map", "data": {"@idle_ns": {"0,x,1": 5}}}'))
+
+
 def test_dvfs_ramp_golden():
     """bpftrace 0.17 in an arm64 guest: schedutil, 100 ms waits, 2.4M-instruction steps
     (the calibration's schedutil cell). The CPU idles at 0.8 GHz; each wakeup ramps it."""
@@ -429,6 +452,7 @@ PARSER_FIELDS = {
     "vfs_metadata": {"O": 13},                                    # O stat|open tid comm start end failed + 6 counts
     "agent_window": {"O": 6, "C": 5, "P": 4, "E": 5},
     "wake_path": {"R": 7, "Q": 4, "q": 4, "S": 3, "E": 3, "W": 4, "T": 3},
+    "idle_guard": {},                                             # maps only, printed at exit
 }
 # Tags whose parser tolerates a different field count, so an extra or missing field is caught only
 # by PARSER_FIELDS: workqueue_delay's Q takes 6 or more fields (the workqueue name, p[6], optional).
@@ -459,8 +483,12 @@ def test_template_printf_fields_match_the_parser(name, output):
     tool = PROBES[name]
     fields = PARSER_FIELDS[name]
     formats = _printf_formats(render(name, output=output))
-    if output == "events":
+    if output == "events" and fields:
         assert formats, f"{name}: no printf in the events output"
+    if not fields:       # a tool whose records are all in maps: it prints nothing, and takes no line
+        assert not formats, f"{name}: prints {formats!r}, which its parser does not read"
+        with pytest.raises(bpftrace_json.ProbeOutputError, match="unexpected line"):
+            tool.records(bpftrace_json.BpftraceOutput(printf=["1 2 3"]))
     lines = []
     for i, fmt in enumerate(formats):
         assert fmt.endswith("\n") and fmt.count("\n") == 1, f"{name}: {fmt!r} is not one line"

@@ -8,11 +8,13 @@ from types import ModuleType
 import jinja2
 
 from harness.errors import InputError
-from harness.probes import agent_window, dvfs_ramp, pagecache, vfs_metadata, wake_path, wakeup_latency, workqueue_delay
+from harness.probes import (agent_window, dvfs_ramp, idle_guard, pagecache, vfs_metadata, wake_path, wakeup_latency,
+                            workqueue_delay)
 
 PROBES: dict[str, ModuleType] = {"wakeup_latency": wakeup_latency, "dvfs_ramp": dvfs_ramp,
                                  "workqueue_delay": workqueue_delay, "pagecache": pagecache,
-                                 "vfs_metadata": vfs_metadata, "agent_window": agent_window, "wake_path": wake_path}
+                                 "vfs_metadata": vfs_metadata, "agent_window": agent_window, "wake_path": wake_path,
+                                 "idle_guard": idle_guard}
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           undefined=jinja2.StrictUndefined, keep_trailing_newline=True)

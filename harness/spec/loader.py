@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from harness import paths
 from harness.errors import SpecError, SpecIssue
 from harness.spec.model import (
+    AGENT_PROBES,
     CELL_ID_MAX,
     MAX_CELLS,
     MAX_EXPANDED_VALUES,
@@ -239,9 +240,9 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
         for name in w.window_options_given()[:1]:
             issues.append(locate(("workload", name), "the agent latency window needs kernel.agent_latency: "
                                  "true (a stock kernel has no window)"))
-        if "agent_window" in spec.probes:
-            issues.append(locate(("probes", spec.probes.index("agent_window")),
-                                 "probe agent_window traces the window: it needs kernel.agent_latency: true"))
+        for name in (n for n in spec.probes if n in AGENT_PROBES):
+            issues.append(locate(("probes", spec.probes.index(name)),
+                                 f"probe {name} traces the window's events: it needs kernel.agent_latency: true"))
 
     plat = spec.platform
     if len(plat.disabled_on(spec.arch)) == len(plat.cstates_on(spec.arch)):

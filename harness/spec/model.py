@@ -741,7 +741,9 @@ WINDOW_OPTIONS = ("mark_agent", "window_us", "window_target_us", "window_toleran
 
 ProbeRun = Literal["separate", "in-repeats"]
 Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window",
-                "wake_path"]
+                "wake_path", "idle_guard"]
+# the probes on the agent latency series' own trace events: CONFIG_AGENT_LATENCY=y kernels only
+AGENT_PROBES = ("agent_window", "idle_guard")
 
 
 class CellSpec(Strict):
