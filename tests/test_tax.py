@@ -17,6 +17,7 @@ from harness.records import CellResult
 
 EXAMPLES = paths.REPO_ROOT / "results" / "examples"
 TOKEN, CONTROL = EXAMPLES / "agents-token-stream-quick-x86", EXAMPLES / "agents-control-loop-quick-x86"
+TOOL, CONTENTION = EXAMPLES / "agents-tool-call-quick-x86", EXAMPLES / "agents-contention-quick-x86"
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,16 @@ def test_the_command_writes_the_markdown_and_json_the_readme_quotes(tmp_path, ca
     readme = (paths.REPO_ROOT / "README.md").read_text()
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 8 and all(line in readme for line in table)
+
+
+def test_the_readme_quotes_the_tax_of_the_current_floor_runs():
+    """The second table (tool_call and contention, on the performance + C1 floor) is the tool's too."""
+    result = tax.tax([TOOL, CONTENTION])
+    table = [line for line in tax.markdown(result).splitlines() if line.startswith("|")]
+    readme = (paths.REPO_ROOT / "README.md").read_text()
+    assert len(table) == 8 and all(line in readme for line in table)
+    tool = {c.variant: c for c in result.groups[0].cells}
+    assert tool["stock"].mean_tax.value > tool["agent"].mean_tax.value > 0
 
 
 def test_bad_input_exits_2_naming_the_file_and_writes_nothing(tmp_path, capsys):
