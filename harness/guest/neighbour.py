@@ -22,7 +22,10 @@ CGROUP = "/sys/fs/cgroup"
 PARENT = f"{CGROUP}/harness"      # the agent and the abuser, siblings below it
 POLICY = "/proc/sys/kernel/sched_agent_latency"
 NOBODY = 65534
-RESULT_TMP = "/tmp/abuser.json"   # the abuser cannot write the share (root's); copied at its end
+# The abuser writes its summary to a tmpfs of its own, owned by the user it runs as, copied to the
+# share (root's) at its end: on the arm64 rootfs, nobody could not create a file in /tmp.
+RESULT_DIR = "/tmp/harness-abuser"
+RESULT_TMP = f"{RESULT_DIR}/abuser.json"
 PID_FILE = "/tmp/abuser.pid"
 
 
@@ -45,6 +48,7 @@ def setup(a: AbuserSpec) -> list[str]:
     """Lines run before the loop (each must succeed, or the cell fails as a setup failure)."""
     q = shlex.quote
     run = abuser_args(a)
+    uid = NOBODY if a.user == "nobody" else 0
     if a.user == "nobody":
         run = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *run]
     join = f"echo $$ > {PARENT}/abuser/cgroup.procs && exec {shlex.join(run)}"
@@ -55,6 +59,7 @@ def setup(a: AbuserSpec) -> list[str]:
         f"echo +cpu > {CGROUP}/cgroup.subtree_control && echo +cpu > {PARENT}/cgroup.subtree_control",
         f"echo {q(a.budget)} > {PARENT}/abuser/cpu.agent.budget",
         f"echo $$ > {PARENT}/agent/cgroup.procs",     # the script, so the loop and the probes are in it
+        f"mkdir -p {RESULT_DIR} && mount -t tmpfs -o size=1m,mode=0700,uid={uid},gid={uid} harness-abuser {RESULT_DIR}",
         f"{{ snapshot {_mnt(AbuserFiles.BEFORE)}; true; }}",   # its greps fail on absent files
         f"{{ sh -c {q(join)} > {_mnt(AbuserFiles.STDERR)} 2>&1 & echo $! > {PID_FILE}; }}",
         "sleep 1",                                    # its threads are up and marked before the loop
