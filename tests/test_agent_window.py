@@ -71,8 +71,10 @@ def check_window(cells):
     # one window per wakeup of the agent (110 steps), whichever path woke it (a task that blocked
     # while ineligible is requeued by ttwu_runnable() under DELAY_DEQUEUE). The loop starts only
     # once bpftrace says every probe is attached: a loop started at `attached_probes` lost its
-    # first steps' events when attaching was slow (83 of 110 in one CI run).
-    assert marked["windows_opened"] == 110 and marked["explicit_windows"] == 0, marked
+    # first steps' events when attaching was slow (83 of 110 in one CI run). One more can come
+    # after the last step: the thread may block once on its way out, and that wakeup opens a window
+    # too (arm64: 111, the extra one 27 us after the last step's end, with no step signal before it).
+    assert 110 <= marked["windows_opened"] <= 111 and marked["explicit_windows"] == 0, marked
     # the sizing arithmetic's KUnit suite ran at boot
     assert KUNIT_SUITE.search(cells["marked"]["console"]).groups() == ("7", "0", "0", "7")
     assert marked["freq_boosts"] > 0 and marked["idle_guards"] > 0, marked

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, ProbeContext
+from harness.guest.share import excerpt
 from harness.probes.csvout import csv_text
 
 TEMPLATE = "idle_guard.bt.j2"
 DESCRIPTION = "idle residency per cpuidle state, split by the agent latency guard's tolerance at selection"
-TRACEPOINTS = ("agent_latency:agent_idle_guard", "power:cpu_idle")
+TRACEPOINTS = ("agent_latency:agent_idle_guard", "power:cpu_idle", "agent_latency:agent_budget_charge",
+               "sched:sched_switch")
 UNGUARDED = -1          # the tolerance key of an idle period chosen with no guard in force
 _MAPS = ("@idle_ns", "@idle_n")
 
@@ -24,6 +26,9 @@ class GuardResidency:
     # (cpu, cpuidle state index, guard tolerance us or UNGUARDED) -> ns idle, and periods
     ns: dict[tuple[int, int, int], int] = field(default_factory=dict)
     periods: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    # (pid, "window" | "guard") -> ns the budget charged over the same interval, and pid -> name
+    charged: dict[tuple[int, str], int] = field(default_factory=dict)
+    comm: dict[int, str] = field(default_factory=dict)
 
 
 def _key(text: str) -> tuple[int, int, int]:
@@ -50,6 +55,16 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> GuardResiden
                     target[_key(k)] = int(v)
             except (AttributeError, TypeError, ValueError):
                 raise ProbeOutputError(f"idle_guard: {name} is not a map of cpu,state,tolerance") from None
+        try:
+            for k, v in (data.get("@charged_ns") or {}).items():
+                pid, what = str(k).split(",", 1)
+                if what not in ("window", "guard"):
+                    raise ValueError(what)
+                r.charged[(int(pid), what)] = int(v)
+            for k, v in (data.get("@comm") or {}).items():
+                r.comm[int(k)] = excerpt(str(v), 16)
+        except (AttributeError, TypeError, ValueError):
+            raise ProbeOutputError("idle_guard: @charged_ns or @comm is not a map of pid[,window|guard]") from None
     return r
 
 
@@ -69,7 +84,16 @@ def summary(r: GuardResidency, ctx: ProbeContext = NO_CONTEXT) -> dict:
             "idle_us_by_tolerance": {str(k): round(v, 3) for k, v in sorted(by_tol.items())},
             "idle_us_by_state": {str(k): round(v, 3) for k, v in sorted(by_state.items())},
             "poll_us_by_tolerance": {str(k): round(v, 3) for k, v in sorted(poll.items())},
-            "idle_periods": sum(r.periods.values())}
+            "idle_periods": sum(r.periods.values()),
+            "charged_us_by_comm": _charged_by_comm(r)}
+
+
+def _charged_by_comm(r: GuardResidency) -> dict[str, dict[str, float]]:
+    """The budget's charge over the traced interval, by task name (the abuser's threads share one)."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for (pid, what), ns in r.charged.items():
+        out[r.comm.get(pid, f"pid {pid}")][what] += ns / 1000.0
+    return {k: {w: round(v, 3) for w, v in sorted(d.items())} for k, d in sorted(out.items())}
 
 
 def to_csv(r: GuardResidency) -> str:
