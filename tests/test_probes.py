@@ -151,25 +151,32 @@ def test_agent_window_golden():
 
 def test_idle_guard_golden():
     """bpftrace 0.17 in an x86_64 CONFIG_AGENT_LATENCY=y guest, x86-skl-client (POLL, C1 2 us,
-    C1E 10 us, C3 70 us, ... exit latencies): the abuse run's guards cell, a marked agent with a
-    20 us tolerance next to an abuser thread per CPU with a 1 us one. The guard's contract, read
-    from what the governor chose: under a 1 us guard only POLL, under 20 us nothing past C1E."""
+    C1E 10 us, C3 70 us, ... exit latencies): the guards cell of experiments/abuse_guard_residency.yaml,
+    a marked agent with a 20 us tolerance next to an abuser thread per CPU with a 1 us one, three
+    repeats traced. The guard's contract, read from what the governor chose: under a 1 us guard
+    only POLL, under 20 us nothing past C1E; and the budget's charges per task, named."""
     from harness.probes import idle_guard
 
     out = bpftrace_json.read(GOLDEN / "idle_guard.json")
-    assert out.attached == 4 and not out.printf                 # three tracepoint blocks and END
+    assert out.attached == 6 and not out.printf            # five tracepoint blocks and END
     r = idle_guard.records(out)
-    assert r.ns[(0, 0, 1)] == 6278206 and r.periods[(0, 0, 1)] == 192
+    assert r.ns[(0, 0, 1)] == 34554241 and r.periods[(0, 0, 1)] == 674
     assert {state for (_c, state, tol) in r.ns if tol == 1} == {0}
     assert {state for (_c, state, tol) in r.ns if tol == 20} <= {0, 1, 2}
     assert max(state for (_c, state, tol) in r.ns if tol == idle_guard.UNGUARDED) == 8   # C10, unguarded
+    assert r.comm == {99: "abuser", 100: "abuser", 190: "agent-0", 205: "agent-0", 220: "agent-0"}
+    assert r.charged[(99, "guard")] == 24148767
     s = idle_guard.summary(r)
-    assert s["poll_us_by_tolerance"]["1"] > 50 * s["poll_us_by_tolerance"]["-1"]
+    assert s["poll_us_by_tolerance"]["1"] > 10 * s["poll_us_by_tolerance"]["-1"]
     assert s["idle_us"] == pytest.approx(sum(s["idle_us_by_state"].values()))
     assert s["guarded_idle_us"] == pytest.approx(s["idle_us_by_tolerance"]["1"] + s["idle_us_by_tolerance"]["20"])
-    assert "0,0,1,6278206,192" in idle_guard.to_csv(r).splitlines()
+    by = s["charged_us_by_comm"]
+    assert set(by) == {"abuser", "agent-0"} and by["abuser"]["guard"] == pytest.approx((24148767 + 15434250) / 1000)
+    assert "0,0,1,34554241,674" in idle_guard.to_csv(r).splitlines()
     with pytest.raises(bpftrace_json.ProbeOutputError, match="cpu,state,tolerance"):
         idle_guard.records(bpftrace_json.parse('{"type": "map", "data": {"@idle_ns": {"0,x,1": 5}}}'))
+    with pytest.raises(bpftrace_json.ProbeOutputError, match="charged_ns"):
+        idle_guard.records(bpftrace_json.parse('{"type": "map", "data": {"@charged_ns": {"7,boost": 5}}}'))
 
 
 def test_dvfs_ramp_golden():
