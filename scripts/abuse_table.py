@@ -5,8 +5,9 @@
 Per arch:
 - the budget: each marked abuser's charged boosted + guarded time (its cgroup's cpu.agent.stat)
   against rate x t + burst, and the same time from an independent source, the platform over the
-  abuser's life: extra CPU-seconds at the top OPP (boost) and in POLL (a 1 us tolerance guard
-  keeps a CPU there) against the unmarked abuser, per second of its life;
+  abuser's life: extra CPU-seconds at the top OPP (boost) and in the shallowest idle state (a 1 us
+  tolerance guard keeps a CPU there: POLL, or on arm64, which has no polling state, the first
+  state) against the unmarked abuser, per second of its life;
 - the abuser's throughput (work per second) against the same threads unmarked;
 - the sibling agent's gain: step p50 of stock minus alone is the gain alone; next to an abuser,
   the loss is the agent's p50 next to the marked abuser minus its p50 next to the same abuser
@@ -52,7 +53,7 @@ def tables(run_dir: Path) -> list[str]:
         if missing:
             out += [f"Cells missing or failed: {', '.join(missing)}.", ""]
         out += ["| abuser | charged us (boosted + guarded) | bound rate x t + burst | charged / bound "
-                "| throttled | extra top-OPP us | extra POLL us | work/s vs unmarked |",
+                "| throttled | extra top-OPP us | extra shallowest-state us | work/s vs unmarked |",
                 "|---|---|---|---|---|---|---|---|"]
         for k in KINDS:
             if k not in cells or f"{k}-unmarked" not in cells:
@@ -64,13 +65,14 @@ def tables(run_dir: Path) -> list[str]:
             top = max((int(x) for x in a.freq_time_s), default=0)
             extra_top = (_per_s(a, "freq", lambda x, top=top: int(x) == top)
                          - _per_s(u, "freq", lambda x, top=top: int(x) == top)) * a.elapsed_s * 1e6
-            extra_poll = (_per_s(a, "idle", lambda x: x == "POLL")
-                          - _per_s(u, "idle", lambda x: x == "POLL")) * a.elapsed_s * 1e6
+            shallow = "POLL" if "POLL" in a.idle_time_s else next(iter(a.idle_time_s), "POLL")
+            extra_poll = (_per_s(a, "idle", lambda x, s=shallow: x == s)
+                          - _per_s(u, "idle", lambda x, s=shallow: x == s)) * a.elapsed_s * 1e6
             thr = (f"{a.work_per_s / u.work_per_s - 1:+.1%}" if u.work_per_s > 0 and a.work > 0 else "n/a (sleeps)")
             out.append(f"| {k} ({a.threads} threads, {a.seconds:.1f} s, budget {a.budget}) | {charged:.0f} "
                        f"({a.stat.get('boosted_usec', 0)} + {a.stat.get('guarded_usec', 0)}) | {bound:.0f} | "
                        f"{charged / bound:.2f} | {a.stat.get('throttled', 0)} | {extra_top:+.0f} | "
-                       f"{extra_poll:+.0f} | {thr} |")
+                       f"{extra_poll:+.0f} ({shallow}) | {thr} |")
         out.append("")
         if "stock" in cells and "alone" in cells:
             out += ["| neighbour | agent step p50 us (marked neighbour) | (unmarked neighbour) | gain kept "
