@@ -14,6 +14,7 @@ from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv
 from harness.errors import InputError
 from harness.guest import protocol, vm
 from harness.guest.vm import GuestConfig, GuestResult, classify, vng_command
+from harness.probes import bpftrace_json
 from harness.spec.model import WorkloadSpec
 from harness.workload.command import workload_args
 
@@ -303,7 +304,8 @@ def test_probes_run_off_the_pinned_agents_cpu():
     assert protocol.probe_cpus(free, 4) is None and protocol.probe_cpus(pinned, 1) is None
     assert protocol.probe_cpus(pinned, 4) == "0,2,3"
     text = protocol.render(pinned, repeats=1, probes=["wakeup_latency"], cpus=2)
-    assert "taskset -c 0 bpftrace -f json /mnt/probes/wakeup_latency.bt" in text
+    assert (f"taskset -c 0 env {bpftrace_json.ATTACHED_NOTICE}=1 bpftrace -f json /mnt/probes/wakeup_latency.bt"
+            in text)
     assert "taskset" not in protocol.render(free, repeats=1, probes=["wakeup_latency"], cpus=2)
 
 
