@@ -180,7 +180,7 @@ class Runner:
             names = [p for p in spec.probes if p in probes.PROBES]
             ab = spec.workload.abuser
             script = protocol.render(spec.workload, self.le.experiment.repeats,
-                                     setup=plat.setup + (neighbour.setup(ab) if ab else []),
+                                     setup=plat.setup, neighbour_setup=neighbour.setup(ab) if ab else [],
                                      teardown=neighbour.teardown() if ab else [],
                                      extra_args=plat.workload_args, probes=names, probe_run=spec.probe_run,
                                      cpus=spec.machine.cpus, real=real)

@@ -83,6 +83,26 @@ def test_the_script_starts_it_before_the_loop_and_stops_it_after():
     assert "abuser" not in protocol.render(WorkloadSpec(), 1)
 
 
+def test_whole_life_probes_cover_the_abuser_from_start_to_charge():
+    """probe_run whole-life: attached after the platform setup, before the abuser starts; stopped
+    after its charge is read. The other modes attach after it starts (in-repeats) or later."""
+    w = WorkloadSpec(abuser=AbuserSpec(kind="guards"))
+    kw = dict(setup=["echo platform"], neighbour_setup=neighbour.setup(w.abuser), teardown=neighbour.teardown(),
+              probes=["idle_guard"])
+    script = protocol.render(w, 2, probe_run="whole-life", **kw)
+    at = script.index
+    assert at("echo platform") < at("bpftrace -f json") < at("exec setpriv") < at(f"{protocol.AGENTLOOP} --steps")
+    assert at(f"/mnt/{AbuserFiles.STAT}") < script.rindex("stop_probes\n")
+    assert "steps-probed" not in script
+    # setup failures keep their numbering across the two parts: the abuser's first line is 2nd
+    first = neighbour.setup(w.abuser)[0]
+    assert f'{first} || {{ echo "{protocol.Key.SETUP_FAILED}=2" >> "$S"' in script
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    riding = protocol.render(w, 2, probe_run="in-repeats", **kw)
+    assert riding.index("exec setpriv") < riding.index("bpftrace -f json")
+    assert riding.rindex("stop_probes\n") < riding.index(f"/mnt/{AbuserFiles.STAT}")
+
+
 def _share(tmp_path, result, stat="windows 5\nboosted_usec 1200\nguarded_usec 300\nthrottled 7\n10000 20000\n"):
     d = tmp_path / "share"
     d.mkdir()

@@ -177,11 +177,15 @@ def _probe(name: str) -> dict[str, str]:
 
 def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
            extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120,
-           probe_run: str = "separate", cpus: int = 1, real: bool = False) -> str:
+           probe_run: str = "separate", cpus: int = 1, real: bool = False,
+           neighbour_setup: list[str] = ()) -> str:
     """probe_run "separate": the repeats run untraced, then the probes attach for one more run with
     repeat 0's seed, so the cell's figures never carry the observer's cost and that run against
-    repeat 0 is the probes' overhead. "in-repeats": the probes trace every repeat. `real`: a real
-    target's script (C-state helpers by index, energy counters in the snapshots)."""
+    repeat 0 is the probes' overhead. "in-repeats": the probes trace every repeat. "whole-life":
+    as in-repeats, but attached before `neighbour_setup` starts the neighbour and stopped after
+    `teardown` has stopped it and read its charge, so probe and charge cover the neighbour's whole
+    life. `real`: a real target's script (C-state helpers by index, energy counters in the
+    snapshots)."""
     runs = [dict(_run(w, repeat_files(r), r, extra_args), index=str(r), exit_key=Key.repeat_exit(r))
             for r in range(repeats)]
     probed = _run(w, PROBED_FILES, 0, extra_args) if probes and probe_run == "separate" else None
@@ -189,6 +193,7 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
         setup = [scratch.guest_mount_command(), *setup]
     return _ENV.get_template("run.sh.j2").render(
         status=_guest(STATUS), runs=runs, probed=probed, setup=list(setup), teardown=list(teardown),
+        neighbour_setup=list(neighbour_setup), whole_life=bool(probes) and probe_run == "whole-life",
         workdir=workdir(w), file_index=_guest(FILE_INDEX), probe_cpus=probe_cpus(w, cpus),
         probes=[_probe(p) for p in probes], attach_timeout_ds=attach_timeout_s * 10,
         attached_notice=bpftrace_json.ATTACHED_NOTICE, cpu=platform.CPU,

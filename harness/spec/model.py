@@ -739,7 +739,7 @@ class WorkloadSpec(Strict):
 WINDOW_OPTIONS = ("mark_agent", "window_us", "window_target_us", "window_tolerance_us", "window_guard_us",
                   "explicit_windows")
 
-ProbeRun = Literal["separate", "in-repeats"]
+ProbeRun = Literal["separate", "in-repeats", "whole-life"]
 Probe = Literal["wakeup_latency", "dvfs_ramp", "workqueue_delay", "pagecache", "vfs_metadata", "agent_window",
                 "wake_path", "idle_guard"]
 # the probes on the agent latency series' own trace events: CONFIG_AGENT_LATENCY=y kernels only
@@ -757,7 +757,8 @@ class CellSpec(Strict):
     probes: list[Probe] = []
     probe_run: ProbeRun = Field("separate", description="separate: the repeats run without probes (their statistics "
                                 "are the cell's) and the probes attach for one more run, which gives their records "
-                                "and their overhead; in-repeats: the probes ride on every repeat")
+                                "and their overhead; in-repeats: the probes ride on every repeat; whole-life: as "
+                                "in-repeats, attached before the abuser starts and stopped after its charge is read")
 
     @field_validator("probes")
     @classmethod
