@@ -92,11 +92,36 @@ def tables(run_dir: Path) -> list[str]:
                 value = 1 - (m50 - u50) / (s50 - a50) if s50 != a50 else float("nan")
                 out.append(f"| {k} | {m50:.0f} | {u50:.0f} | {value:.1%} [{lo:.1%}, {hi:.1%}] |")
             out.append("")
+        out += _residency(cells)
         if "restrictive" in cells:
             a = cells["restrictive"].record.abuser
             verdict = "EPERM, as it must" if a.mark_errno == EPERM else f"errno {a.mark_errno}: NOT EPERM"
             out += [f"Restrictive policy (1): {a.marked} of {a.threads} threads marked; the refusal: {verdict}.", ""]
     return out
+
+
+def _residency(cells: dict) -> list[str]:
+    """With the idle_guard probe (experiments/abuse_guard_residency.yaml): state 0 (POLL on x86_64,
+    the shallowest state on arm64) split by the guard tolerance in force when it was chosen, set
+    against the abuser's guard charge from the trace and from cpu.agent.stat, and the platform's
+    state-0 residency over the abuser's life."""
+    rows = []
+    for v, c in sorted(cells.items()):
+        g = (c.record.probes or {}).get("idle_guard")
+        if not g or c.record.abuser is None:
+            continue
+        a = c.record.abuser
+        poll = {int(k): us for k, us in g.get("poll_us_by_tolerance", {}).items()}
+        split = "; ".join(f"{'none' if t < 0 else f'{t} us'}: {us:.0f}" for t, us in sorted(poll.items()))
+        traced = g.get("charged_us_by_comm", {}).get("abuser", {}).get("guard", 0.0)
+        shallow = next(iter(a.idle_time_s), "state 0")
+        rows.append(f"| {v} | {split} | {traced:.0f} | {a.stat.get('guarded_usec', 0)} | "
+                    f"{a.idle_time_s.get(shallow, 0.0) * 1e6:.0f} ({shallow}) |")
+    if not rows:
+        return []
+    return ["| cell | traced state-0 us by guard tolerance at selection | abuser's guard charge, traced us "
+            "| cpu.agent.stat guarded us | platform state-0 us over the abuser's life |",
+            "|---|---|---|---|---|", *rows, ""]
 
 
 if __name__ == "__main__":

@@ -168,6 +168,31 @@ def test_one_repeat_says_its_interval_covers_the_steps_only(tmp_path):
     assert "(steps only)" in tax.markdown(tax.tax([run]))
 
 
+def test_a_paired_tax_on_the_same_draws_is_tighter_and_unpaired_where_the_seeds_differ(tmp_path):
+    """Bursty steps (lognormal) shared by the cells: unpaired, the bursts' spread is in the interval;
+    paired step by step it cancels. The point values agree (same steps, mean of differences)."""
+    rng = np.random.default_rng(5)
+    burst = rng.lognormal(np.log(20000), 1.0, 96)
+    run = tmp_path / "run"
+    cells = {"stock": burst * 1.4 + rng.normal(0, 200, 96), "agent": burst * 1.02 + rng.normal(0, 200, 96),
+             "uclamp": burst * 1.2, "floor": burst}
+    ids = [make_cell(run, "x86_64", v, s, repeats=3) for v, s in cells.items()]
+    path = run / "x86_64-uclamp" / records.CELL_RESULT      # another seed: other bursts
+    rec = records.read(path, CellResult)
+    records.write(path, rec.model_copy(update={"spec": {"workload": {"seed": 7}}}))
+    write_index(run, ids)
+    (g,) = tax.tax([run]).groups
+    c = {x.variant: x for x in g.cells}
+    for v in ("stock", "agent"):
+        assert c[v].paired_steps == 96 and not c[v].notes
+        assert c[v].paired_tax.value == pytest.approx(c[v].mean_tax.value, rel=1e-9)
+        assert c[v].paired_tax.level == "repeats+steps"
+        assert c[v].paired_tax.hi - c[v].paired_tax.lo < 0.25 * (c[v].mean_tax.hi - c[v].mean_tax.lo)
+    assert c["agent"].mean_tax.lo < 0 < c["agent"].paired_tax.lo       # the window's 2 %: only pairing sees it
+    assert c["uclamp"].paired_tax is None and c["floor"].paired_tax is None
+    assert any("seeds differ (7 against the floor's None): not paired" in n for n in c["uclamp"].notes)
+
+
 # -- the command ------------------------------------------------------------------------------------
 
 def test_the_command_writes_the_markdown_and_json_the_readme_quotes(tmp_path, capsys, examples):

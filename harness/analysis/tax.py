@@ -19,6 +19,13 @@ the traced steps' mean tax exactly; against the mean-step tax of the measured (u
 sum is checked with the decomposition's tolerance carried to a difference of two cells:
 |sum of the parts - mean-step tax| <= tolerance x (cell's mean step + floor's mean step) x 10,000.
 
+Paired: every variant of a run runs the same seeds, so step k of repeat r draws the same wait and
+the same compute in every cell (a tool call's lognormal burst is the same burst). Where a cell and
+its floor ran the same workload seed, the paired mean-step tax is the mean of the per-step
+differences (cell - floor, matched on repeat, agent and step), with an interval from the same
+hierarchical bootstrap over those differences: it removes the spread that the draws share, which
+for bursty profiles is most of it. Steps present in one cell only are left out, and counted.
+
 Deadline misses (periodic loops, workload.wait.period_us): a step misses when it ends after the next
 release, done > signal + period (agentloop's rule), i.e. step_us > period_us (steps.csv keeps every
 ns); its fraction of the measured steps, with an interval from the same bootstrap.
@@ -94,6 +101,8 @@ class CellTax:
     miss_fraction: Estimate | None      # periodic loops only
     split: PartsSplit | None
     notes: tuple[str, ...] = ()
+    paired_tax: Estimate | None = None  # the mean per-step difference to the floor on the same draws
+    paired_steps: int = 0
 
     def as_dict(self) -> dict:
         def est(e: Estimate | None):
@@ -101,6 +110,7 @@ class CellTax:
         return {"cell": self.cell, "variant": self.variant, "repeats": self.repeats, "steps": self.steps,
                 "step_mean_us": self.step_mean_us, "step_p50_us": self.step_p50_us,
                 "mean_tax_s": est(self.mean_tax), "p50_tax_s": est(self.p50_tax),
+                "paired_mean_tax_s": est(self.paired_tax), "paired_steps": self.paired_steps,
                 "deadline_miss_fraction": est(self.miss_fraction),
                 "split": self.split.as_dict() if self.split else None, "notes": list(self.notes)}
 
@@ -181,6 +191,34 @@ def split(cell: Decomposition, floor: Decomposition, mean_tax_s: float, cell_mea
                       within_tolerance=bool(abs(sum(taxes.values()) - mean_tax_s) <= bound), note=note)
 
 
+def _seed(c: RunCell):
+    return (c.record.spec.get("workload") or {}).get("seed")
+
+
+def paired_differences(c: RunCell, floor: RunCell) -> tuple[CellData | None, str]:
+    """The cell's step latency minus the floor's on the same (repeat, agent, step), one array per
+    repeat; None (and why) where the two did not run the same draws."""
+    if _seed(c) != _seed(floor):
+        return None, f"workload seeds differ ({_seed(c)} against the floor's {_seed(floor)}): not paired"
+
+    def keyed(st: dict[str, np.ndarray]) -> dict[tuple[int, int, int], float]:
+        agent = st.get("agent", np.zeros(len(st["step_us"])))
+        return {(int(r), int(a), int(k)): float(v)
+                for r, a, k, v in zip(st["repeat"], agent, st["step"], st["step_us"], strict=True)}
+
+    a, b = keyed(c.steps()), keyed(floor.steps())
+    common = sorted(a.keys() & b.keys())
+    if not common:
+        return None, "no step in common with the floor: not paired"
+    by_repeat: dict[int, list[float]] = {}
+    for k in common:
+        by_repeat.setdefault(k[0], []).append(a[k] - b[k])
+    repeats = tuple(np.asarray(v) for _, v in sorted(by_repeat.items()))
+    unmatched = len(a) + len(b) - 2 * len(common)
+    note = f"paired on {len(common)} steps" + (f", {unmatched} in one cell only left out" if unmatched else "")
+    return CellData(f"{c.id} - {floor.id}", np.concatenate(repeats), repeats, np.array([])), note
+
+
 def _rank(c: RunCell) -> tuple[int, str]:
     v = c.record.variant
     return (FIRST.index(v) if v in FIRST else len(FIRST) + (v == FLOOR), v)
@@ -212,12 +250,21 @@ def _group(run: RunData, members: Sequence[RunCell], seed: int) -> GroupTax:
     cells = []
     for i, (c, d) in enumerate(zip(members, data, strict=True)):
         cnotes = []
-        mean_tax = p50_tax = sp = None
+        mean_tax = p50_tax = sp = paired = None
+        paired_n = 0
         if f is not None:
             level = interval_level(d, data[f])
             diff = boot[:, i, :2] - boot[:, f, :2]
             mean_tax = _estimate(point[i, 0] - point[f, 0], diff[:, 0], level)
             p50_tax = _estimate(point[i, 1] - point[f, 1], diff[:, 1], level)
+            if i != f:
+                pd, why = paired_differences(c, members[f])
+                if pd is not None:
+                    pboot = hier_bootstrap((pd,), lambda _, drawn: drawn.mean(), seed)[:, 0]
+                    paired = _estimate(float(pd.values.mean()), pboot, interval_level(pd))
+                    paired_n = len(pd.values)
+                if pd is None or paired_n != len(d.values):
+                    cnotes.append(why)
             if decs[i] is not None and decs[f] is not None:
                 sp = split(decs[i], decs[f], mean_tax.value, point[i, 0], point[f, 0])
             elif decs[f] is not None:
@@ -230,7 +277,8 @@ def _group(run: RunData, members: Sequence[RunCell], seed: int) -> GroupTax:
                 cnotes.append(f"deadline-miss fraction {miss.value:.4f} from steps.csv, {recorded:.4f} in the record")
         cells.append(CellTax(cell=c.id, variant=c.record.variant, repeats=len(d.repeats), steps=len(d.values),
                              step_mean_us=float(point[i, 0]), step_p50_us=float(point[i, 1]), mean_tax=mean_tax,
-                             p50_tax=p50_tax, miss_fraction=miss, split=sp, notes=tuple(cnotes)))
+                             p50_tax=p50_tax, miss_fraction=miss, split=sp, notes=tuple(cnotes),
+                             paired_tax=paired, paired_steps=paired_n))
     return GroupTax(run=run.dir.name, profile=run.experiment, label=label,
                     floor=members[f].id if f is not None else None,
                     floor_setting=_setting(members[f]) if f is not None else "-", cells=tuple(cells),
@@ -278,13 +326,15 @@ def rows(table: TaxTable) -> tuple[list[str], list[list[str]]]:
     """The headline table: a row a cell."""
     misses = any(c.miss_fraction for g in table.groups for c in g.cells)
     head = ["profile", "arch", "variant", "repeats / steps", "step mean / p50 us",
-            f"mean-step tax, s / {PER_STEPS:,} steps [95 % CI]", f"p50 tax, s / {PER_STEPS:,} steps [95 % CI]"]
+            f"mean-step tax, s / {PER_STEPS:,} steps [95 % CI]",
+            f"paired mean-step tax, s / {PER_STEPS:,} steps [95 % CI]", f"p50 tax, s / {PER_STEPS:,} steps [95 % CI]"]
     head += ["deadline-miss fraction [95 % CI]"] if misses else []
     out = []
     for profile, g in zip(_profiles(table), table.groups, strict=True):
         for c in g.cells:
             row = [profile, g.label, c.variant, f"{c.repeats} / {c.steps}",
-                   f"{c.step_mean_us:.1f} / {c.step_p50_us:.1f}", _fmt(c.mean_tax), _fmt(c.p50_tax)]
+                   f"{c.step_mean_us:.1f} / {c.step_p50_us:.1f}", _fmt(c.mean_tax),
+                   _fmt(c.paired_tax) if g.floor != c.cell else "-", _fmt(c.p50_tax)]
             out.append(row + ([_fmt(c.miss_fraction, 3)] if misses else []))
     return head, out
 
