@@ -237,6 +237,27 @@ def test_platform_plan_covers_cmdline_script_and_workload():
                for line in plan(PlatformSpec(pm_qos_latency_us=20), "x86_64").setup)
 
 
+def test_cgroup_uclamp_sets_both_levels_moves_the_script_in_and_reads_back():
+    """A group's uclamp.min is capped by its parent's (a new group's is 0): both are written, as
+    the percentage the kernel prints back, and the script joins the agent's group."""
+    from harness.guest import protocol
+    from harness.guest.platform import AGENT_CGROUP, HARNESS_CGROUP, plan, uclamp_percent
+    from harness.spec.model import PlatformSpec, WorkloadSpec
+
+    assert [uclamp_percent(v) for v in (0, 1, 512, 1024)] == ["0.00", "0.10", "50.00", "100.00"]
+    for v in range(1025):       # the kernel's DIV_ROUND_CLOSEST(hundredths * 1024, 10000) gives v back
+        assert (int(uclamp_percent(v).replace(".", "")) * 1024 + 5000) // 10000 == v
+    p = plan(PlatformSpec(cgroup_uclamp_min=300), "x86_64")
+    at = [i for i, line in enumerate(p.setup) if "cpu.uclamp.min" in line or "cgroup.procs" in line]
+    assert p.setup[at[0]] == (f"setall cgroup_uclamp_min '{HARNESS_CGROUP}/cpu.uclamp.min "
+                              f"{AGENT_CGROUP}/cpu.uclamp.min' 29.30")
+    assert p.setup[at[1]] == f"echo $$ > {AGENT_CGROUP}/cgroup.procs" and at[1] > at[0]
+    assert p.applied["cgroup_uclamp_min"] == 300 and p.workload_args == []
+    script = protocol.render(WorkloadSpec(steps=2, warmup=0), 1, setup=p.setup)
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    assert not any("uclamp" in line for line in plan(PlatformSpec(), "x86_64").setup)
+
+
 def test_uclamp_flag_reaches_sched_setattr(agentloop, tmp_path):
     proc = subprocess.run([str(agentloop), "--steps", "5", "--warmup", "0", "--wait-us", "10", "--compute-units",
                            "10", "--uclamp-min", "2000", "--out", str(tmp_path / "x.csv")], capture_output=True)

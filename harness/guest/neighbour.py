@@ -18,8 +18,8 @@ from harness.guest.protocol import ABUSER, GUEST_RESULTS, AbuserFiles
 from harness.records import AbuserResult
 from harness.spec.model import AbuserSpec
 
-CGROUP = "/sys/fs/cgroup"
-PARENT = f"{CGROUP}/harness"      # the agent and the abuser, siblings below it
+CGROUP = platform.CGROUP
+PARENT = platform.HARNESS_CGROUP      # the agent and the abuser, siblings below it
 POLICY = "/proc/sys/kernel/sched_agent_latency"
 NOBODY = 65534
 # The abuser writes its summary to a tmpfs of its own, owned by the user it runs as, copied to the

@@ -20,6 +20,11 @@ from harness.records import PlatformSummary
 from harness.spec.model import PlatformSpec
 
 CPU = "/sys/devices/system/cpu"
+# The cgroups the harness makes in a guest: the agent's, below one of the harness's own (the
+# abuser's is its sibling, harness/guest/neighbour.py)
+CGROUP = "/sys/fs/cgroup"
+HARNESS_CGROUP = f"{CGROUP}/harness"
+AGENT_CGROUP = f"{HARNESS_CGROUP}/agent"
 
 
 @dataclass
@@ -99,8 +104,16 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
     return p
 
 
+def uclamp_percent(capacity: int) -> str:
+    """cpu.uclamp.* take a percentage with two decimals; the kernel rounds it back to the same
+    capacity (a capacity step is 9.8 hundredths of a percent), and prints it as written."""
+    hundredths = round(capacity * 10000 / 1024)
+    return f"{hundredths // 100}.{hundredths % 100:02d}"
+
+
 def add_qos_and_uclamp(p: PlatformPlan, spec: PlatformSpec) -> None:
-    """The PM QoS request and uclamp.min, the same on a VM and on a real target."""
+    """The PM QoS request and uclamp.min (the task's, or a cgroup's), the same on a VM and on a
+    real target."""
     if spec.pm_qos_latency_us is not None:
         # /dev/cpu_dma_latency takes a binary s32; the request holds while the fd is open, so
         # the script opens it on fd 3 and keeps it for the rest of its life (the loop included).
@@ -112,6 +125,16 @@ def add_qos_and_uclamp(p: PlatformPlan, spec: PlatformSpec) -> None:
     if spec.uclamp_min is not None:
         p.workload_args += ["--uclamp-min", str(spec.uclamp_min)]
         p.applied["uclamp_min"] = spec.uclamp_min
+    if spec.cgroup_uclamp_min is not None:
+        # A group's uclamp.min is capped by its parent's, and a new group's is 0: both levels are
+        # set. The script moves itself in, so the loop (and what it forks) inherits the group.
+        pct = uclamp_percent(spec.cgroup_uclamp_min)
+        p.setup += [f"[ -e {CGROUP}/cgroup.controllers ] || mount -t cgroup2 none {CGROUP}",
+                    f"mkdir -p {AGENT_CGROUP}",
+                    f"echo +cpu > {CGROUP}/cgroup.subtree_control && echo +cpu > {HARNESS_CGROUP}/cgroup.subtree_control",
+                    f"setall cgroup_uclamp_min '{HARNESS_CGROUP}/cpu.uclamp.min {AGENT_CGROUP}/cpu.uclamp.min' {pct}",
+                    f"echo $$ > {AGENT_CGROUP}/cgroup.procs"]
+        p.applied["cgroup_uclamp_min"] = spec.cgroup_uclamp_min
 
 
 # -- read back -----------------------------------------------------------------------------------

@@ -440,6 +440,8 @@ class PlatformSpec(Strict):
                                           description="hold /dev/cpu_dma_latency at this value")
     idle_poll: bool = Field(False, description="idle=poll (x86_64) / nohlt (arm64)")
     uclamp_min: int | None = Field(None, ge=0, le=1024, description="sched_setattr uclamp.min on the agent")
+    cgroup_uclamp_min: int | None = Field(None, ge=0, le=1024, description="cpu.uclamp.min (as capacity, "
+                                          "0-1024) of a cgroup the agent runs in: a floor on all its tasks")
     sim: SimPlatform = Field(default_factory=lambda: SimPlatform.model_validate({}))
 
     @model_validator(mode="after")
