@@ -28,6 +28,7 @@ class GuardResidency:
     periods: dict[tuple[int, int, int], int] = field(default_factory=dict)
     # (pid, "window" | "guard") -> ns the budget charged over the same interval, and pid -> name
     charged: dict[tuple[int, str], int] = field(default_factory=dict)
+    charges: dict[tuple[int, str], int] = field(default_factory=dict)   # how many charges
     comm: dict[int, str] = field(default_factory=dict)
 
 
@@ -56,11 +57,12 @@ def records(out: BpftraceOutput, ctx: ProbeContext = NO_CONTEXT) -> GuardResiden
             except (AttributeError, TypeError, ValueError):
                 raise ProbeOutputError(f"idle_guard: {name} is not a map of cpu,state,tolerance") from None
         try:
-            for k, v in (data.get("@charged_ns") or {}).items():
-                pid, what = str(k).split(",", 1)
-                if what not in ("window", "guard"):
-                    raise ValueError(what)
-                r.charged[(int(pid), what)] = int(v)
+            for name, target in (("@charged_ns", r.charged), ("@charged_n", r.charges)):
+                for k, v in (data.get(name) or {}).items():
+                    pid, what = str(k).split(",", 1)
+                    if what not in ("window", "guard"):
+                        raise ValueError(what)
+                    target[(int(pid), what)] = int(v)
             for k, v in (data.get("@comm") or {}).items():
                 r.comm[int(k)] = excerpt(str(v), 16)
         except (AttributeError, TypeError, ValueError):
@@ -85,14 +87,16 @@ def summary(r: GuardResidency, ctx: ProbeContext = NO_CONTEXT) -> dict:
             "idle_us_by_state": {str(k): round(v, 3) for k, v in sorted(by_state.items())},
             "poll_us_by_tolerance": {str(k): round(v, 3) for k, v in sorted(poll.items())},
             "idle_periods": sum(r.periods.values()),
-            "charged_us_by_comm": _charged_by_comm(r)}
+            "charged_us_by_comm": _charged_by_comm(r),
+            "charges_by_comm": _charged_by_comm(r, counts=True)}
 
 
-def _charged_by_comm(r: GuardResidency) -> dict[str, dict[str, float]]:
-    """The budget's charge over the traced interval, by task name (the abuser's threads share one)."""
+def _charged_by_comm(r: GuardResidency, counts: bool = False) -> dict[str, dict[str, float]]:
+    """The budget's charge over the traced interval (us, or how many charges), by task name (the
+    abuser's threads share one)."""
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for (pid, what), ns in r.charged.items():
-        out[r.comm.get(pid, f"pid {pid}")][what] += ns / 1000.0
+    for (pid, what), v in (r.charges if counts else r.charged).items():
+        out[r.comm.get(pid, f"pid {pid}")][what] += v if counts else v / 1000.0
     return {k: {w: round(v, 3) for w, v in sorted(d.items())} for k, d in sorted(out.items())}
 
 
