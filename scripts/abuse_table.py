@@ -1,6 +1,6 @@
 """The enforcement's checks (issue 14) from a run of experiments/abuse.yaml, as markdown tables.
 
-    python scripts/abuse_table.py RUN_DIR
+    python scripts/abuse_table.py RUN_DIR [RUN_DIR...]
 
 Per arch:
 - the budget: each marked abuser's charged boosted + guarded time (its cgroup's cpu.agent.stat)
@@ -13,6 +13,11 @@ Per arch:
   the loss is the agent's p50 next to the marked abuser minus its p50 next to the same abuser
   unmarked; kept = 1 - loss / gain, with a 95 % CI that resamples repeats and steps;
 - the restrictive policy: the abuser's mark under policy 1 fails with EPERM.
+
+With several run directories (the same experiment run again: each run is a boot of every cell) the
+tables of each run come first, then the gain kept with the runs pooled: the repeats of one guest
+share its placement (next to a CPU hog the agent's step sits on a level fixed at boot), so the
+bootstrap's outer level is the boot, and each boot's median is listed.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.analysis.compare import cell_data, ci95, hier_quantiles  # noqa: E402
+from harness.analysis.compare import CellData, cell_data, ci95, hier_quantiles  # noqa: E402
 from harness.analysis.runs import load_run  # noqa: E402
 
 KINDS = ("open-loop", "guards", "storm")
@@ -124,7 +129,43 @@ def _residency(cells: dict) -> list[str]:
             "|---|---|---|---|---|", *rows, ""]
 
 
+def pooled_gain(run_dirs: list[Path]) -> list[str]:
+    """The gain kept with each run a boot: a cell's steps of one boot form one outer draw."""
+    boots: dict[tuple[str, str], list[np.ndarray]] = {}
+    for d in run_dirs:
+        for c in load_run(d).ok:
+            boots.setdefault((c.record.arch, c.record.variant), []).append(cell_data(c).values)
+    out = [f"Pooled over {len(run_dirs)} runs (a run is a boot of each cell; the interval resamples boots, "
+           "then steps).", ""]
+    for arch in sorted({a for a, _ in boots}):
+        pool = {v: CellData(v, np.concatenate(b), tuple(b), np.array([])) for (a, v), b in boots.items() if a == arch}
+        if "stock" not in pool or "alone" not in pool:
+            out += [f"{arch}: no stock and alone cells: no gain to keep.", ""]
+            continue
+        s50, a50 = (float(np.percentile(pool[v].values, 50)) for v in ("stock", "alone"))
+        out += [f"### {arch}", "", "| neighbour | boots (marked / unmarked) | per-boot p50 us, marked neighbour "
+                "| unmarked neighbour | gain kept [95 % CI] |", "|---|---|---|---|---|"]
+        out.append(f"| none (gain alone: stock {s50:.0f} -> marked {a50:.0f}; {len(pool['stock'].repeats)} / "
+                   f"{len(pool['alone'].repeats)} boots) | - | - | - | - |")
+        for k in KINDS:
+            if k not in pool or f"{k}-unmarked" not in pool:
+                continue
+            m, u = pool[k], pool[f"{k}-unmarked"]
+            m50, u50 = (float(np.percentile(c.values, 50)) for c in (m, u))
+            boot = hier_quantiles((pool["stock"], pool["alone"], m, u), 50, seed=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kept = 1 - (boot[:, 2] - boot[:, 3]) / (boot[:, 0] - boot[:, 1])
+            lo, hi = ci95(kept)
+            per = [", ".join(f"{np.percentile(r, 50):.0f}" for r in c.repeats) for c in (m, u)]
+            out.append(f"| {k} | {len(m.repeats)} / {len(u.repeats)} | {per[0]} | {per[1]} | "
+                       f"{1 - (m50 - u50) / (s50 - a50):.1%} [{lo:.1%}, {hi:.1%}] |")
+        out.append("")
+    return out
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    print("\n".join(tables(Path(sys.argv[1]))))
+    dirs = [Path(a) for a in sys.argv[1:]]
+    lines = [line for d in dirs for line in tables(d)]
+    print("\n".join(lines + (pooled_gain(dirs) if len(dirs) > 1 else [])))
