@@ -244,8 +244,9 @@ def test_cgroup_uclamp_sets_both_levels_moves_the_script_in_and_reads_back():
     from harness.guest.platform import AGENT_CGROUP, HARNESS_CGROUP, plan, uclamp_percent
     from harness.spec.model import PlatformSpec, WorkloadSpec
 
-    assert [uclamp_percent(v) for v in (0, 1, 512, 1024)] == ["0.00", "0.10", "50.00", "100.00"]
-    for v in range(1025):       # the kernel's DIV_ROUND_CLOSEST(hundredths * 1024, 10000) gives v back
+    # full capacity reads back "max" (cpu_uclamp_print()): written so, the read-back matches
+    assert [uclamp_percent(v) for v in (0, 1, 512, 1023, 1024)] == ["0.00", "0.10", "50.00", "99.90", "max"]
+    for v in range(1024):       # the kernel's DIV_ROUND_CLOSEST(hundredths * 1024, 10000) gives v back
         assert (int(uclamp_percent(v).replace(".", "")) * 1024 + 5000) // 10000 == v
     p = plan(PlatformSpec(cgroup_uclamp_min=300), "x86_64")
     at = [i for i, line in enumerate(p.setup) if "cpu.uclamp.min" in line or "cgroup.procs" in line]

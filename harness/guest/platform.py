@@ -106,7 +106,10 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
 
 def uclamp_percent(capacity: int) -> str:
     """cpu.uclamp.* take a percentage with two decimals; the kernel rounds it back to the same
-    capacity (a capacity step is 9.8 hundredths of a percent), and prints it as written."""
+    capacity (a capacity step is 9.8 hundredths of a percent) and prints it as written, but full
+    capacity as "max" (cpu_uclamp_print()), so that is what is written for it."""
+    if capacity == 1024:
+        return "max"
     hundredths = round(capacity * 10000 / 1024)
     return f"{hundredths // 100}.{hundredths % 100:02d}"
 
