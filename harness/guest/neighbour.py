@@ -54,9 +54,7 @@ def setup(a: AbuserSpec) -> list[str]:
     join = f"echo $$ > {PARENT}/abuser/cgroup.procs && exec {shlex.join(run)}"
     return [
         f"echo {a.policy} > {POLICY}",
-        f"[ -e {CGROUP}/cgroup.controllers ] || mount -t cgroup2 none {CGROUP}",
-        f"mkdir -p {PARENT}/agent {PARENT}/abuser",
-        f"echo +cpu > {CGROUP}/cgroup.subtree_control && echo +cpu > {PARENT}/cgroup.subtree_control",
+        *platform.cgroup_lines(f"{PARENT}/agent", f"{PARENT}/abuser"),
         f"echo {q(a.budget)} > {PARENT}/abuser/cpu.agent.budget",
         f"echo $$ > {PARENT}/agent/cgroup.procs",     # the script, so the loop and the probes are in it
         f"mkdir -p {RESULT_DIR} && mount -t tmpfs -o size=1m,mode=0700,uid={uid},gid={uid} harness-abuser {RESULT_DIR}",

@@ -104,6 +104,13 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
     return p
 
 
+def cgroup_lines(*groups: str) -> list[str]:
+    """cgroup v2 mounted, `groups` (below HARNESS_CGROUP) made, the cpu controller on down to them."""
+    return [f"[ -e {CGROUP}/cgroup.controllers ] || mount -t cgroup2 none {CGROUP}",
+            f"mkdir -p {' '.join(groups)}",
+            f"echo +cpu > {CGROUP}/cgroup.subtree_control && echo +cpu > {HARNESS_CGROUP}/cgroup.subtree_control"]
+
+
 def uclamp_percent(capacity: int) -> str:
     """cpu.uclamp.* take a percentage with two decimals; the kernel rounds it back to the same
     capacity (a capacity step is 9.8 hundredths of a percent) and prints it as written, but full
@@ -132,9 +139,7 @@ def add_qos_and_uclamp(p: PlatformPlan, spec: PlatformSpec) -> None:
         # A group's uclamp.min is capped by its parent's, and a new group's is 0: both levels are
         # set. The script moves itself in, so the loop (and what it forks) inherits the group.
         pct = uclamp_percent(spec.cgroup_uclamp_min)
-        p.setup += [f"[ -e {CGROUP}/cgroup.controllers ] || mount -t cgroup2 none {CGROUP}",
-                    f"mkdir -p {AGENT_CGROUP}",
-                    f"echo +cpu > {CGROUP}/cgroup.subtree_control && echo +cpu > {HARNESS_CGROUP}/cgroup.subtree_control",
+        p.setup += [*cgroup_lines(AGENT_CGROUP),
                     f"setall cgroup_uclamp_min '{HARNESS_CGROUP}/cpu.uclamp.min {AGENT_CGROUP}/cpu.uclamp.min' {pct}",
                     f"echo $$ > {AGENT_CGROUP}/cgroup.procs"]
         p.applied["cgroup_uclamp_min"] = spec.cgroup_uclamp_min
