@@ -228,6 +228,7 @@ class AbuserResult(Record):
     threads: int
     seconds: float
     work: int = Field(description="loop iterations of fixed work, all threads")
+    cpu: int | None = Field(None, description="the CPU every thread was pinned to (None: not pinned)")
     stat: dict[str, int] = Field(description="its cgroup's cpu.agent.stat at its end")
     budget: str = Field(description="its cgroup's cpu.agent.budget as read back")
     agent_stat: dict[str, int] = Field(description="the agent's sibling cgroup's cpu.agent.stat")
@@ -235,6 +236,8 @@ class AbuserResult(Record):
     elapsed_s: float = Field(description="guest time between the abuser's two platform snapshots")
     energy_uj: int
     freq_time_s: dict[str, float] = Field(description="kHz -> CPU-seconds at that OPP (cpufreq time_in_state)")
+    busy_freq_time_s: dict[str, float] = Field(default_factory=dict, description="kHz -> CPU-seconds a task ran at "
+                                               "that OPP (the meter's busy_time_in_state; empty on older kernels)")
     idle_time_s: dict[str, float] = Field(description="idle state -> CPU-seconds in it (cpuidle)")
 
     @property

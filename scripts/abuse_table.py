@@ -5,9 +5,12 @@
 Per arch:
 - the budget: each marked abuser's charged boosted + guarded time (its cgroup's cpu.agent.stat)
   against rate x t + burst, and the same time from an independent source, the platform over the
-  abuser's life: extra CPU-seconds at the top OPP (boost) and in the shallowest idle state (a 1 us
-  tolerance guard keeps a CPU there: POLL, or on arm64, which has no polling state, the first
-  state) against the unmarked abuser, per second of its life;
+  abuser's life: extra busy time at the top OPP (boost: the meter's busy_time_in_state, time a
+  task ran at each frequency; cpufreq's time_in_state also counts idle time at the OPP a CPU was
+  left at) and extra time in the shallowest idle state (a 1 us tolerance guard keeps a CPU there:
+  POLL, or on arm64, which has no polling state, the first state), against the unmarked abuser
+  per second of its life; their sum over the bound is the independent check (a CPU-bound task
+  runs at the top OPP unmarked too, so its boost buys little there);
 - the abuser's throughput (work per second) against the same threads unmarked;
 - the sibling agent's gain: step p50 of stock minus alone is the gain alone; next to an abuser,
   the loss is the agent's p50 next to the marked abuser minus its p50 next to the same abuser
@@ -42,8 +45,28 @@ def _budget(text: str) -> tuple[float | None, float]:
     return (None if rate == "max" else float(rate)), float(burst)
 
 
+def neighbours(variants) -> list[str]:
+    """The abusers: each variant that has an `-unmarked` twin (the same threads as a stock task),
+    in the experiment's order (abuse.yaml's kinds; abuse_pinned.yaml's placements)."""
+    names = list(variants)
+    found = [v for v in names if f"{v}-unmarked" in names]
+    return sorted(found, key=lambda v: KINDS.index(v) if v in KINDS else len(KINDS))
+
+
+def gain_kept(stock: CellData, alone: CellData, marked: CellData, unmarked: CellData) -> tuple[float, float, float]:
+    """The share of the gain alone (stock p50 - alone p50) the agent keeps next to the marked
+    abuser, against the same abuser unmarked: 1 - (marked p50 - unmarked p50) / gain, with the 95 %
+    interval of the hierarchical bootstrap (repeats or boots, then steps)."""
+    s50, a50, m50, u50 = (float(np.percentile(c.values, 50)) for c in (stock, alone, marked, unmarked))
+    boot = hier_quantiles((stock, alone, marked, unmarked), 50, seed=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kept = 1 - (boot[:, 2] - boot[:, 3]) / (boot[:, 0] - boot[:, 1])
+    lo, hi = ci95(kept)
+    return (1 - (m50 - u50) / (s50 - a50) if s50 != a50 else float("nan")), lo, hi
+
+
 def _per_s(a, key: str, pick) -> float:
-    table = a.freq_time_s if key == "freq" else a.idle_time_s
+    table = {"freq": a.freq_time_s, "busy": a.busy_freq_time_s, "idle": a.idle_time_s}[key]
     return sum(v for k, v in table.items() if pick(k)) / a.elapsed_s if a.elapsed_s > 0 else 0.0
 
 
@@ -52,32 +75,39 @@ def tables(run_dir: Path) -> list[str]:
     out = [f"Run `{run_dir.name}`.", ""]
     for arch in run.arches():
         cells = {c.record.variant: c for c in run.select(arch=arch)}
-        missing = [v for v in ("stock", "alone", *KINDS, *(f"{k}-unmarked" for k in KINDS), "restrictive")
-                   if v not in cells]
+        pairs = neighbours(cells) or list(KINDS)
+        missing = [v for v in ("stock", "alone", *pairs, *(f"{k}-unmarked" for k in pairs)) if v not in cells]
+        missing += ["restrictive"] if "restrictive" not in cells and set(pairs) <= set(KINDS) else []
         out += [f"### {arch}", ""]
         if missing:
             out += [f"Cells missing or failed: {', '.join(missing)}.", ""]
         out += ["| abuser | charged us (boosted + guarded) | bound rate x t + burst | charged / bound "
-                "| throttled | extra top-OPP us | extra shallowest-state us | work/s vs unmarked |",
-                "|---|---|---|---|---|---|---|---|"]
-        for k in KINDS:
-            if k not in cells or f"{k}-unmarked" not in cells:
-                continue
+                "| throttled | extra busy us at the top OPP | extra shallowest-state us | independent / bound "
+                "| work/s vs unmarked |", "|---|---|---|---|---|---|---|---|---|"]
+        for k in neighbours(cells):
             a, u = cells[k].record.abuser, cells[f"{k}-unmarked"].record.abuser
             rate, burst = _budget(a.budget)
             charged = a.stat.get("boosted_usec", 0) + a.stat.get("guarded_usec", 0)
             bound = (rate * a.seconds + burst) if rate is not None else float("inf")
-            top = max((int(x) for x in a.freq_time_s), default=0)
-            extra_top = (_per_s(a, "freq", lambda x, top=top: int(x) == top)
-                         - _per_s(u, "freq", lambda x, top=top: int(x) == top)) * a.elapsed_s * 1e6
+            # busy time, not time_in_state: cpufreq counts idle time at the OPP a CPU was left at
+            top = max((int(x) for x in a.busy_freq_time_s), default=0)
+            extra_top = ((_per_s(a, "busy", lambda x, top=top: int(x) == top)
+                          - _per_s(u, "busy", lambda x, top=top: int(x) == top)) * a.elapsed_s * 1e6
+                         if top and u.busy_freq_time_s else None)
             shallow = "POLL" if "POLL" in a.idle_time_s else next(iter(a.idle_time_s), "POLL")
             extra_poll = (_per_s(a, "idle", lambda x, s=shallow: x == s)
                           - _per_s(u, "idle", lambda x, s=shallow: x == s)) * a.elapsed_s * 1e6
+            # what the mark bought, from the platform: a boost can only add busy time at the top
+            # OPP (a CPU-bound task has it unmarked too), a guard only shallow-state time
+            indep = (max(extra_top or 0, 0) + max(extra_poll, 0)) / bound
             thr = (f"{a.work_per_s / u.work_per_s - 1:+.1%}" if u.work_per_s > 0 and a.work > 0 else "n/a (sleeps)")
-            out.append(f"| {k} ({a.threads} threads, {a.seconds:.1f} s, budget {a.budget}) | {charged:.0f} "
+            pin = f", on CPU {a.cpu}" if a.cpu is not None else ""
+            kind = f"{a.kind}, " if a.kind != k else ""
+            out.append(f"| {k} ({kind}{a.threads} threads{pin}, {a.seconds:.1f} s, budget {a.budget}) | {charged:.0f} "
                        f"({a.stat.get('boosted_usec', 0)} + {a.stat.get('guarded_usec', 0)}) | {bound:.0f} | "
-                       f"{charged / bound:.2f} | {a.stat.get('throttled', 0)} | {extra_top:+.0f} | "
-                       f"{extra_poll:+.0f} ({shallow}) | {thr} |")
+                       f"{charged / bound:.2f} | {a.stat.get('throttled', 0)} | "
+                       f"{'n/a' if extra_top is None else f'{extra_top:+.0f}'} | {extra_poll:+.0f} ({shallow}) | "
+                       f"{indep:.2f}{' (idle only)' if extra_top is None else ''} | {thr} |")
         out.append("")
         if "stock" in cells and "alone" in cells:
             out += ["| neighbour | agent step p50 us (marked neighbour) | (unmarked neighbour) | gain kept "
@@ -85,16 +115,10 @@ def tables(run_dir: Path) -> list[str]:
             stock, alone = cell_data(cells["stock"]), cell_data(cells["alone"])
             s50, a50 = (float(np.percentile(c.values, 50)) for c in (stock, alone))
             out.append(f"| none (gain alone: stock {s50:.0f} -> marked {a50:.0f}) | {a50:.0f} | - | - |")
-            for k in KINDS:
-                if k not in cells or f"{k}-unmarked" not in cells:
-                    continue
+            for k in neighbours(cells):
                 m, u = cell_data(cells[k]), cell_data(cells[f"{k}-unmarked"])
                 m50, u50 = (float(np.percentile(c.values, 50)) for c in (m, u))
-                boot = hier_quantiles((stock, alone, m, u), 50, seed=1)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    kept = 1 - (boot[:, 2] - boot[:, 3]) / (boot[:, 0] - boot[:, 1])
-                lo, hi = ci95(kept)
-                value = 1 - (m50 - u50) / (s50 - a50) if s50 != a50 else float("nan")
+                value, lo, hi = gain_kept(stock, alone, m, u)
                 out.append(f"| {k} | {m50:.0f} | {u50:.0f} | {value:.1%} [{lo:.1%}, {hi:.1%}] |")
             out.append("")
         out += _residency(cells)
@@ -147,18 +171,12 @@ def pooled_gain(run_dirs: list[Path]) -> list[str]:
                 "| unmarked neighbour | gain kept [95 % CI] |", "|---|---|---|---|---|"]
         out.append(f"| none (gain alone: stock {s50:.0f} -> marked {a50:.0f}; {len(pool['stock'].repeats)} / "
                    f"{len(pool['alone'].repeats)} boots) | - | - | - | - |")
-        for k in KINDS:
-            if k not in pool or f"{k}-unmarked" not in pool:
-                continue
+        for k in neighbours(pool):
             m, u = pool[k], pool[f"{k}-unmarked"]
-            m50, u50 = (float(np.percentile(c.values, 50)) for c in (m, u))
-            boot = hier_quantiles((pool["stock"], pool["alone"], m, u), 50, seed=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                kept = 1 - (boot[:, 2] - boot[:, 3]) / (boot[:, 0] - boot[:, 1])
-            lo, hi = ci95(kept)
+            value, lo, hi = gain_kept(pool["stock"], pool["alone"], m, u)
             per = [", ".join(f"{np.percentile(r, 50):.0f}" for r in c.repeats) for c in (m, u)]
             out.append(f"| {k} | {len(m.repeats)} / {len(u.repeats)} | {per[0]} | {per[1]} | "
-                       f"{1 - (m50 - u50) / (s50 - a50):.1%} [{lo:.1%}, {hi:.1%}] |")
+                       f"{value:.1%} [{lo:.1%}, {hi:.1%}] |")
         out.append("")
     return out
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from harness import paths
+from harness.guest import platform
 from harness.runner import Runner
 from harness.spec import load_experiment
 
@@ -53,6 +54,16 @@ def test_injected_delay_shows_up_in_step_latency_and_runs_resume(tmp_path):
     assert meta["kernel"]["release"].startswith("6.12.") and meta["guest"]["host"]["qemu"].startswith("QEMU")
     assert meta["guest"]["boot_to_workload_s"] > 0 and (out[0].dir / "console.log").stat().st_size > 1000
     assert (out[0].dir / "steps.csv").read_text().count("\n") == 201
+    # the meter's busy time per frequency: at `performance` every busy us is at fmax, and busy time
+    # x frequency is the cycles the meter counts (both integrate the same spans)
+    snaps = [platform.parse_snapshot((out[0].dir / "guest" / f"platform-r0-{w}.txt").read_text()) for w in
+             ("before", "after")]
+    d = platform.delta(*snaps)
+    fmax = max(snaps[1].available_khz)
+    assert d.busy_freq_time_s[fmax] > 0.1 and all(t == 0 for k, t in d.busy_freq_time_s.items() if k != fmax), d
+    cycles = snaps[1].cycles - snaps[0].cycles
+    assert sum(k * 1e3 * t for k, t in d.busy_freq_time_s.items()) == pytest.approx(cycles, rel=0.001)
+    assert sum(d.busy_freq_time_s.values()) <= d.active_us / 1e6
     run_dir = out[0].dir.parent
     assert (run_dir / "latency_cdf.png").stat().st_size > 10_000 and (run_dir / "summary.txt").is_file()
 

@@ -14,7 +14,9 @@ from harness.guest import neighbour, protocol
 from harness.guest.protocol import AbuserFiles
 from harness.spec.model import AbuserSpec, WorkloadSpec
 
-SNAPSHOT = "uptime:{t}\n/sys/devices/system/cpu/sim_power/energy_uj:{e}\n"
+SNAPSHOT = ("uptime:{t}\n/sys/devices/system/cpu/sim_power/energy_uj:{e}\n"
+            "/sys/devices/system/cpu/sim_power/busy_time_in_state:800000 {b}\n"
+            "/sys/devices/system/cpu/sim_power/busy_time_in_state:3200000 {b2}\n")
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,25 @@ def test_abuser_runs_until_told_and_reports_its_work(abuser, tmp_path):
     assert rep["marked"] == 0 and rep["mark_errno"] != 0 and rep["work"] > 0   # this host has no option
 
 
+def test_abuser_pinned_runs_on_its_cpu_only(abuser, tmp_path):
+    """--cpu pins every thread: whether the abuser shares the agent's CPU is chosen, not placed."""
+    out = tmp_path / "a.json"
+    proc = subprocess.Popen([str(abuser), "--kind", "storm", "--threads", "2", "--cpu", "0", "--no-mark",
+                             "--out", str(out)])
+    time.sleep(0.3)
+    allowed = {int(ln.split(":")[1]) for ln in
+               subprocess.run(["taskset", "-a", "-p", "-c", str(proc.pid)], capture_output=True, text=True,
+                              check=True).stdout.splitlines()[1:]}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert allowed == {0}                               # both worker threads (the main one is not pinned)
+    assert json.loads(out.read_text())["cpu"] == 0
+
+
 @pytest.mark.parametrize("args", [["--kind", "nope", "--out", "x"], ["--kind", "storm"],
-                                  ["--kind", "guards", "--out", "x", "--threads", "0"]])
+                                  ["--kind", "guards", "--out", "x", "--threads", "0"],
+                                  ["--kind", "guards", "--out", "x", "--cpu", "0"],
+                                  ["--kind", "storm", "--out", "x", "--cpu", "-1"]])
 def test_abuser_refuses_bad_arguments(abuser, args):
     assert subprocess.run([str(abuser), *args], capture_output=True).returncode == 2
 
@@ -61,6 +80,8 @@ def test_setup_lines_quote_everything_and_drop_to_nobody():
     assert argv[:4] == ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     assert argv[4:] == [protocol.ABUSER, "--kind", "storm", "--out", neighbour.RESULT_TMP, "--threads", "8",
                         "--sleep-us", "1000", "--compute-us", "100"]
+    pinned = neighbour.abuser_args(AbuserSpec(kind="open-loop", cpu=1))
+    assert pinned[-2:] == ["--cpu", "1"]
     root = neighbour.setup(AbuserSpec(kind="guards", user="root", mark=False))
     assert not any("setpriv" in ln for ln in root) and any("--no-mark" in ln for ln in root)
 
@@ -109,19 +130,30 @@ def _share(tmp_path, result, stat="windows 5\nboosted_usec 1200\nguarded_usec 30
     (d / AbuserFiles.RESULT).write_text(result)
     (d / AbuserFiles.STAT).write_text(stat)
     (d / AbuserFiles.AGENT_STAT).write_text("windows 900\nboosted_usec 4000\nguarded_usec 0\nthrottled 0\n")
-    (d / AbuserFiles.BEFORE).write_text(SNAPSHOT.format(t=10.0, e=1000))
-    (d / AbuserFiles.AFTER).write_text(SNAPSHOT.format(t=14.5, e=91000))
+    (d / AbuserFiles.BEFORE).write_text(SNAPSHOT.format(t=10.0, e=1000, b=5000, b2=0))
+    (d / AbuserFiles.AFTER).write_text(SNAPSHOT.format(t=14.5, e=91000, b=6000, b2=2_500_000))
     return d
+
+
+def test_abuser_cpu_is_checked_against_kind_and_machine():
+    with pytest.raises(ValueError, match="guards pin"):
+        AbuserSpec(kind="guards", cpu=0)
+    from harness.spec.model import CellSpec
+    with pytest.raises(ValueError, match="workload.abuser.cpu 2 is not a CPU of a 2-CPU machine"):
+        CellSpec.model_validate({"arch": "x86_64", "machine": {"cpus": 2},
+                                 "workload": {"abuser": {"kind": "storm", "cpu": 2}}})
 
 
 def test_read_back(tmp_path):
     own = {"kind": "open-loop", "threads": 1, "mark": True, "marked": 1, "mark_errno": 0, "seconds": 4.2,
-           "work": 840000}
+           "work": 840000, "cpu": -1}
     r = neighbour.read(_share(tmp_path, json.dumps(own)))
+    assert r.cpu is None                                # -1: not pinned
     assert r.stat == {"windows": 5, "boosted_usec": 1200, "guarded_usec": 300, "throttled": 7}
     assert r.budget == "10000 20000" and r.agent_stat["windows"] == 900
     assert r.work_per_s == pytest.approx(200000) and r.elapsed_s == pytest.approx(4.5)
     assert r.energy_uj == 90000
+    assert r.busy_freq_time_s == {"800000": pytest.approx(0.001), "3200000": pytest.approx(2.5)}
 
 
 @pytest.mark.parametrize("result", ["not json", "[1, 2]", json.dumps({"kind": "rm -rf", "mark": True}),

@@ -177,7 +177,8 @@ def test_idle_guard_golden():
         idle_guard.records(bpftrace_json.parse('{"type": "map", "data": {"@idle_ns": {"0,x,1": 5}}}'))
     # how many charges (probes since @charged_n): a guard is charged once, when it ends
     counted = idle_guard.records(bpftrace_json.parse(
-        '{"type": "map", "data": {"@charged_n": {"7,guard": 3, "8,guard": 2}, "@comm": {"7": "abuser", "8": "abuser"}}}'))
+        '{"type": "map", "data": {"@charged_n": {"7,guard": 3, "8,guard": 2}, '
+        '"@comm": {"7": "abuser", "8": "abuser"}}}'))
     assert counted.charges == {(7, "guard"): 3, (8, "guard"): 2}
     assert idle_guard.summary(counted)["charges_by_comm"] == {"abuser": {"guard": 5}}
     assert not r.charges and s["charges_by_comm"] == {}      # the golden's bpftrace had no @charged_n yet

@@ -39,6 +39,8 @@ def abuser_args(a: AbuserSpec) -> list[str]:
         args += ["--threads", str(a.threads)]
     if a.kind == "storm":
         args += ["--sleep-us", str(a.sleep_us or 1000), "--compute-us", str(a.compute_us or 100)]
+    if a.cpu is not None:
+        args += ["--cpu", str(a.cpu)]
     if not a.mark:
         args.append("--no-mark")
     return args
@@ -96,6 +98,10 @@ def _stat(text: str) -> tuple[dict[str, int], str]:
     return stat, budget
 
 
+def _pinned(cpu):
+    return None if cpu == -1 else cpu          # the abuser writes -1 when it was not pinned
+
+
 def read(share_dir: Path) -> AbuserResult:
     """The abuser's files from the share (bounded, no links); ValueError if they are not there or
     not what the abuser writes."""
@@ -116,7 +122,9 @@ def read(share_dir: Path) -> AbuserResult:
     plat = platform.delta(before, after)
     return AbuserResult(kind=own.get("kind"), mark=own.get("mark"), marked=own.get("marked"),
                         mark_errno=own.get("mark_errno"), threads=own.get("threads"),
-                        seconds=own.get("seconds"), work=own.get("work"), stat=stat, budget=budget,
+                        seconds=own.get("seconds"), work=own.get("work"), cpu=_pinned(own.get("cpu")),
+                        stat=stat, budget=budget,
                         agent_stat=agent, elapsed_s=plat.elapsed_s, energy_uj=plat.energy_uj,
                         freq_time_s={str(k): v for k, v in plat.freq_time_s.items()},
+                        busy_freq_time_s={str(k): v for k, v in plat.busy_freq_time_s.items()},
                         idle_time_s=dict(plat.idle_time_s))

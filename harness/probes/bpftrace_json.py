@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 # Printed once every probe is attached when this variable is set in bpftrace's environment (the
 # bpftrace runtime tests' hook; 0.17 writes it to stderr, later releases to stdout). The guest
 # script starts the loop only after it: `attached_probes` comes before the probes are attached.

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from harness.guest.share import excerpt
 from harness.probes.bpftrace_json import BpftraceOutput, ProbeOutputError
 from harness.probes.context import NO_CONTEXT, ProbeContext
-from harness.guest.share import excerpt
 from harness.probes.csvout import csv_text
 
 TEMPLATE = "idle_guard.bt.j2"

@@ -8,8 +8,16 @@ from types import ModuleType
 import jinja2
 
 from harness.errors import InputError
-from harness.probes import (agent_window, dvfs_ramp, idle_guard, pagecache, vfs_metadata, wake_path, wakeup_latency,
-                            workqueue_delay)
+from harness.probes import (
+    agent_window,
+    dvfs_ramp,
+    idle_guard,
+    pagecache,
+    vfs_metadata,
+    wake_path,
+    wakeup_latency,
+    workqueue_delay,
+)
 
 PROBES: dict[str, ModuleType] = {"wakeup_latency": wakeup_latency, "dvfs_ramp": dvfs_ramp,
                                  "workqueue_delay": workqueue_delay, "pagecache": pagecache,

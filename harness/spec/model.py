@@ -629,6 +629,15 @@ class AbuserSpec(Strict):
                                   "the burst); 'max BURST': no budget")
     sleep_us: int = Field(0, ge=0, le=10_000_000, description="storm: each thread's sleep (0: 1000)")
     compute_us: int = Field(0, ge=0, le=1_000_000, description="storm: each thread's compute (0: 100)")
+    cpu: int | None = Field(None, ge=0, le=63, description="open-loop, storm: pin every thread to this CPU (with "
+                            "workload.agent_cpu it chooses whether the abuser shares the agent's CPU); "
+                            "the guards pin a thread to each CPU themselves")
+
+    @model_validator(mode="after")
+    def _guards_pin_themselves(self) -> AbuserSpec:
+        if self.kind == "guards" and self.cpu is not None:
+            raise ValueError("cpu: the guards pin a thread to each CPU themselves")
+        return self
 
 
 class WorkloadSpec(Strict):
@@ -773,6 +782,9 @@ class CellSpec(Strict):
             cpu = getattr(self.workload, name)
             if cpu is not None and cpu >= self.machine.cpus:
                 raise ValueError(f"workload.{name} {cpu} is not a CPU of a {self.machine.cpus}-CPU machine")
+        a = self.workload.abuser
+        if a is not None and a.cpu is not None and a.cpu >= self.machine.cpus:
+            raise ValueError(f"workload.abuser.cpu {a.cpu} is not a CPU of a {self.machine.cpus}-CPU machine")
         return self
 
 

@@ -13,7 +13,9 @@
  * It runs until SIGTERM or SIGINT (or --seconds), then writes one JSON line to --out: what it
  * did (its work in loop iterations, so that a throughput can be compared with the same program
  * unmarked) and whether it could mark itself (the errno if not: EPERM under the restrictive
- * policy). --no-mark runs the same threads unmarked: the stock task to compare with.
+ * policy). --no-mark runs the same threads unmarked: the stock task to compare with. --cpu pins
+ * every thread of open-loop or storm to one CPU, so that whether it shares the agent's CPU is
+ * chosen, not left to placement (the guards pin one thread to each CPU themselves).
  *
  * Static, libc only, like agentloop.
  */
@@ -47,7 +49,7 @@ static const char *const kind_names[] = { "open-loop", "guards", "storm" };
 
 struct opts {
 	enum kind kind;
-	long threads, window_us, guard_us, tolerance_us, reopen_us, sleep_us, compute_us;
+	long threads, window_us, guard_us, tolerance_us, reopen_us, sleep_us, compute_us, cpu;
 	double seconds;
 	int mark;
 	const char *out;
@@ -140,13 +142,14 @@ static void *thread_main(void *arg)
 	long n = 0;
 	int is_marked;
 
-	if (o.kind == K_GUARDS) {
+	if (o.kind == K_GUARDS || o.cpu >= 0) {
 		cpu_set_t set;
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
 		CPU_ZERO(&set);
-		CPU_SET(idx % (cpus > 0 ? cpus : 1), &set);
-		sched_setaffinity(0, sizeof(set), &set);
+		CPU_SET(o.cpu >= 0 ? o.cpu : idx % (cpus > 0 ? cpus : 1), &set);
+		if (sched_setaffinity(0, sizeof(set), &set) && o.cpu >= 0)
+			fail("cannot pin to --cpu");
 	}
 	is_marked = mark();
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
@@ -173,7 +176,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: abuser --kind open-loop|guards|storm --out FILE [--threads N]\n"
 		"  [--seconds S] [--window-us US] [--guard-us US] [--tolerance-us US] [--reopen-us US]\n"
-		"  [--sleep-us US] [--compute-us US] [--no-mark]\n");
+		"  [--sleep-us US] [--compute-us US] [--cpu N] [--no-mark]\n");
 	exit(2);
 }
 
@@ -183,7 +186,7 @@ int main(int argc, char **argv)
 		{ "kind", 1, 0, 'k' }, { "threads", 1, 0, 't' }, { "seconds", 1, 0, 's' },
 		{ "window-us", 1, 0, 'w' }, { "guard-us", 1, 0, 'g' }, { "tolerance-us", 1, 0, 'l' },
 		{ "reopen-us", 1, 0, 'r' }, { "sleep-us", 1, 0, 'p' }, { "compute-us", 1, 0, 'c' },
-		{ "no-mark", 0, 0, 'n' }, { "out", 1, 0, 'o' }, { 0 },
+		{ "no-mark", 0, 0, 'n' }, { "out", 1, 0, 'o' }, { "cpu", 1, 0, 'u' }, { 0 },
 	};
 	struct sigaction sa = { .sa_handler = on_signal };
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -193,7 +196,7 @@ int main(int argc, char **argv)
 	FILE *f;
 
 	o = (struct opts){ .window_us = 20000, .guard_us = 50000, .tolerance_us = 1,
-			   .reopen_us = 19000, .sleep_us = 49000, .compute_us = 100, .mark = 1 };
+			   .reopen_us = 19000, .sleep_us = 49000, .compute_us = 100, .mark = 1, .cpu = -1 };
 	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
@@ -211,6 +214,7 @@ int main(int argc, char **argv)
 		case 'r': o.reopen_us = parse_long(optarg, "reopen-us", 1, 1000000); break;
 		case 'p': o.sleep_us = parse_long(optarg, "sleep-us", 1, 10000000); break;
 		case 'c': o.compute_us = parse_long(optarg, "compute-us", 1, 1000000); break;
+		case 'u': o.cpu = parse_long(optarg, "cpu", 0, CPU_SETSIZE - 1); break;
 		case 'n': o.mark = 0; break;
 		case 'o': o.out = optarg; break;
 		default: usage();
@@ -223,6 +227,8 @@ int main(int argc, char **argv)
 		o.threads = o.kind == K_OPEN_LOOP ? 1 : o.kind == K_GUARDS ? (cpus > 0 ? cpus : 1) : 64;
 	if (o.kind == K_STORM && !o.sleep_us)
 		fail("--sleep-us must be positive");
+	if (o.kind == K_GUARDS && o.cpu >= 0)
+		fail("--cpu: the guards pin a thread to each CPU");
 
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -250,10 +256,11 @@ int main(int argc, char **argv)
 		fail("cannot write --out");
 	fprintf(f, "{\"kind\": \"%s\", \"threads\": %ld, \"mark\": %s, \"marked\": %d, "
 		"\"mark_errno\": %d, \"mark_error\": \"%s\", \"seconds\": %.6f, \"work\": %lld, "
-		"\"reopen_failures\": %lld, \"window_us\": %ld, \"guard_us\": %ld, \"tolerance_us\": %ld}\n",
+		"\"reopen_failures\": %lld, \"window_us\": %ld, \"guard_us\": %ld, \"tolerance_us\": %ld, "
+		"\"cpu\": %ld}\n",
 		kind_names[o.kind], o.threads, o.mark ? "true" : "false", atomic_load(&marked),
 		atomic_load(&mark_errno), atomic_load(&mark_errno) ? strerror(atomic_load(&mark_errno)) : "",
 		(t1 - t0) / 1e9, atomic_load(&work), atomic_load(&reopen_fail), o.window_us, o.guard_us,
-		o.tolerance_us);
+		o.tolerance_us, o.cpu);
 	return fclose(f) ? 1 : 0;
 }
