@@ -223,7 +223,7 @@ def cmd_run(args, out: Console) -> int:
     le = load_experiment(args.experiment)
     results = args.results_dir or paths.results_dir()
     runner = Runner(le, results, run_id=args.run_id, redo=args.redo, cache=BuildCache(args.cache_dir),
-                    console=out, only=args.cell)
+                    console=out, only=args.cell, jobs=args.jobs)
     outcomes = runner.run()
     failed = [o for o in outcomes if o.status == "failed"]
     return 1 if failed else 0
@@ -534,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run-id", help="name of the run directory (default: <experiment>-<content hash>)")
     sp.add_argument("--redo", action="store_true", help="run cells again even if their results exist")
     sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
+    sp.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="boot up to N virtual-time guests at once (each runs on one host thread under "
+                         "-icount, so N up to the host's cores measures what one at a time does; real-time "
+                         "cells still run one at a time; default 1)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("report", help="re-derive a run's summary and plot from its records (no build, no boot); "

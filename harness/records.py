@@ -221,6 +221,8 @@ class AbuserResult(Record):
     """What the abuser did and what its cgroup was charged (the budget's bound is checked against
     these: boosted_usec + guarded_usec <= rate x seconds + burst)."""
 
+    OMIT_IF_NONE: ClassVar[tuple[str, ...]] = ("cpu",)
+
     kind: Literal["open-loop", "guards", "storm"]
     mark: bool
     marked: int = Field(description="threads that could mark themselves")
@@ -293,11 +295,13 @@ class CellEntry(Record):
 
 
 class Invocation(Record):
+    OMIT_IF_NONE: ClassVar[tuple[str, ...]] = ("jobs",)
     started: str
     finished: str | None = None
     wall_s: float | None = None
     cells: list[str]
     interrupted: bool = False
+    jobs: int | None = Field(None, description="local virtual-time guests booted at a time (None: one)")
 
 
 class RunIndex(Record):

@@ -102,7 +102,7 @@ class Prepared:
     tools: Path | None = None
     host: dict[str, str] = field(default_factory=dict)
     target: Target | None = None        # a remote target: no kernel is built or booted
-    in_fleet: bool = False              # the target is one of a fleet's, cells run in parallel
+    in_fleet: bool = False              # cells run in parallel (a fleet's targets, or local --jobs)
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,14 @@ class Runner:
     def __init__(self, le: LoadedExperiment, results_root: Path, run_id: str | None = None, redo: bool = False,
                  cache: BuildCache | None = None, console: Console | None = None, only: list[str] | None = None,
                  backend: GuestBackend | None = None, builder=None, poll_s: float = 1.0,
-                 progress_interval: float = 60.0, target_backend=None):
+                 progress_interval: float = 60.0, target_backend=None, jobs: int = 1):
         self.le = le
+        if not 1 <= jobs <= 64:
+            raise InputError(f"--jobs {jobs}: from 1 to 64 cells at a time")
+        # local cells booted at once: each virtual-time guest runs its vCPUs on one host thread
+        # (-icount), and its clock counts instructions, so two on two cores measure what one does;
+        # real-time cells (KVM, plain TCG) share the host's CPUs with each other and run one at a time
+        self.jobs = jobs
         self.cache = cache or BuildCache()
         self.builder = builder or KernelBuilder(self.cache, console=Console(stderr=True))
         self.backend = backend or VngBackend(self.cache, console=Console(stderr=True))
@@ -274,15 +280,19 @@ class Runner:
             with _locked(self.run_dir):
                 index = self._open_index(exp_sha)
                 atomic_write_text(self.run_dir / records.EXPERIMENT_COPY, self.le.path.read_text())
-                inv = records.Invocation(started=_now(), cells=[p.cell.id for p in plans], interrupted=True)
+                inv = records.Invocation(started=_now(), cells=[p.cell.id for p in plans], interrupted=True,
+                                         jobs=self.jobs if self.jobs > 1 else None)
                 index.invocations.append(inv)
                 t0 = time.monotonic()
                 self.progress = self._progress(plans, prepared)
                 try:
-                    fleet = []
+                    fleet, pool = [], []
                     for i, p in enumerate(plans, 1):
                         if len(p.cell.targets) > 1:   # a fleet's cells run after the others, in parallel
                             fleet.append((i, p))
+                            continue
+                        if self.jobs > 1 and self._poolable(prepared[p.cell.id]):
+                            pool.append((i, p))
                             continue
                         self.progress.cell_start(i, p.cell.id)
                         started = True
@@ -291,6 +301,9 @@ class Runner:
                         finally:
                             self.progress.close()
                         self._done(out, index, outcomes)
+                    if pool:
+                        started = True
+                        self._run_pool(pool, prepared, index, outcomes)
                     if fleet:
                         started = True
                         self._run_fleet(fleet, prepared, index, outcomes)
@@ -314,13 +327,29 @@ class Runner:
         outcomes.append(out)
         color = {"ok": "green", "skipped": "cyan"}.get(out.status, "red")
         line = Text("    ")   # the reason may quote the guest: never markup
-        if out.cell.targets and len(out.cell.targets) > 1:
+        if (out.cell.targets and len(out.cell.targets) > 1) or self.jobs > 1:
             line.append(f"{out.cell.id}: ")
         line.append(out.status, style=color)
         line.append(f": {out.reason}")
         self.console.print(line, highlight=False)
         self._index_cell(index, out)
         records.write(self.run_dir / records.RUN_INDEX, index)
+
+    @staticmethod
+    def _poolable(prep: Prepared) -> bool:
+        """A local cell that may boot alongside others: one in virtual time (or one that fails
+        before any boot, which costs nothing)."""
+        return prep.target is None and (prep.kernel is None or bool(prep.kernel_error) or prep.timing == "virtual")
+
+    def _run_pool(self, items: list[tuple[int, CellPlan]], prepared: dict[str, Prepared], index: RunIndex,
+                  outcomes: list[CellOutcome]) -> None:
+        """Local virtual-time cells, `jobs` guests at a time, in the plan's order."""
+        q: queue.Queue = queue.Queue()
+        for _, p in items:
+            q.put(p)
+        self.console.print(f"[jobs] {len(items)} cells, {self.jobs} guests at a time (virtual time)",
+                           highlight=False, markup=False)
+        self._drain([(q, None)] * min(self.jobs, len(items)), len(items), prepared, index, outcomes)
 
     def _run_fleet(self, items: list[tuple[int, CellPlan]], prepared: dict[str, Prepared], index: RunIndex,
                    outcomes: list[CellOutcome]) -> None:
@@ -333,9 +362,18 @@ class Runner:
             key = tuple(t.name for t in p.cell.targets)
             groups.setdefault(key, queue.Queue()).put(p)
             members[key] = p.cell.targets
+        names = ", ".join(f"{len(members[k])} targets ({', '.join(k)})" for k in groups)
+        self.console.print(f"[fleet] {len(items)} cells over {names}", highlight=False, markup=False)
+        self._drain([(q, t) for key, q in groups.items() for t in members[key]], len(items), prepared, index,
+                    outcomes)
+
+    def _drain(self, workers: list[tuple[queue.Queue, Target | None]], n: int, prepared: dict[str, Prepared],
+               index: RunIndex, outcomes: list[CellOutcome]) -> None:
+        """One thread per (queue, target) taking cells off its queue until it is empty; the results
+        come back to this thread, which records them (records and the index have one writer)."""
         results: queue.Queue = queue.Queue()
 
-        def worker(q: queue.Queue, target: Target) -> None:
+        def worker(q: queue.Queue, target: Target | None) -> None:
             while True:
                 try:
                     p = q.get_nowait()
@@ -348,12 +386,10 @@ class Runner:
                     results.put(e)
                     return
 
-        names = ", ".join(f"{len(members[k])} targets ({', '.join(k)})" for k in groups)
-        self.console.print(f"[fleet] {len(items)} cells over {names}", highlight=False)
-        for key, q in groups.items():
-            for t in members[key]:
-                threading.Thread(target=worker, args=(q, t), daemon=True, name=f"target-{t.name}").start()
-        for _ in items:
+        for k, (q, t) in enumerate(workers):
+            threading.Thread(target=worker, args=(q, t), daemon=True,
+                             name=f"target-{t.name}" if t is not None else f"job-{k}").start()
+        for _ in range(n):
             while True:
                 try:
                     got = results.get(timeout=0.5)
@@ -514,13 +550,14 @@ class Runner:
         res: GuestResult | None = None
         for attempt in range(INFRA_RETRIES + 1):
             mode = f"{prep.accel.accel}, {'virtual time' if prep.timing == 'virtual' else 'real time'}"
-            self.console.print(f"    boot + run ({mode}), attempt {attempt + 1} ...", highlight=False)
+            who = f"{cell.id}: " if prep.in_fleet else ""
+            self.console.print(f"    {who}boot + run ({mode}), attempt {attempt + 1} ...", highlight=False)
             self._fill_share(p, share_dir)
             with contextlib.ExitStack() as stack:   # a fresh scratch filesystem per boot
                 if spec.workload.phases.disk_mb:
                     image = stack.enter_context(self.backend.scratch(spec.workload.phases.disk_mb))
                     cfg = dataclasses.replace(cfg, disks=(image,))
-                if self.progress is not None:   # the guest's repeats as it reports them
+                if self.progress is not None and not prep.in_fleet:   # the guest's repeats as it reports them
                     stack.enter_context(StatusWatch(share_dir, self.le.experiment.repeats, self.progress.guest_event,
                                                     self.progress.tick, self.poll_s))
                 res = self.backend.run(cfg, share_dir, protocol.guest_command(), spec.machine.run_timeout_s,

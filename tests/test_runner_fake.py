@@ -6,6 +6,8 @@ are tested in seconds. Real boots stay in test_guest_boot.py and friends."""
 import json
 import os
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -530,3 +532,64 @@ def test_report_does_not_hang_on_a_fifo_and_finds_unindexed_records(tmp_path):
     rep = write_run_report(r.run_dir)
     assert [c.id for c in rep.run.ok] == ["arm64-base"]
     assert "steps unusable" in rep.run.problems["x86_64-base"]
+
+
+class _Overlap(FakeBackend):
+    """A fake guest that takes a moment and counts how many run at once."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+
+    def run(self, *a, **kw):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.3)
+        try:
+            with self.lock:      # the recording's replay counts attempts by len(self.runs)
+                return super().run(*a, **kw)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_jobs_boot_virtual_time_guests_side_by_side_and_record_the_same(tmp_path, capsys):
+    body = """\
+        variants:
+          - {name: base}
+          - {name: again, set: {workload.seed: 2}}
+    """
+    le = experiment(tmp_path, body)
+    serial = _Overlap(RECORDINGS)
+    r1, _, _ = runner(tmp_path / "one", le, backend=serial)
+    one = r1.run()
+    side = _Overlap(RECORDINGS)
+    r2, _, _ = runner(tmp_path / "two", le, backend=side, jobs=2)
+    two = r2.run()
+    assert serial.most == 1 and side.most == 2
+    assert [o.status for o in two] == ["ok"] * 4 and {o.cell.id for o in two} == {o.cell.id for o in one}
+    by_id = {o.cell.id: o for o in one}
+    for o in two:      # the same records, whatever ran beside them
+        assert o.record.stats == by_id[o.cell.id].record.stats
+    index = records.read(r2.run_dir / records.RUN_INDEX, RunIndex)
+    assert index.complete and index.invocations[-1].jobs == 2
+    assert records.read(r1.run_dir / records.RUN_INDEX, RunIndex).invocations[-1].jobs is None
+    assert "jobs" not in (r1.run_dir / records.RUN_INDEX).read_text()   # a run without it is written as before
+    assert "[jobs] 4 cells, 2 guests at a time" in capsys.readouterr().out
+
+
+def test_jobs_leave_real_time_guests_one_at_a_time(tmp_path):
+    le = experiment(tmp_path, """\
+        variants:
+          - {name: rt, set: {machine.timing: realtime}}
+    """)
+    side = _Overlap(RECORDINGS)
+    r, _, _ = runner(tmp_path, le, backend=side, jobs=2)
+    assert [o.status for o in r.run()] == ["ok", "ok"] and side.most == 1
+
+
+def test_jobs_out_of_range_are_refused(tmp_path):
+    le = experiment(tmp_path)
+    with pytest.raises(InputError, match="--jobs 0"):
+        runner(tmp_path, le, jobs=0)
