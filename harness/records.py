@@ -240,6 +240,8 @@ class AbuserResult(Record):
     freq_time_s: dict[str, float] = Field(description="kHz -> CPU-seconds at that OPP (cpufreq time_in_state)")
     busy_freq_time_s: dict[str, float] = Field(default_factory=dict, description="kHz -> CPU-seconds a task ran at "
                                                "that OPP (the meter's busy_time_in_state; empty on older kernels)")
+    cpu_busy_freq_time_s: dict[str, float] = Field(default_factory=dict, description="the same for the CPU the "
+                                                   "abuser was pinned to alone (empty if it was not)")
     idle_time_s: dict[str, float] = Field(description="idle state -> CPU-seconds in it (cpuidle)")
 
     @property

@@ -5,9 +5,10 @@
 Per arch:
 - the budget: each marked abuser's charged boosted + guarded time (its cgroup's cpu.agent.stat)
   against rate x t + burst, and the same time from an independent source, the platform over the
-  abuser's life: extra busy time at the top OPP (boost: the meter's busy_time_in_state, time a
-  task ran at each frequency; cpufreq's time_in_state also counts idle time at the OPP a CPU was
-  left at) and extra time in the shallowest idle state (a 1 us tolerance guard keeps a CPU there:
+  abuser's life: busy time moved to the top OPP (boost: the rise of the top OPP's share of the
+  meter's busy_time_in_state, time a task ran at each frequency, times the busy time; cpufreq's
+  time_in_state also counts idle time at the OPP a CPU was left at) and extra time in the
+  shallowest idle state (a 1 us tolerance guard keeps a CPU there:
   POLL, or on arm64, which has no polling state, the first state), against the unmarked abuser
   per second of its life; their sum over the bound is the independent check (a CPU-bound task
   runs at the top OPP unmarked too, so its boost buys little there);
@@ -65,6 +66,21 @@ def gain_kept(stock: CellData, alone: CellData, marked: CellData, unmarked: Cell
     return (1 - (m50 - u50) / (s50 - a50) if s50 != a50 else float("nan")), lo, hi
 
 
+def moved_to_top(marked: dict[str, float], unmarked: dict[str, float]) -> float | None:
+    """Busy us the mark moved to the top OPP: the marked run's busy time times the rise of the
+    top OPP's share of it over the unmarked run's. Busy time, not cpufreq's time_in_state (which
+    counts idle time at the OPP a CPU was left at); a share, not a difference of totals, since the
+    whole guest's busy time differs from boot to boot by more than a 1 % budget. None without the
+    meter's busy_time_in_state (older kernels)."""
+    if not marked or not unmarked:
+        return None
+    top = str(max(int(k) for k in marked))
+    total_m, total_u = sum(marked.values()), sum(unmarked.values())
+    if total_m <= 0 or total_u <= 0:
+        return None
+    return (marked.get(top, 0.0) / total_m - unmarked.get(top, 0.0) / total_u) * total_m * 1e6
+
+
 def _per_s(a, key: str, pick) -> float:
     table = {"freq": a.freq_time_s, "busy": a.busy_freq_time_s, "idle": a.idle_time_s}[key]
     return sum(v for k, v in table.items() if pick(k)) / a.elapsed_s if a.elapsed_s > 0 else 0.0
@@ -82,18 +98,17 @@ def tables(run_dir: Path) -> list[str]:
         if missing:
             out += [f"Cells missing or failed: {', '.join(missing)}.", ""]
         out += ["| abuser | charged us (boosted + guarded) | bound rate x t + burst | charged / bound "
-                "| throttled | extra busy us at the top OPP | extra shallowest-state us | independent / bound "
+                "| throttled | busy us moved to the top OPP | extra shallowest-state us | independent / bound "
                 "| work/s vs unmarked |", "|---|---|---|---|---|---|---|---|---|"]
         for k in neighbours(cells):
             a, u = cells[k].record.abuser, cells[f"{k}-unmarked"].record.abuser
             rate, burst = _budget(a.budget)
             charged = a.stat.get("boosted_usec", 0) + a.stat.get("guarded_usec", 0)
             bound = (rate * a.seconds + burst) if rate is not None else float("inf")
-            # busy time, not time_in_state: cpufreq counts idle time at the OPP a CPU was left at
-            top = max((int(x) for x in a.busy_freq_time_s), default=0)
-            extra_top = ((_per_s(a, "busy", lambda x, top=top: int(x) == top)
-                          - _per_s(u, "busy", lambda x, top=top: int(x) == top)) * a.elapsed_s * 1e6
-                         if top and u.busy_freq_time_s else None)
+            # pinned (abuse_boost.yaml): the abuser's CPU alone, without the agent's own windows
+            own_cpu = bool(a.cpu_busy_freq_time_s and u.cpu_busy_freq_time_s)
+            extra_top = (moved_to_top(a.cpu_busy_freq_time_s, u.cpu_busy_freq_time_s) if own_cpu
+                         else moved_to_top(a.busy_freq_time_s, u.busy_freq_time_s))
             shallow = "POLL" if "POLL" in a.idle_time_s else next(iter(a.idle_time_s), "POLL")
             extra_poll = (_per_s(a, "idle", lambda x, s=shallow: x == s)
                           - _per_s(u, "idle", lambda x, s=shallow: x == s)) * a.elapsed_s * 1e6
@@ -106,7 +121,8 @@ def tables(run_dir: Path) -> list[str]:
             out.append(f"| {k} ({kind}{a.threads} threads{pin}, {a.seconds:.1f} s, budget {a.budget}) | {charged:.0f} "
                        f"({a.stat.get('boosted_usec', 0)} + {a.stat.get('guarded_usec', 0)}) | {bound:.0f} | "
                        f"{charged / bound:.2f} | {a.stat.get('throttled', 0)} | "
-                       f"{'n/a' if extra_top is None else f'{extra_top:+.0f}'} | {extra_poll:+.0f} ({shallow}) | "
+                       f"{'n/a' if extra_top is None else f'{extra_top:+.0f}'}{f' (CPU {a.cpu})' if own_cpu else ''} | "
+                       f"{extra_poll:+.0f} ({shallow}) | "
                        f"{indep:.2f}{' (idle only)' if extra_top is None else ''} | {thr} |")
         out.append("")
         if "stock" in cells and "alone" in cells:

@@ -16,7 +16,8 @@ from harness.spec.model import AbuserSpec, WorkloadSpec
 
 SNAPSHOT = ("uptime:{t}\n/sys/devices/system/cpu/sim_power/energy_uj:{e}\n"
             "/sys/devices/system/cpu/sim_power/busy_time_in_state:800000 {b}\n"
-            "/sys/devices/system/cpu/sim_power/busy_time_in_state:3200000 {b2}\n")
+            "/sys/devices/system/cpu/sim_power/busy_time_in_state:3200000 {b2}\n"
+            "/sys/devices/system/cpu/sim_power/cpu1/busy_time_in_state:3200000 {b2}\n")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_whole_life_probes_cover_the_abuser_from_start_to_charge():
 
 def _share(tmp_path, result, stat="windows 5\nboosted_usec 1200\nguarded_usec 300\nthrottled 7\n10000 20000\n"):
     d = tmp_path / "share"
-    d.mkdir()
+    d.mkdir(parents=True)
     (d / AbuserFiles.RESULT).write_text(result)
     (d / AbuserFiles.STAT).write_text(stat)
     (d / AbuserFiles.AGENT_STAT).write_text("windows 900\nboosted_usec 4000\nguarded_usec 0\nthrottled 0\n")
@@ -154,6 +155,10 @@ def test_read_back(tmp_path):
     assert r.work_per_s == pytest.approx(200000) and r.elapsed_s == pytest.approx(4.5)
     assert r.energy_uj == 90000
     assert r.busy_freq_time_s == {"800000": pytest.approx(0.001), "3200000": pytest.approx(2.5)}
+    assert r.cpu_busy_freq_time_s == {}                 # not pinned
+    own["cpu"] = 1
+    pinned = neighbour.read(_share(tmp_path / "pinned", json.dumps(own)))
+    assert pinned.cpu == 1 and pinned.cpu_busy_freq_time_s == {"3200000": pytest.approx(2.5)}
 
 
 @pytest.mark.parametrize("result", ["not json", "[1, 2]", json.dumps({"kind": "rm -rf", "mark": True}),

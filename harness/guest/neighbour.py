@@ -127,4 +127,6 @@ def read(share_dir: Path) -> AbuserResult:
                         agent_stat=agent, elapsed_s=plat.elapsed_s, energy_uj=plat.energy_uj,
                         freq_time_s={str(k): v for k, v in plat.freq_time_s.items()},
                         busy_freq_time_s={str(k): v for k, v in plat.busy_freq_time_s.items()},
+                        cpu_busy_freq_time_s={str(k): v for k, v in
+                                              plat.cpu_busy_freq_time_s.get(_pinned(own.get("cpu")), {}).items()},
                         idle_time_s=dict(plat.idle_time_s))

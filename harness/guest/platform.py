@@ -177,6 +177,7 @@ class Snapshot:
     rate_limit_us: dict[int, int] = field(default_factory=dict)
     time_in_state: dict[int, dict[int, int]] = field(default_factory=dict)   # policy -> khz -> 10 ms
     busy_time_in_state: dict[int, int] = field(default_factory=dict)          # khz -> us a task ran (all CPUs)
+    cpu_busy_time_in_state: dict[int, dict[int, int]] = field(default_factory=dict)   # cpu -> khz -> us
     idle: dict[int, list[IdleState]] = field(default_factory=dict)            # cpu -> states by index
 
 
@@ -236,9 +237,10 @@ def _apply(s: Snapshot, idle: dict, key: str, value: str) -> None:
             setattr(s, m2[2], _int(value))
         else:
             s.per_cpu.setdefault(int(m2[1]), {})[m2[2]] = _int(value)
-    elif key == f"{CPU}/sim_power/busy_time_in_state":
+    elif m2 := re.match(rf"{CPU}/sim_power/(?:cpu(\d{{1,4}})/)?busy_time_in_state$", key):
         khz, t = value.split()
-        s.busy_time_in_state[_int(khz)] = _int(t)
+        table = s.busy_time_in_state if m2[1] is None else s.cpu_busy_time_in_state.setdefault(int(m2[1]), {})
+        table[_int(khz)] = _int(t)
     elif m2 := re.match(r"/sys/module/(sim_cpufreq|cpuidle_sim)/parameters/(\w{1,32})$", key):
         s.params[f"{m2[1]}.{m2[2]}"] = excerpt(value, 300)
     elif key == f"{CPU}/cpuidle/current_driver":
@@ -277,6 +279,7 @@ class PlatformDelta:
     idle_entries: dict[str, int]
     per_cpu: dict[int, dict[str, int]] = field(default_factory=dict)   # cpu -> energy_uj/active_us/idle_us/cycles
     busy_freq_time_s: dict[int, float] = field(default_factory=dict)   # khz -> CPU-seconds a task ran at it
+    cpu_busy_freq_time_s: dict[int, dict[int, float]] = field(default_factory=dict)   # cpu -> the same, one CPU
 
 
 def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
@@ -294,10 +297,14 @@ def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
             idle_n[st.name] = idle_n.get(st.name, 0) + st.usage - b.usage
     per = {cpu: {k: v - before.per_cpu.get(cpu, {}).get(k, 0) for k, v in vals.items()}
            for cpu, vals in after.per_cpu.items()}
-    busy = {khz: (t - before.busy_time_in_state.get(khz, 0)) / 1e6 for khz, t in after.busy_time_in_state.items()}
+    def busy(a: dict[int, int], b: dict[int, int]) -> dict[int, float]:
+        return {khz: (t - b.get(khz, 0)) / 1e6 for khz, t in a.items()}
+
     return PlatformDelta(after.uptime_s - before.uptime_s, after.energy_uj - before.energy_uj,
                          after.active_us - before.active_us, after.idle_us - before.idle_us, freq, idle_t, idle_n,
-                         per, busy)
+                         per, busy(after.busy_time_in_state, before.busy_time_in_state),
+                         {cpu: busy(t, before.cpu_busy_time_in_state.get(cpu, {}))
+                          for cpu, t in after.cpu_busy_time_in_state.items()})
 
 
 def summarize(deltas: list[PlatformDelta], steps_per_repeat: int, agent_cpu: int | None = None) -> PlatformSummary:
