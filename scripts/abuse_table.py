@@ -169,6 +169,35 @@ def _residency(cells: dict) -> list[str]:
             "|---|---|---|---|---|", *rows, ""]
 
 
+def pooled_throughput(run_dirs: list[Path]) -> list[str]:
+    """The abuser's work per second against the same threads unmarked, one ratio per run that has
+    both cells (each cell a boot of its own), with the mean's 95 % bootstrap interval over runs:
+    boots differ by a few per cent, more than the +-2 % asked, so one pair cannot tell."""
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for d in run_dirs:
+        run = load_run(d)
+        for arch in run.arches():
+            cells = {c.record.variant: c.record.abuser for c in run.select(arch=arch)}
+            for k in neighbours(cells):
+                a, u = cells[k], cells[f"{k}-unmarked"]
+                if a is not None and u is not None and a.work > 0 and u.work_per_s > 0:
+                    ratios.setdefault((arch, k if a.cpu is None else f"{k} (CPU {a.cpu})"), []).append(
+                        a.work_per_s / u.work_per_s - 1)
+    if not ratios:
+        return []
+    rng = np.random.default_rng(1)
+    out = ["Throughput pooled over the runs (work/s marked against unmarked, one pair of boots per run; "
+           "the interval resamples the pairs):", "",
+           "| arch | abuser | pairs | per-pair | mean [95 % CI] |", "|---|---|---|---|---|"]
+    for (arch, k), r in sorted(ratios.items()):
+        v = np.array(r)
+        boot = rng.choice(v, size=(10_000, len(v))).mean(axis=1)
+        lo, hi = ci95(boot) if len(v) > 1 else (float("nan"), float("nan"))
+        out.append(f"| {arch} | {k} | {len(v)} | {', '.join(f'{x:+.1%}' for x in v)} | {v.mean():+.1%} "
+                   f"[{lo:+.1%}, {hi:+.1%}] |")
+    return out + [""]
+
+
 def pooled_gain(run_dirs: list[Path]) -> list[str]:
     """The gain kept with each run a boot: a cell's steps of one boot form one outer draw."""
     boots: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -202,4 +231,4 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     dirs = [Path(a) for a in sys.argv[1:]]
     lines = [line for d in dirs for line in tables(d)]
-    print("\n".join(lines + (pooled_gain(dirs) if len(dirs) > 1 else [])))
+    print("\n".join(lines + (pooled_gain(dirs) + pooled_throughput(dirs) if len(dirs) > 1 else [])))
