@@ -60,7 +60,7 @@ def test_injected_delay_shows_up_in_step_latency_and_runs_resume(tmp_path):
              ("before", "after")]
     d = platform.delta(*snaps)
     fmax = max(snaps[1].available_khz)
-    assert d.busy_freq_time_s[fmax] > 0.1 and all(t == 0 for k, t in d.busy_freq_time_s.items() if k != fmax), d
+    assert d.busy_freq_time_s[fmax] > 0.05 and all(t == 0 for k, t in d.busy_freq_time_s.items() if k != fmax), d
     cycles = snaps[1].cycles - snaps[0].cycles
     assert sum(k * 1e3 * t for k, t in d.busy_freq_time_s.items()) == pytest.approx(cycles, rel=0.001)
     assert sum(d.busy_freq_time_s.values()) <= d.active_us / 1e6
