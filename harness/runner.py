@@ -37,7 +37,7 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from harness import eta, probes, records
+from harness import eta, probes, procs, records
 from harness.analysis import decompose, report
 from harness.analysis.efficiency import cell_frontier
 from harness.analysis.steps import StepsFormatError, cell_stats, parse_steps_csv, steps_from_columns, to_parsed_csv
@@ -133,6 +133,11 @@ class Runner:
         # (-icount), and its clock counts instructions, so two on two cores measure what one does;
         # real-time cells (KVM, plain TCG) share the host's CPUs with each other and run one at a time
         self.jobs = jobs
+        self.console = console or Console()
+        if jobs > (host_cpus := len(os.sched_getaffinity(0))):
+            self.console.print(f"[yellow]warning[/]: --jobs {jobs} on {host_cpus} host CPUs: guests wait for "
+                               "the host, which under virtual time costs wall time, and may move an idle guest's "
+                               "clock (icount sleep=on follows real time while the guest idles)", highlight=False)
         self.cache = cache or BuildCache()
         self.builder = builder or KernelBuilder(self.cache, console=Console(stderr=True))
         self.backend = backend or VngBackend(self.cache, console=Console(stderr=True))
@@ -143,7 +148,6 @@ class Runner:
         self.results_root = results_root.resolve()
         self.run_dir = self.results_root / run_id
         self.redo = redo
-        self.console = console or Console()
         self.only = only
         self.poll_s = poll_s                      # how often a running guest's status file is read
         self.progress_interval = progress_interval
@@ -189,7 +193,8 @@ class Runner:
                                      setup=plat.setup, neighbour_setup=neighbour.setup(ab) if ab else [],
                                      teardown=neighbour.teardown() if ab else [],
                                      extra_args=plat.workload_args, probes=names, probe_run=spec.probe_run,
-                                     cpus=spec.machine.cpus, real=real)
+                                     cpus=spec.machine.cpus, real=real,
+                                     sched_ext=spec.platform.sched_ext is not None)
             wf = spec.workload.wait.file
             cf = spec.workload.compute.file if spec.workload.compute is not None else None
             plans.append(CellPlan(
@@ -372,9 +377,10 @@ class Runner:
         """One thread per (queue, target) taking cells off its queue until it is empty; the results
         come back to this thread, which records them (records and the index have one writer)."""
         results: queue.Queue = queue.Queue()
+        stop = threading.Event()   # the main thread is leaving: take no further cell
 
         def worker(q: queue.Queue, target: Target | None) -> None:
-            while True:
+            while not stop.is_set() and procs.terminating() is None:
                 try:
                     p = q.get_nowait()
                 except queue.Empty:
@@ -386,19 +392,29 @@ class Runner:
                     results.put(e)
                     return
 
-        for k, (q, t) in enumerate(workers):
-            threading.Thread(target=worker, args=(q, t), daemon=True,
-                             name=f"target-{t.name}" if t is not None else f"job-{k}").start()
-        for _ in range(n):
-            while True:
-                try:
-                    got = results.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    continue
-            if isinstance(got, BaseException):
-                raise got
-            self._done(got, index, outcomes)
+        threads = [threading.Thread(target=worker, args=(q, t), daemon=True,
+                                    name=f"target-{t.name}" if t is not None else f"job-{k}")
+                   for k, (q, t) in enumerate(workers)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(n):
+                while True:
+                    try:
+                        got = results.get(timeout=0.5)
+                        break
+                    except queue.Empty:
+                        continue
+                if isinstance(got, BaseException):
+                    raise got
+                self._done(got, index, outcomes)
+        finally:
+            # A signal or another cell's error: the others' guests got SIGTERM (procs) and their
+            # cells raise Terminated rather than record a failure; wait for them to stop writing.
+            stop.set()
+            deadline = time.monotonic() + procs.DEFAULT_GRACE_S + 5
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def _progress(self, plans: list[CellPlan], prepared: dict[str, Prepared]) -> RunProgress:
         """The cells that will boot a guest (not skipped, kernel built) and the earlier wall times to
@@ -450,6 +466,8 @@ class Runner:
         spec = p.cell.spec.model_dump(mode="json")
         if spec["machine"].get("target") is None:   # a VM cell's fingerprint is what it was before targets
             spec["machine"].pop("target", None)
+        if spec["platform"].get("sched_ext") is None:   # and before sched_ext: earlier records still resume
+            spec["platform"].pop("sched_ext", None)
         return sha256_json({"spec": spec, "kernel": kernel_key,
                             "workload": tools_name, "script": p.script, "probes": p.probe_scripts,
                             "backend": self.backend_for(p.cell).name})
@@ -515,6 +533,13 @@ class Runner:
                 for what in share.neutralise(share_dir):
                     self.console.print(f"    share: {what}", highlight=False, markup=False)
 
+    @staticmethod
+    def _check_terminating() -> None:
+        """For worker threads (the main thread gets Terminated from the signal itself): the harness
+        is stopping, so the cell ends here, before it deletes or records anything."""
+        if (sig := procs.terminating()) is not None:
+            raise procs.Terminated(sig)
+
     def _run_cell(self, p: CellPlan, prep: Prepared) -> CellOutcome:
         cell, spec = p.cell, p.cell.spec
         d = self.run_dir / cell.id
@@ -531,9 +556,15 @@ class Runner:
             return self._fail(p, d, "probe-failed", "; ".join(
                 f"probe {name}: {', '.join(syms)} not in this kernel's System.map (inlined, renamed or "
                 "configured out): it cannot attach" for name, syms in missing.items()), kernel=kernel)
+        scx = None
+        if (name := spec.platform.sched_ext) is not None and (scx := build.sched_ext(name)) is None:
+            return self._fail(p, d, "kernel-build", f"platform.sched_ext {name}: the kernel build {build.key} has "
+                              "no sched_ext schedulers (CONFIG_SCHED_CLASS_EXT off, or built before the harness "
+                              "built them: remove that build from the cache)", kernel=kernel)
         fingerprint = self.fingerprint(p, build.key, prep.tools.name)
         if (prev := self.resumable(p, fingerprint)) is not None:
             return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
+        self._check_terminating()
         share.remove_tree(d)
         d.mkdir(parents=True)
         atomic_write_text(d / records.GUEST_SCRIPT_COPY, p.script)
@@ -552,7 +583,7 @@ class Runner:
             mode = f"{prep.accel.accel}, {'virtual time' if prep.timing == 'virtual' else 'real time'}"
             who = f"{cell.id}: " if prep.in_fleet else ""
             self.console.print(f"    {who}boot + run ({mode}), attempt {attempt + 1} ...", highlight=False)
-            self._fill_share(p, share_dir)
+            self._fill_share(p, share_dir, scx)
             with contextlib.ExitStack() as stack:   # a fresh scratch filesystem per boot
                 if spec.workload.phases.disk_mb:
                     image = stack.enter_context(self.backend.scratch(spec.workload.phases.disk_mb))
@@ -562,6 +593,7 @@ class Runner:
                                                     self.progress.tick, self.poll_s))
                 res = self.backend.run(cfg, share_dir, protocol.guest_command(), spec.machine.run_timeout_s,
                                        d / records.console_log(attempt), spec.machine.boot_timeout_s)
+            self._check_terminating()   # a guest the stop killed is no result, nor a failure of the cell
             attempts.append(records.Attempt(outcome=res.outcome, reason=res.reason, console=res.console_log.name,
                                             wall_s=round(res.wall_s, 1), command=list(res.command)))
             if not res.infrastructure:
@@ -617,10 +649,15 @@ class Runner:
         if prep.kernel_error:
             return self._fail(p, d, "target-unusable", prep.kernel_error, target=records.TargetInfo(
                 name=t.name, url=t.address.url))
+        if spec.platform.sched_ext is not None:
+            return self._fail(p, d, "target-unusable", "platform.sched_ext: not on remote targets (the scheduler "
+                              "is built with the harness's kernel; run it on the target yourself)",
+                              target=records.TargetInfo(name=t.name, url=t.address.url))
         backend = self.backend_for(cell, t)
         fingerprint = self.fingerprint(p, self._remote_key(p), prep.tools.name)
         if (prev := self.resumable(p, fingerprint)) is not None:
             return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
+        self._check_terminating()
         share.remove_tree(d)
         d.mkdir(parents=True)
         atomic_write_text(d / records.GUEST_SCRIPT_COPY, p.script)
@@ -634,6 +671,7 @@ class Runner:
                                                 self.progress.tick, self.poll_s))
             res = backend.run(cfg, share_dir, protocol.guest_command(), spec.machine.run_timeout_s,
                               d / records.console_log(0), spec.machine.boot_timeout_s)
+        self._check_terminating()
         f = res.facts
         target = records.TargetInfo(
             name=t.name, url=t.address.url, fleet=spec.machine.target if len(cell.targets) > 1 else None,
@@ -664,8 +702,9 @@ class Runner:
         except records.RecordError:
             return None
 
-    def _fill_share(self, p: CellPlan, share_dir: Path) -> None:
-        """An empty share with the host's inputs: whatever an earlier attempt's guest left is gone."""
+    def _fill_share(self, p: CellPlan, share_dir: Path, sched_ext: Path | None = None) -> None:
+        """An empty share with the host's inputs: whatever an earlier attempt's guest left is gone
+        (`sched_ext`: the scheduler's loader, an executable the guest runs from there)."""
         share.reset(share_dir)
         inputs = {protocol.GUEST_SCRIPT: p.script.encode()}
         inputs.update({protocol.probe_script(name): text.encode() for name, text in p.probe_scripts.items()})
@@ -675,9 +714,13 @@ class Runner:
             inputs[protocol.COMPUTE_FILE] = p.compute_file.read_bytes()
         if p.probe_scripts:
             (share_dir / protocol.PROBES_DIR).mkdir(mode=0o755)
+        if sched_ext is not None:
+            inputs[protocol.SCHED_EXT_BIN] = sched_ext.read_bytes()
         for name, data in inputs.items():
             with share.create_exclusive(share_dir / name) as fh:
                 fh.write(data)
+                if name == protocol.SCHED_EXT_BIN:
+                    os.fchmod(fh.fileno(), 0o755)
 
     @staticmethod
     def _probe_error(share_dir: Path, name: str) -> str:
@@ -709,14 +752,15 @@ class Runner:
         plat = platform.summarize([platform.delta(b, a) for b, a in snaps], w.agents * (w.steps + w.warmup),
                                   agent_cpu=w.agent_cpu)
         if facts is None:
-            wrong = platform.verify(spec.platform, spec.arch, snaps[0][0])
+            wrong = platform.verify(spec.platform, spec.arch, snaps[0][0]) + platform.sched_ext_held(spec.platform,
+                                                                                                    snaps)
             plat.frontier = cell_frontier(spec, steps, plat, timing)
         else:   # the guest script read every knob back; the energy is the target's own counters'
             wrong = []
             _real_energy(plat, [reading_for(facts, b, a) for b, a in texts], w.agents * (w.steps + w.warmup))
         out = {"stats": stats, "platform": plat, "platform_wrong": wrong}
         if spec.workload.abuser:
-            out["abuser"] = neighbour.read(share_dir)
+            out["abuser"] = neighbour.read(share_dir, spec.workload.abuser)
         if p.probes:
             out.update(self._probes(p, d, share_dir, raw, snaps, stats))
         return out

@@ -21,6 +21,8 @@ APT_PACKAGES=(
   mmdebstrap arch-test qemu-user-static binfmt-support
   # headless browser: the HTML report's screenshot and console test
   chromium
+  # sched_ext schedulers (kernel fragment sched-ext): BPF objects need clang >= 16; the loaders libelf and zlib
+  clang-16 llvm-16 zlib1g-dev
 )
 
 want_apt=1

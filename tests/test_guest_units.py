@@ -416,3 +416,34 @@ def test_hogs_share_the_agents_cpu_and_a_custom_slice_is_set(agentloop, tmp_path
     proc = subprocess.run([str(agentloop), "--steps", "1", "--adpf-target-us", "500", "--uclamp-min", "10"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--adpf-target-us" in proc.stderr
+
+
+def test_a_sched_ext_script_starts_the_loader_from_the_share_and_snapshots_its_state():
+    from harness.guest import platform
+    from harness.spec.model import PlatformSpec
+    plan = platform.plan(PlatformSpec(sched_ext="scx_simple"), "x86_64")
+    script = protocol.render(WorkloadSpec(), 2, setup=plan.setup, sched_ext=True)
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    assert f"{protocol.GUEST_RESULTS}/{protocol.SCHED_EXT_BIN} > " in script
+    assert script.index("startscx scx_simple ||") < script.index(f"{protocol.AGENTLOOP} --steps")
+    snapshot = script[script.index("snapshot() {"):script.index("} > \"$1\"")]
+    assert "/sys/kernel/sched_ext/state" in snapshot and "/sys/kernel/sched_ext/root/ops" in snapshot
+    # without it, the script is what it was (recorded guests replay it byte for byte)
+    assert "sched_ext" not in protocol.render(WorkloadSpec(), 2, setup=platform.plan(PlatformSpec(), "x86_64").setup)
+
+
+@pytest.mark.parametrize("cell, words", [
+    ({"platform": {"sched_ext": "scx_simple"}}, "add 'sched-ext' to kernel.fragments"),
+    ({"arch": "arm64", "platform": {"sched_ext": "scx_simple"},
+      "kernel": {"fragments": ["base", "sched-ext"]}}, "x86_64 guests only"),
+    ({"platform": {"sched_ext": "scx_rusty"}}, "scx_simple"),
+])
+def test_sched_ext_cells_need_their_kernel(cell, words):
+    from pydantic import ValidationError
+
+    from harness.spec.model import CellSpec
+    with pytest.raises(ValidationError, match=words):
+        CellSpec.model_validate(cell)
+    ok = CellSpec.model_validate({"platform": {"sched_ext": "scx_qmap"},
+                                  "kernel": {"config": {"CONFIG_SCHED_CLASS_EXT": True}}})
+    assert ok.platform.sched_ext == "scx_qmap"

@@ -157,8 +157,38 @@ def test_read_back(tmp_path):
     assert r.busy_freq_time_s == {"800000": pytest.approx(0.001), "3200000": pytest.approx(2.5)}
     assert r.cpu_busy_freq_time_s == {}                 # not pinned
     own["cpu"] = 1
-    pinned = neighbour.read(_share(tmp_path / "pinned", json.dumps(own)))
+    spec = AbuserSpec(kind="open-loop", cpu=1)
+    pinned = neighbour.read(_share(tmp_path / "pinned", json.dumps(own)), spec)
     assert pinned.cpu == 1 and pinned.cpu_busy_freq_time_s == {"3200000": pytest.approx(2.5)}
+
+
+@pytest.mark.parametrize("cpu, spec_cpu", [("1", 1), (True, 1), (0, 1), (1, None), (-7, None), (10**30, 1)])
+def test_read_back_takes_the_cpu_from_the_spec_not_the_guest(tmp_path, cpu, spec_cpu):
+    """The guest's word picks no CPU's table: a string, a bool, another CPU or a pin the spec did not
+    ask for are refused."""
+    own = {"kind": "open-loop", "threads": 1, "mark": True, "marked": 1, "mark_errno": 0, "seconds": 4.2,
+           "work": 840000, "cpu": cpu}
+    with pytest.raises(ValueError, match="cpu"):
+        neighbour.read(_share(tmp_path, json.dumps(own)), AbuserSpec(kind="open-loop", cpu=spec_cpu))
+
+
+@pytest.mark.parametrize("before, after, why", [
+    ("800000 5000\n800000 1", "800000 6000", "listed twice"),
+    ("800000 5000", "800000 -6000", "unexpected value"),
+    ("800000 5000", "800000 4000", "went down"),
+    ("800000 5000\n400000 7", "800000 6000", "listed before the run"),
+    ("800000 5000", "800000 99999999999999999999", "busy in"),
+])
+def test_read_back_refuses_busy_times_the_kernel_cannot_have_written(tmp_path, before, after, why):
+    own = {"kind": "open-loop", "threads": 1, "mark": True, "marked": 1, "mark_errno": 0, "seconds": 4.2,
+           "work": 840000, "cpu": -1}
+    d = _share(tmp_path, json.dumps(own))
+    key = "/sys/devices/system/cpu/sim_power/busy_time_in_state:"
+    for f, table in ((AbuserFiles.BEFORE, before), (AbuserFiles.AFTER, after)):
+        lines = "".join(f"{key}{ln}\n" for ln in table.split("\n"))
+        (d / f).write_text(f"uptime:{10.0 if f == AbuserFiles.BEFORE else 14.5}\n{lines}")
+    with pytest.raises(ValueError, match=why):
+        neighbour.read(d)
 
 
 @pytest.mark.parametrize("result", ["not json", "[1, 2]", json.dumps({"kind": "rm -rf", "mark": True}),

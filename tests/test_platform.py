@@ -337,3 +337,24 @@ def test_summarize_gives_the_agent_cpus_figures_per_step():
                                  100, agent_cpu=1)):
         assert s.agent_cpu is None and s.agent_energy_per_step_by_repeat_uj == [] == s.agent_cycles_per_step_by_repeat
     assert platform.summarize(deltas, 0, agent_cpu=1).agent_cpu is None
+
+
+def _scx_snap(state="enabled", ops="simple", seq=1):
+    return platform.parse_snapshot(f"uptime:1.0\n/sys/kernel/sched_ext/state:{state}\n"
+                                   f"/sys/kernel/sched_ext/root/ops:{ops}\n/sys/kernel/sched_ext/enable_seq:{seq}\n")
+
+
+def test_sched_ext_starts_last_and_must_hold_through_every_repeat():
+    spec = PlatformSpec(sched_ext="scx_simple")
+    plan = platform.plan(spec, "x86_64")
+    assert plan.setup[-1] == "startscx scx_simple" and plan.applied["sched_ext"] == "scx_simple"
+    assert "startscx" not in "\n".join(platform.plan(PlatformSpec(), "x86_64").setup)
+    ok = _scx_snap()
+    assert platform.sched_ext_held(spec, [(ok, ok), (ok, ok)]) == []
+    # the kernel fell back to the fair class in repeat 1 (the loader died, or the watchdog fired)
+    assert "after repeat 1: state 'disabled'" in platform.sched_ext_held(spec, [(ok, ok), (ok, _scx_snap("disabled"))])[0]
+    # enabled again in between: another scheduler, or the same one restarted, ran part of the loop
+    assert "enable_seq 2 (first 1)" in platform.sched_ext_held(spec, [(ok, _scx_snap(seq=2))])[0]
+    assert "ops 'qmap'" in platform.sched_ext_held(spec, [(_scx_snap(ops="qmap"), ok)])[0]
+    assert "state 'absent'" in platform.sched_ext_held(spec, [(platform.parse_snapshot("uptime:1\n"), ok)])[0]
+    assert platform.sched_ext_held(PlatformSpec(), [(platform.parse_snapshot("uptime:1\n"),) * 2]) == []

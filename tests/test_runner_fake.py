@@ -5,6 +5,7 @@ are tested in seconds. Real boots stay in test_guest_boot.py and friends."""
 
 import json
 import os
+import signal
 import textwrap
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import records
+from harness import procs, records
 from harness.analysis.report import write_run_report
 from harness.cli import main
 from harness.errors import InputError
@@ -593,3 +594,69 @@ def test_jobs_out_of_range_are_refused(tmp_path):
     le = experiment(tmp_path)
     with pytest.raises(InputError, match="--jobs 0"):
         runner(tmp_path, le, jobs=0)
+
+
+class _StopsTheHarness(_Overlap):
+    """A fake guest during which the harness gets SIGTERM (as procs' handler records it): the guest
+    comes back as a boot that ended, as a killed QEMU would."""
+
+    def __init__(self, *a, stop, **kw):
+        super().__init__(*a, **kw)
+        self.stop, self.started = stop, 0
+
+    def run(self, *a, **kw):
+        with self.lock:
+            self.started += 1
+        self.stop()
+        return super().run(*a, **kw)
+
+
+def test_jobs_stopped_by_a_signal_record_no_failure_and_take_no_further_cell(tmp_path, monkeypatch):
+    body = """\
+        variants:
+          - {name: base}
+          - {name: again, set: {workload.seed: 2}}
+          - {name: third, set: {workload.seed: 3}}
+    """
+    le = experiment(tmp_path, body)
+    backend = _StopsTheHarness(RECORDINGS, stop=lambda: monkeypatch.setattr(procs._State, "signum", signal.SIGTERM))
+    r, _, _ = runner(tmp_path / "run", le, backend=backend, jobs=2)
+    with pytest.raises(procs.Terminated):
+        r.run()
+    assert 1 <= backend.started <= 2          # the cells in flight, none taken after the stop
+    assert not list(r.run_dir.glob(f"*/{records.CELL_RESULT}"))   # no cell recorded as failed
+    index = records.read(r.run_dir / records.RUN_INDEX, RunIndex)
+    assert index.invocations[-1].interrupted and not index.cells
+
+
+SCX = """\
+    variants:
+      - name: scx
+        set: {platform.sched_ext: scx_simple, kernel.fragments: [base, tracing, platform, sim-platform, sched-ext]}
+"""
+
+
+def test_a_sched_ext_cell_without_the_schedulers_in_its_kernel_fails_before_any_boot(tmp_path):
+    le = experiment(tmp_path, SCX, arch="[x86_64]")
+    r, backend, _ = runner(tmp_path, le)
+    (out,) = r.run()
+    assert out.status == "failed" and "platform.sched_ext scx_simple: the kernel build" in out.record.reason
+    assert not backend.runs
+
+
+def test_a_sched_ext_cell_gets_its_loader_and_fails_when_the_guest_does_not_run_it(tmp_path):
+    """The loader goes into the share as an executable; the recorded guest shows no
+    /sys/kernel/sched_ext, which is what a kernel that fell back to the fair class shows."""
+    seen = {}
+
+    def look(share_dir, attempt):
+        f = share_dir / protocol.SCHED_EXT_BIN
+        seen["mode"], seen["data"] = f.stat().st_mode & 0o777, f.read_bytes()
+
+    le = experiment(tmp_path, SCX, arch="[x86_64]")
+    r, backend, _ = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=look),
+                           kernels=FakeKernels(tmp_path / "kernels", sched_ext=True))
+    (out,) = r.run()
+    assert seen == {"mode": 0o755, "data": b"\x7fELF fake scx_simple"}
+    assert "startscx scx_simple" in backend.runs[0]["script"]
+    assert out.status == "failed" and "sched_ext scx_simple did not hold before repeat 0" in out.record.reason

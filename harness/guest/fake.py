@@ -116,6 +116,7 @@ class FakeKernels:
     symbols: tuple[str, ...] = ()
     fail: dict[str, str] = field(default_factory=dict)   # variant label -> the build error
     builds: list[str] = field(default_factory=list)
+    sched_ext: bool = False                              # builds with the sched_ext schedulers
 
     def build(self, req: KernelRequest) -> BuildResult:
         self.builds.append(req.label)
@@ -127,4 +128,9 @@ class FakeKernels:
         (d / "System.map").write_text("".join(f"ffffffff81000000 T {s}\n" for s in self.symbols))
         meta = {"key": f"fake-{req.arch}-{req.variant}", "kernel_release": self.release,
                 "artifacts": {"image": "bzImage", "vmlinux": "vmlinux", "system_map": "System.map"}}
+        if self.sched_ext:
+            (d / "sched_ext").mkdir(exist_ok=True)
+            for name in ("scx_simple", "scx_qmap", "scx_central", "scx_flatcg"):
+                (d / "sched_ext" / name).write_bytes(b"\x7fELF fake " + name.encode())
+            meta["artifacts"]["sched_ext"] = "sched_ext"
         return BuildResult(req, meta["key"], d, True, 0.0, meta)

@@ -98,13 +98,19 @@ def _stat(text: str) -> tuple[dict[str, int], str]:
     return stat, budget
 
 
-def _pinned(cpu):
-    return None if cpu == -1 else cpu          # the abuser writes -1 when it was not pinned
+def _pinned(own: dict, spec: AbuserSpec | None) -> int | None:
+    """The CPU the spec pinned the abuser to, if the abuser says so too (it writes -1 when not
+    pinned). The guest's word alone picks no CPU's table: it must be the spec's, as an int."""
+    cpu, want = own.get("cpu"), (spec.cpu if spec is not None else None)
+    if type(cpu) is not int or cpu != (-1 if want is None else want):
+        raise ValueError(f"{AbuserFiles.RESULT}: cpu {share.excerpt(repr(cpu), 40)}, but the spec "
+                         f"{'pins it to ' + str(want) if want is not None else 'does not pin it (-1)'}")
+    return want
 
 
-def read(share_dir: Path) -> AbuserResult:
+def read(share_dir: Path, spec: AbuserSpec | None = None) -> AbuserResult:
     """The abuser's files from the share (bounded, no links); ValueError if they are not there or
-    not what the abuser writes."""
+    not what the abuser writes for `spec` (None: an unpinned abuser)."""
     text = share.read_text_or_none(share_dir / AbuserFiles.RESULT, share.LIMIT_SMALL)
     if text is None:
         err = share.read_text_or_none(share_dir / AbuserFiles.STDERR, share.LIMIT_SMALL) or ""
@@ -120,13 +126,16 @@ def read(share_dir: Path) -> AbuserResult:
     before, after = (platform.parse_snapshot(share.read_text(share_dir / f, share.LIMIT_SMALL), f)
                      for f in (AbuserFiles.BEFORE, AbuserFiles.AFTER))
     plat = platform.delta(before, after)
+    cpu = _pinned(own, spec)
+    if cpu is not None and plat.busy_freq_time_s and cpu not in plat.cpu_busy_freq_time_s:
+        raise ValueError(f"the abuser is pinned to cpu{cpu}: the snapshots have busy_time_in_state, not that CPU's")
     return AbuserResult(kind=own.get("kind"), mark=own.get("mark"), marked=own.get("marked"),
                         mark_errno=own.get("mark_errno"), threads=own.get("threads"),
-                        seconds=own.get("seconds"), work=own.get("work"), cpu=_pinned(own.get("cpu")),
+                        seconds=own.get("seconds"), work=own.get("work"), cpu=cpu,
                         stat=stat, budget=budget,
                         agent_stat=agent, elapsed_s=plat.elapsed_s, energy_uj=plat.energy_uj,
                         freq_time_s={str(k): v for k, v in plat.freq_time_s.items()},
                         busy_freq_time_s={str(k): v for k, v in plat.busy_freq_time_s.items()},
                         cpu_busy_freq_time_s={str(k): v for k, v in
-                                              plat.cpu_busy_freq_time_s.get(_pinned(own.get("cpu")), {}).items()},
+                                              plat.cpu_busy_freq_time_s.get(cpu, {}).items()},
                         idle_time_s=dict(plat.idle_time_s))

@@ -24,6 +24,8 @@ CPU = "/sys/devices/system/cpu"
 # abuser's is its sibling, harness/guest/neighbour.py)
 CGROUP = "/sys/fs/cgroup"
 HARNESS_CGROUP = f"{CGROUP}/harness"
+SCHED_EXT = "/sys/kernel/sched_ext"
+SCHED_EXT_FILES = (f"{SCHED_EXT}/state", f"{SCHED_EXT}/enable_seq", f"{SCHED_EXT}/root/ops")
 AGENT_CGROUP = f"{HARNESS_CGROUP}/agent"
 
 
@@ -101,7 +103,32 @@ def plan(spec: PlatformSpec, arch: str) -> PlatformPlan:
         p.setup.append(f"cstate {name} {1 if name in off else 0}")
     p.applied["disabled_cstates"] = off
     add_qos_and_uclamp(p, spec)
+    if spec.sched_ext is not None:   # last: the knobs above are the kernel's, whichever class schedules
+        p.setup.append(f"startscx {spec.sched_ext}")
+        p.applied["sched_ext"] = spec.sched_ext
     return p
+
+
+def sched_ext_ops_name(scheduler: str) -> str:
+    """The ops name a tools/sched_ext scheduler registers (scx_simple -> simple), which
+    /sys/kernel/sched_ext/root/ops shows while it runs."""
+    return scheduler.removeprefix("scx_")
+
+
+def sched_ext_held(spec: PlatformSpec, snaps: list[tuple[Snapshot, Snapshot]]) -> list[str]:
+    """A sched_ext cell's scheduler ran through every repeat: enabled before and after each, and
+    never re-enabled (enable_seq counts enables; the kernel falls back to the fair class when a
+    BPF scheduler errors, its watchdog fires or its loader dies). [] when it held."""
+    if spec.sched_ext is None or not snaps:
+        return []
+    want, seq = sched_ext_ops_name(spec.sched_ext), snaps[0][0].sched_ext_enable_seq
+    for r, pair in enumerate(snaps):
+        for when, snap in zip(("before", "after"), pair, strict=True):
+            if snap.sched_ext_state != "enabled" or snap.sched_ext_ops != want or snap.sched_ext_enable_seq != seq:
+                return [f"sched_ext {spec.sched_ext} did not hold {when} repeat {r}: state "
+                        f"{snap.sched_ext_state or 'absent'!r}, ops {snap.sched_ext_ops or 'none'!r}, "
+                        f"enable_seq {snap.sched_ext_enable_seq} (first {seq})"]
+    return []
 
 
 def cgroup_lines(*groups: str) -> list[str]:
@@ -179,6 +206,9 @@ class Snapshot:
     busy_time_in_state: dict[int, int] = field(default_factory=dict)          # khz -> us a task ran (all CPUs)
     cpu_busy_time_in_state: dict[int, dict[int, int]] = field(default_factory=dict)   # cpu -> khz -> us
     idle: dict[int, list[IdleState]] = field(default_factory=dict)            # cpu -> states by index
+    sched_ext_state: str | None = None      # /sys/kernel/sched_ext (a sched_ext cell's snapshots only)
+    sched_ext_ops: str | None = None
+    sched_ext_enable_seq: int | None = None
 
 
 _LINE = re.compile(r"^(?P<path>[^:]+):(?P<value>.*)$")
@@ -200,6 +230,8 @@ def parse_snapshot(text: str, origin: str = "snapshot") -> Snapshot:
         key, value = m["path"], m["value"].strip()
         try:
             _apply(s, idle, key, value)
+        except _Refused as e:
+            raise SnapshotError(f"{origin}:{n}: {excerpt(key, 80)}: {e} ({excerpt(value, 40)})") from None
         except (ValueError, OverflowError):
             raise SnapshotError(f"{origin}:{n}: {excerpt(key, 80)}: unexpected value ({excerpt(value, 40)})") from None
     for (cpu, _idx), f in sorted(idle.items()):
@@ -217,6 +249,21 @@ def parse_snapshot(text: str, origin: str = "snapshot") -> Snapshot:
 
 _STATE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _NUM = re.compile(r"^-?[0-9]{1,20}$")
+_UNUM = re.compile(r"^[0-9]{1,20}$")
+
+
+class _Refused(ValueError):
+    """A value of the right shape that the kernel cannot have written (the message says why)."""
+
+
+def _time_in_state_line(table: dict[int, int], value: str) -> None:
+    """One "kHz time" line of a time-in-state table: unsigned counters, each frequency once."""
+    khz, t = value.split()
+    if not (_UNUM.match(khz) and _UNUM.match(t)):
+        raise ValueError(value)
+    if int(khz) in table:
+        raise _Refused(f"frequency {int(khz)} kHz listed twice")
+    table[int(khz)] = int(t)
 
 
 def _int(value: str) -> int:
@@ -238,11 +285,16 @@ def _apply(s: Snapshot, idle: dict, key: str, value: str) -> None:
         else:
             s.per_cpu.setdefault(int(m2[1]), {})[m2[2]] = _int(value)
     elif m2 := re.match(rf"{CPU}/sim_power/(?:cpu(\d{{1,4}})/)?busy_time_in_state$", key):
-        khz, t = value.split()
         table = s.busy_time_in_state if m2[1] is None else s.cpu_busy_time_in_state.setdefault(int(m2[1]), {})
-        table[_int(khz)] = _int(t)
+        _time_in_state_line(table, value)
     elif m2 := re.match(r"/sys/module/(sim_cpufreq|cpuidle_sim)/parameters/(\w{1,32})$", key):
         s.params[f"{m2[1]}.{m2[2]}"] = excerpt(value, 300)
+    elif key == f"{SCHED_EXT}/state":
+        s.sched_ext_state = excerpt(value, 32)
+    elif key == f"{SCHED_EXT}/root/ops":
+        s.sched_ext_ops = excerpt(value, 64)
+    elif key == f"{SCHED_EXT}/enable_seq":
+        s.sched_ext_enable_seq = _int(value)
     elif key == f"{CPU}/cpuidle/current_driver":
         s.cpuidle_driver = excerpt(value, 32)
     elif key == f"{CPU}/cpuidle/current_governor":
@@ -260,8 +312,7 @@ def _apply(s: Snapshot, idle: dict, key: str, value: str) -> None:
         elif leaf == "schedutil/rate_limit_us":
             s.rate_limit_us[pol] = _int(value)
         elif leaf == "stats/time_in_state":
-            khz, t = value.split()
-            s.time_in_state.setdefault(pol, {})[_int(khz)] = _int(t)
+            _time_in_state_line(s.time_in_state.setdefault(pol, {}), value)
     elif m2 := re.match(rf"{CPU}/cpu(\d{{1,4}})/cpuidle/state(\d{{1,2}})/(\w+)$", key):
         idle.setdefault((int(m2[1]), int(m2[2])), {})[m2[3]] = value
 
@@ -297,13 +348,28 @@ def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
             idle_n[st.name] = idle_n.get(st.name, 0) + st.usage - b.usage
     per = {cpu: {k: v - before.per_cpu.get(cpu, {}).get(k, 0) for k, v in vals.items()}
            for cpu, vals in after.per_cpu.items()}
-    def busy(a: dict[int, int], b: dict[int, int]) -> dict[int, float]:
-        return {khz: (t - b.get(khz, 0)) / 1e6 for khz, t in a.items()}
+    elapsed = after.uptime_s - before.uptime_s
+    ncpus = max(len(after.cpu_busy_time_in_state), len(after.per_cpu), 1)
 
-    return PlatformDelta(after.uptime_s - before.uptime_s, after.energy_uj - before.energy_uj,
+    def busy(a: dict[int, int], b: dict[int, int], where: str, cpus: int) -> dict[int, float]:
+        """Busy seconds per frequency between the snapshots. The kernel's counters only grow and
+        keep every frequency they once listed, and a CPU is busy at most for the time that passed."""
+        if lost := sorted(set(b) - set(a)):
+            raise ValueError(f"busy_time_in_state{where}: {lost[0]} kHz listed before the run, not after it")
+        out = {}
+        for khz, t in a.items():
+            if t < b.get(khz, 0):
+                raise ValueError(f"busy_time_in_state{where}: {khz} kHz went down ({b[khz]} -> {t} us)")
+            out[khz] = (t - b.get(khz, 0)) / 1e6
+        if sum(out.values()) > cpus * (elapsed * 1.05 + 0.01):
+            raise ValueError(f"busy_time_in_state{where}: {sum(out.values()):.3f} s busy in {elapsed:.3f} s "
+                             f"on {cpus} CPU(s)")
+        return out
+
+    return PlatformDelta(elapsed, after.energy_uj - before.energy_uj,
                          after.active_us - before.active_us, after.idle_us - before.idle_us, freq, idle_t, idle_n,
-                         per, busy(after.busy_time_in_state, before.busy_time_in_state),
-                         {cpu: busy(t, before.cpu_busy_time_in_state.get(cpu, {}))
+                         per, busy(after.busy_time_in_state, before.busy_time_in_state, "", ncpus),
+                         {cpu: busy(t, before.cpu_busy_time_in_state.get(cpu, {}), f" of cpu{cpu}", 1)
                           for cpu, t in after.cpu_busy_time_in_state.items()})
 
 

@@ -35,6 +35,8 @@ FILE_INDEX = "files.txt"       # device, inode and path of the workload's files,
 AGENTLOOP = f"{GUEST_TOOLS}/agentloop"
 PROBED = "probed"              # the run the probes attach to, when they get a run of their own
 ABUSER = f"{GUEST_TOOLS}/abuser"
+SCHED_EXT_BIN = "sched_ext"    # platform.sched_ext: the scheduler's loader, copied into the share
+SCHED_EXT_LOG = "sched_ext.log"
 
 
 class AbuserFiles:
@@ -178,14 +180,15 @@ def _probe(name: str) -> dict[str, str]:
 def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[str] = (),
            extra_args: list[str] = (), probes: list[str] = (), attach_timeout_s: int = 120,
            probe_run: str = "separate", cpus: int = 1, real: bool = False,
-           neighbour_setup: list[str] = ()) -> str:
+           neighbour_setup: list[str] = (), sched_ext: bool = False) -> str:
     """probe_run "separate": the repeats run untraced, then the probes attach for one more run with
     repeat 0's seed, so the cell's figures never carry the observer's cost and that run against
     repeat 0 is the probes' overhead. "in-repeats": the probes trace every repeat. "whole-life":
     as in-repeats, but attached before `neighbour_setup` starts the neighbour and stopped after
     `teardown` has stopped it and read its charge, so probe and charge cover the neighbour's whole
     life. `real`: a real target's script (C-state helpers by index, energy counters in the
-    snapshots)."""
+    snapshots). `sched_ext`: the setup starts a sched_ext scheduler (`startscx NAME`, loader at
+    SCHED_EXT_BIN in the share) and the snapshots show /sys/kernel/sched_ext."""
     runs = [dict(_run(w, repeat_files(r), r, extra_args), index=str(r), exit_key=Key.repeat_exit(r))
             for r in range(repeats)]
     probed = _run(w, PROBED_FILES, 0, extra_args) if probes and probe_run == "separate" else None
@@ -197,7 +200,9 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
         workdir=workdir(w), file_index=_guest(FILE_INDEX), probe_cpus=probe_cpus(w, cpus),
         probes=[_probe(p) for p in probes], attach_timeout_ds=attach_timeout_s * 10,
         attached_notice=bpftrace_json.ATTACHED_NOTICE, cpu=platform.CPU,
-        key=Key, exit_setup=EXIT_SETUP, exit_probe=EXIT_PROBE, real=real, real_snapshot=REAL_SNAPSHOT)
+        key=Key, exit_setup=EXIT_SETUP, exit_probe=EXIT_PROBE, real=real, real_snapshot=REAL_SNAPSHOT,
+        sched_ext=sched_ext, sched_ext_bin=_guest(SCHED_EXT_BIN), sched_ext_log=_guest(SCHED_EXT_LOG),
+        sched_ext_files=" ".join(platform.SCHED_EXT_FILES))
 
 
 def kvm_probe_script() -> str:

@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,12 @@ from harness.kernel import arch as archmod
 from harness.kernel import kconfig, series, source, toolchain
 from harness.kernel.cache import BuildCache, atomic_write_text, sha256_bytes, sha256_json
 from harness.kernel.progress import BuildProgress
-from harness.spec.model import KernelSpec
+from harness.spec.model import KernelSpec, SchedExt
 
 RECIPE_VERSION = 1   # bump when the build recipe (make flags, base config) changes
+SCHED_EXT_CLANG = "clang-16"          # tools/sched_ext wants clang >= 16 for its BPF objects
+SCHED_EXT_DIR = "sched_ext"           # builds/<key>/sched_ext/<scheduler>
+SCHED_EXT_SCHEDULERS = typing.get_args(SchedExt)
 MIN_FREE_GIB = float(os.environ.get("HARNESS_MIN_FREE_GIB", "12"))
 
 
@@ -101,6 +105,11 @@ class BuildResult:
     @property
     def vmlinux(self) -> Path:
         return self.dir / self.metadata["artifacts"]["vmlinux"]
+
+    def sched_ext(self, name: str) -> Path | None:
+        """A tools/sched_ext scheduler built with this kernel (None: the kernel has no sched_ext)."""
+        d = self.metadata["artifacts"].get("sched_ext")
+        return self.dir / d / name if d is not None and (self.dir / d / name).is_file() else None
 
     @property
     def config(self) -> Path:
@@ -264,6 +273,7 @@ class KernelBuilder:
         shutil.copy2(objdir / "vmlinux", tmp / "vmlinux")
         shutil.copy2(objdir / "System.map", tmp / "System.map")
         shutil.copy2(objdir / ".config", tmp / "config")
+        sched_ext = self._sched_ext(req, tree, objdir, tmp, log_path)
         finished = dt.datetime.now(dt.UTC)
         meta.update({
             "key": build_key, "arch": req.arch, "variant": req.variant, "kernel_release": release,
@@ -271,11 +281,40 @@ class KernelBuilder:
             "objects": objects, "host": {"machine": platform.machine(), "kernel": platform.release(),
                                          "cpus": os.cpu_count()},
             "artifacts": {"image": arch.image_name, "vmlinux": "vmlinux", "system_map": "System.map",
-                          "config": "config", "log": "build.log"},
+                          "config": "config", "log": "build.log",
+                          **({"sched_ext": SCHED_EXT_DIR} if sched_ext else {})},
+            **({"sched_ext": sched_ext} if sched_ext else {}),
         })
         atomic_write_text(tmp / "metadata.json", json.dumps(meta, indent=2) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
+
+
+    def _sched_ext(self, req, tree: Path, objdir: Path, tmp: Path, log_path: Path) -> dict | None:
+        """With CONFIG_SCHED_CLASS_EXT, the tools/sched_ext C schedulers built against this vmlinux's
+        BTF into tmp/sched_ext/ (x86_64: the loaders link the host's libelf, which the x86_64 guest,
+        booted on the host's root, has); the build's metadata names them and the clang that built
+        their BPF part. None without the option."""
+        if kconfig.read_config(objdir / ".config").get("SCHED_CLASS_EXT") != "y" or req.arch != "x86_64":
+            return None
+        clang = shutil.which(SCHED_EXT_CLANG)
+        if clang is None:
+            raise HarnessError(f"{req.label}: CONFIG_SCHED_CLASS_EXT is on, and its schedulers' BPF part needs "
+                               f"{SCHED_EXT_CLANG} (bash scripts/setup.sh installs it)")
+        out = objdir / "sched_ext"
+        cmd = ["make", "-C", str(tree / "tools" / "sched_ext"), f"O={out}", f"CLANG={clang}",
+               f"VMLINUX_BTF={objdir / 'vmlinux'}", f"-j{self.jobs}", *SCHED_EXT_SCHEDULERS]
+        proc = procs.run_group(cmd, capture_output=True, text=True, env=self._env())
+        with open(log_path, "a") as log:
+            log.write("$ " + " ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+            raise HarnessError(f"{req.label}: building tools/sched_ext failed (make exit {proc.returncode}):\n{tail}")
+        (tmp / SCHED_EXT_DIR).mkdir()
+        for name in SCHED_EXT_SCHEDULERS:
+            shutil.copy2(out / "build" / "bin" / name, tmp / SCHED_EXT_DIR / name)
+        version = procs.run_group([clang, "--version"], capture_output=True, text=True).stdout.splitlines()
+        return {"schedulers": list(SCHED_EXT_SCHEDULERS), "clang": version[0] if version else clang}
 
 
 def _config_body(config: Path) -> str:

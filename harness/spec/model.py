@@ -60,6 +60,8 @@ EXIT_LATENCY_MAX_US = 100_000                 # the simulation spins it on every
 TARGET_RESIDENCY_MAX_US = 1_000_000           # 1 s
 TRANSITION_LATENCY_MAX_US = 100_000           # 100 ms
 RATE_LIMIT_MAX_US = 1_000_000                 # schedutil rate_limit_us: 1 s
+# the C schedulers of the kernel's tools/sched_ext (the kernel build builds them with the option)
+SchedExt = Literal["scx_simple", "scx_qmap", "scx_central", "scx_flatcg"]
 PM_QOS_MAX_US = 2_000_000_000                 # PM_QOS_CPU_LATENCY_DEFAULT_VALUE (2000 s, "no constraint")
 
 # The loop (harness/workload/agentloop.c, which itself refuses a wait over an hour).
@@ -442,6 +444,9 @@ class PlatformSpec(Strict):
     uclamp_min: int | None = Field(None, ge=0, le=1024, description="sched_setattr uclamp.min on the agent")
     cgroup_uclamp_min: int | None = Field(None, ge=0, le=1024, description="cpu.uclamp.min (as capacity, "
                                           "0-1024) of a cgroup the agent runs in: a floor on all its tasks")
+    sched_ext: SchedExt | None = Field(
+        None, description="a tools/sched_ext scheduler (built with the kernel) that runs every task for the "
+        "loop's whole life; needs the kernel's sched-ext fragment (x86_64 only)")
     sim: SimPlatform = Field(default_factory=lambda: SimPlatform.model_validate({}))
 
     @model_validator(mode="after")
@@ -785,6 +790,18 @@ class CellSpec(Strict):
         a = self.workload.abuser
         if a is not None and a.cpu is not None and a.cpu >= self.machine.cpus:
             raise ValueError(f"workload.abuser.cpu {a.cpu} is not a CPU of a {self.machine.cpus}-CPU machine")
+        return self
+
+    @model_validator(mode="after")
+    def _sched_ext_has_its_kernel(self) -> CellSpec:
+        if self.platform.sched_ext is None:
+            return self
+        if self.arch != "x86_64":
+            raise ValueError(f"platform.sched_ext runs on x86_64 guests only (its loader links the host's libelf, "
+                             f"which the {self.arch} root filesystem does not have)")
+        if "sched-ext" not in self.kernel.fragments and self.kernel.config.get("CONFIG_SCHED_CLASS_EXT") != "y":
+            raise ValueError("platform.sched_ext needs a kernel with CONFIG_SCHED_CLASS_EXT: add 'sched-ext' to "
+                             "kernel.fragments")
         return self
 
 
