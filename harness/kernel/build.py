@@ -302,6 +302,7 @@ class KernelBuilder:
             raise HarnessError(f"{req.label}: CONFIG_SCHED_CLASS_EXT is on, and its schedulers' BPF part needs "
                                f"{SCHED_EXT_CLANG} (bash scripts/setup.sh installs it)")
         out = objdir / "sched_ext"
+        out.mkdir(exist_ok=True)   # tools/scripts/Makefile.include wants O= to exist
         cmd = ["make", "-C", str(tree / "tools" / "sched_ext"), f"O={out}", f"CLANG={clang}",
                f"VMLINUX_BTF={objdir / 'vmlinux'}", f"-j{self.jobs}", *SCHED_EXT_SCHEDULERS]
         proc = procs.run_group(cmd, capture_output=True, text=True, env=self._env())
