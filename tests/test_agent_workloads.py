@@ -216,7 +216,8 @@ def test_the_quick_scale_is_the_full_one_with_fewer_steps_repeats_and_variants(n
     assert set(full.probes) == {"dvfs_ramp", "wake_path"} and not quick.probes
     # the full scale has the baselines the spec supports
     assert {v.name for v in full.variants} >= {"floor-poll", "performance", "ratelimit50", "uclamp1024",
-                                               "uclamp-cgroup1024", "pmqos0", "idlepoll", "teo", "adpf"}
+                                               "uclamp-cgroup1024", "pmqos0", "idlepoll", "teo", "adpf",
+                                               "scx-simple"}
 
 
 def test_the_profiles_use_the_features_they_model():
