@@ -203,8 +203,8 @@ def pooled_throughput(run_dirs: list[Path]) -> list[str]:
     for (arch, k), r in sorted(ratios.items()):
         v = np.array(r)
         lo, hi = t_interval(v)
-        out.append(f"| {arch} | {k} | {len(v)} | {', '.join(f'{x:+.1%}' for x in v)} | {v.mean():+.1%} "
-                   f"[{lo:+.1%}, {hi:+.1%}] |")
+        ci = f"[{lo:+.1%}, {hi:+.1%}]" if len(v) > 1 else "(one pair: no interval)"
+        out.append(f"| {arch} | {k} | {len(v)} | {', '.join(f'{x:+.1%}' for x in v)} | {v.mean():+.1%} {ci} |")
     return out + [""]
 
 
