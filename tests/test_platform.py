@@ -352,7 +352,8 @@ def test_sched_ext_starts_last_and_must_hold_through_every_repeat():
     ok = _scx_snap()
     assert platform.sched_ext_held(spec, [(ok, ok), (ok, ok)]) == []
     # the kernel fell back to the fair class in repeat 1 (the loader died, or the watchdog fired)
-    assert "after repeat 1: state 'disabled'" in platform.sched_ext_held(spec, [(ok, ok), (ok, _scx_snap("disabled"))])[0]
+    fell_back = platform.sched_ext_held(spec, [(ok, ok), (ok, _scx_snap("disabled"))])
+    assert "after repeat 1: state 'disabled'" in fell_back[0]
     # enabled again in between: another scheduler, or the same one restarted, ran part of the loop
     assert "enable_seq 2 (first 1)" in platform.sched_ext_held(spec, [(ok, _scx_snap(seq=2))])[0]
     assert "ops 'qmap'" in platform.sched_ext_held(spec, [(_scx_snap(ops="qmap"), ok)])[0]

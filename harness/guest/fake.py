@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 from harness.guest import protocol
 from harness.guest.accel import AccelChoice
 from harness.guest.vm import GuestConfig, GuestResult, classify, read_console
+from harness.kernel import build as kbuild
 from harness.kernel.build import BuildResult, KernelRequest
 
 RECORDING_META = "recording.json"
@@ -128,9 +129,9 @@ class FakeKernels:
         (d / "System.map").write_text("".join(f"ffffffff81000000 T {s}\n" for s in self.symbols))
         meta = {"key": f"fake-{req.arch}-{req.variant}", "kernel_release": self.release,
                 "artifacts": {"image": "bzImage", "vmlinux": "vmlinux", "system_map": "System.map"}}
-        if self.sched_ext:
-            (d / "sched_ext").mkdir(exist_ok=True)
-            for name in ("scx_simple", "scx_qmap", "scx_central", "scx_flatcg"):
-                (d / "sched_ext" / name).write_bytes(b"\x7fELF fake " + name.encode())
-            meta["artifacts"]["sched_ext"] = "sched_ext"
+        if self.sched_ext:   # laid out as KernelBuilder._sched_ext lays out a real build's
+            (d / kbuild.SCHED_EXT_DIR).mkdir(exist_ok=True)
+            for name in kbuild.SCHED_EXT_SCHEDULERS:
+                (d / kbuild.SCHED_EXT_DIR / name).write_bytes(b"\x7fELF fake " + name.encode())
+            meta["artifacts"]["sched_ext"] = kbuild.SCHED_EXT_DIR
         return BuildResult(req, meta["key"], d, True, 0.0, meta)
