@@ -56,7 +56,8 @@ def tests_extended(session):
 def tests_remote(session):
     """Remote targets end to end against a real sshd: the QEMU x86_64 test box (Debian 12 rootfs
     built once with mmdebstrap and cached, throwaway keys), the whole remote flow through the
-    runner, and the fault tests (connection refused, host-key mismatch, sshd killed mid-run).
+    runner, and the fault tests (connection refused, host-key mismatch, sshd killed mid-run),
+    then kernel deploy: kexec into a harness kernel and back, and kernels that do not boot.
     A few minutes under TCG, so not in `tests`."""
     session.run("python", "-m", "pytest", "-m", "remote", *(session.posargs or ["-q", "-s"]))
 

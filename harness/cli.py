@@ -229,6 +229,62 @@ def cmd_run(args, out: Console) -> int:
     return 1 if failed else 0
 
 
+def cmd_testbox_run(args, out: Console) -> int:
+    """Run an experiment whose remote cells name `testbox`, with the SSH test box booted for it
+    and named in a targets inventory of its own (kernel deploy by kexec; virtual time unless
+    --realtime). The file is checked against a stand-in entry first, so bad input costs no boot."""
+    import os
+
+    import yaml
+
+    from harness.runner import Runner
+    from harness.target import inventory, testbox
+
+    def load_with(entry: dict, where: Path):
+        where.write_text(yaml.safe_dump({"targets": {"testbox": entry}}, sort_keys=False))
+        old = os.environ.get(inventory.ENV_INVENTORY)
+        os.environ[inventory.ENV_INVENTORY] = str(where)
+        try:
+            return load_experiment(args.experiment)
+        finally:
+            if old is None:
+                os.environ.pop(inventory.ENV_INVENTORY, None)
+            else:
+                os.environ[inventory.ENV_INVENTORY] = old
+
+    cache = BuildCache(args.cache_dir)
+    icount = not args.realtime
+    stand_in = {"url": "ssh://testbox", "deploy": "kexec", "cmdline": list(testbox.DEPLOY_CMDLINE),
+                **({"clock": "virtual"} if icount else {})}
+    tmp = cache.dir("tmp")
+    check = tmp / f"testbox-check-{os.getpid()}.yaml"
+    try:
+        le = load_with(stand_in, check)
+    finally:
+        check.unlink(missing_ok=True)
+    boxed = [c for c in le.cells if c.targets and c.targets[0].name == "testbox"]
+    if not boxed:
+        raise InputError(f"{args.experiment}: no cell has machine.target: testbox")
+    shapes = {(c.spec.machine.cpus, c.spec.machine.memory, c.spec.machine.icount_shift) for c in boxed}
+    if len(shapes) > 1:   # one box serves them all
+        raise InputError(f"{args.experiment}: the cells on testbox ask for different machines (cpus, memory, "
+                         f"icount_shift: {', '.join(map(str, sorted(shapes)))}); one box runs them all: make "
+                         "them agree")
+    m = boxed[0].spec.machine
+    out.print(f"booting the SSH test box ({m.cpus} CPUs, {m.memory}, "
+              f"{'QEMU virtual time' if icount else 'real time'}) ...", highlight=False)
+    with testbox.running_box(cache, icount=icount, cpus=m.cpus, memory=m.memory, icount_shift=m.icount_shift,
+                             console=Console(stderr=True)) as box:
+        out.print(f"test box up in {box.boot_s:.0f} s on {testbox.HOST}:{box.port} (console: {box.console})",
+                  highlight=False)
+        inv = box.keys.dir / "targets.yaml"
+        le = load_with(testbox.inventory_entry(box), inv)
+        runner = Runner(le, args.results_dir or paths.results_dir(), run_id=args.run_id, redo=args.redo,
+                        cache=cache, console=out, only=args.cell, jobs=args.jobs)
+        outcomes = runner.run()
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
 def cmd_report(args, out: Console) -> int:
     from harness.analysis.report import write_run_report
 
@@ -539,6 +595,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "-icount, so N up to the host's cores measures what one at a time does; real-time "
                          "cells still run one at a time; default 1)")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("testbox", help="the SSH test box (a QEMU guest with Debian and sshd, harness/target/"
+                        "testbox.py): `testbox run EXPERIMENT` boots it and runs the cells that name it")
+    tsub = sp.add_subparsers(dest="testbox_cmd", required=True)
+    tp = tsub.add_parser("run", help="boot the box, name it `testbox` in an inventory of its own (kernel deploy by "
+                         "kexec), run the experiment, stop the box")
+    experiment_arg(tp)
+    tp.add_argument("--results-dir", type=Path, default=None)
+    tp.add_argument("--run-id")
+    tp.add_argument("--redo", action="store_true")
+    tp.add_argument("--cell", action="append")
+    tp.add_argument("--jobs", type=int, default=1, metavar="N", help="as for run (the box's cells run one at a time)")
+    tp.add_argument("--realtime", action="store_true", help="boot the box without -icount (cells then need "
+                    "machine.timing: auto or realtime)")
+    tp.set_defaults(func=cmd_testbox_run)
 
     sp = sub.add_parser("report", help="re-derive a run's summary and plot from its records (no build, no boot); "
                         "with -o, one self-contained HTML report of all the runs given")

@@ -263,7 +263,7 @@ class CellResult(Record):
     failure: str | None = Field(None, description="kind of failure: kernel-build, boot-failed, panic, hang, "
                                 "workload-failed, probe-failed, platform-failed, splat, output-unreadable; on a "
                                 "remote target also target-unreachable, host-key, auth, target-lost, target-failed, "
-                                "target-unusable")
+                                "target-unusable, and with kernel deploy deploy-failed, target-down")
     reason: str = ""
     fingerprint: str | None = None
     spec: dict[str, Any]

@@ -54,7 +54,7 @@ from harness.probes.context import LoopTimeline, ProbeContext
 from harness.records import CellResult, RunIndex
 from harness.run_progress import RunProgress
 from harness.spec.loader import Cell, LoadedExperiment
-from harness.target import knobs
+from harness.target import deploy, knobs
 from harness.target.inventory import Target
 from harness.target.ssh import SshBackend, reading_for
 
@@ -185,7 +185,7 @@ class Runner:
         plans = []
         for cell in self.cells():
             spec = cell.spec
-            real = bool(cell.targets)
+            real = not cell.simulated   # a remote target's own platform: its real sysfs knobs and counters
             plat = knobs.plan(spec.platform) if real else platform.plan(spec.platform, spec.arch)
             names = [p for p in spec.probes if p in probes.PROBES]
             ab = spec.workload.abuser
@@ -212,18 +212,18 @@ class Runner:
         builds: dict[KernelRequest, BuildResult | str] = {}
         out: dict[str, Prepared] = {}
         for p in plans:
-            if p.cell.targets:   # a remote target runs its own kernel (kernel deploy is not implemented)
-                out[p.cell.id] = self._prepare_remote(p)
+            if p.cell.targets:   # a remote target runs its own kernel, or one deployed to it
+                out[p.cell.id] = prep = self._prepare_remote(p)
+                if p.cell.deploys and not prep.kernel_error:
+                    got = self._build(p, builds)
+                    if isinstance(got, str):
+                        prep.kernel_error = got
+                    elif (why := _deploy_problem(got)) is not None:
+                        prep.kernel_error = why
+                    else:
+                        prep.kernel = got
                 continue
-            if p.request not in builds:
-                self.console.print(f"kernel {p.request.label} ...", highlight=False)
-                try:
-                    builds[p.request] = self.builder.build(p.request)
-                except InputError:
-                    raise
-                except HarnessError as e:
-                    builds[p.request] = f"kernel build failed: {e}"
-            got = builds[p.request]
+            got = self._build(p, builds)
             prep = Prepared()
             out[p.cell.id] = prep
             if isinstance(got, str):
@@ -253,9 +253,22 @@ class Runner:
                     check_path(path, what)
         return out
 
+    def _build(self, p: CellPlan, builds: dict[KernelRequest, BuildResult | str]) -> BuildResult | str:
+        """The cell's kernel, each distinct one built (or taken from the cache) once; a failed
+        build is the reason, for the cells that need it."""
+        if p.request not in builds:
+            self.console.print(f"kernel {p.request.label} ...", highlight=False)
+            try:
+                builds[p.request] = self.builder.build(p.request)
+            except InputError:
+                raise
+            except HarnessError as e:
+                builds[p.request] = f"kernel build failed: {e}"
+        return builds[p.request]
+
     def _prepare_remote(self, p: CellPlan) -> Prepared:
         backend = self.backend_for(p.cell)
-        prep = Prepared(target=p.cell.targets[0], timing="realtime")
+        prep = Prepared(target=p.cell.targets[0], timing=p.cell.targets[0].entry.clock)
         try:
             prep.accel = backend.accel("none", p.cell.spec.arch, Path("/nonexistent"))
             prep.tools = backend.tools(p.cell.spec.arch)
@@ -312,8 +325,11 @@ class Runner:
                     if fleet:
                         started = True
                         self._run_fleet(fleet, prepared, index, outcomes)
+                    self._restore_targets()
                     inv.interrupted = False
                 finally:   # interrupted or not, what ran is indexed and summarised
+                    if inv.interrupted:
+                        self._left_deployed()
                     inv.finished, inv.wall_s = _now(), round(time.monotonic() - t0, 1)
                     index.complete = (len(index.cells) == index.cells_total
                                       and all(e.status == "ok" for e in index.cells.values()))
@@ -324,6 +340,21 @@ class Runner:
                 share.remove_tree(self.run_dir)
             raise
         return outcomes
+
+    def _restore_targets(self) -> None:
+        """Targets a cell's kernel was deployed to boot their own kernel again (inventory `restore`)."""
+        for backend in list(self._target_backends.values()):
+            finish = getattr(backend, "finish", None)
+            if finish is not None and (said := finish()) is not None:
+                self.console.print(Text(f"    restore: {said}"), highlight=False)
+
+    def _left_deployed(self) -> None:
+        """A stopped run does not wait for reboots: say which targets still run a harness kernel."""
+        for name, backend in list(self._target_backends.items()):
+            if getattr(getattr(backend, "deployer", None), "deployed", False):
+                self.console.print(Text(f"    warning: {name} still runs a harness kernel (the run stopped before "
+                                        "restoring it; the next run restores it, or reboot it yourself)"),
+                                   highlight=False)
 
     def _done(self, out: CellOutcome, index: RunIndex, outcomes: list[CellOutcome]) -> None:
         """A finished cell: progress, its line, the run index (on the main thread only)."""
@@ -422,7 +453,9 @@ class Runner:
         todo = []
         for p in plans:
             prep = prepared[p.cell.id]
-            key = prep.kernel.key if prep.kernel is not None else self._remote_key(p)
+            key = prep.kernel.key if prep.kernel is not None else None
+            if p.cell.targets:
+                key = self._remote_key(p, key)
             if (key is not None and not prep.kernel_error
                     and self.resumable(p, self.fingerprint(p, key, prep.tools.name)) is None):
                 todo.append((p.cell.id, p.cell.spec.arch))
@@ -438,7 +471,9 @@ class Runner:
         known, source = eta.history(self.run_dir, self.le.experiment.name)
         out = []
         for p in plans:
-            key = self._remote_key(p) if p.cell.targets else kernel_key_of(p.request)   # a target needs no kernel
+            key = None if p.cell.targets and not p.cell.deploys else kernel_key_of(p.request)   # a target's own kernel
+            if p.cell.targets:
+                key = self._remote_key(p, key)
             prev = self._previous(self.run_dir / p.cell.id)
             if prev is None:
                 action, why = "run", "no record"
@@ -456,10 +491,19 @@ class Runner:
         return out, source
 
     @staticmethod
-    def _remote_key(p: CellPlan) -> str | None:
+    def _remote_key(p: CellPlan, build_key: str | None = None) -> str | None:
         """What stands for the kernel in a remote cell's fingerprint: machine.target as written (a
-        fleet's cell resumes whichever member ran it; the kernel is the target's own)."""
-        return f"target:{p.cell.spec.machine.target}" if p.cell.targets else None
+        fleet's cell resumes whichever member ran it), and the deployed build's key (None: a
+        deploying cell whose kernel is not built yet, so its fingerprint cannot be known)."""
+        if not p.cell.targets or (p.cell.deploys and build_key is None):
+            return None
+        entry = p.cell.targets[0].entry   # a fleet's members agree on deploy and clock (the loader checks)
+        key = f"target:{p.cell.spec.machine.target}"
+        if entry.clock != "realtime":
+            key += f":clock={entry.clock}"
+        if p.cell.deploys:   # the build, and the target's part of its command line
+            key += f":{build_key}:" + ",".join(entry.cmdline)
+        return key
 
     def fingerprint(self, p: CellPlan, kernel_key: str, tools_name: str) -> str:
         """What an ok record must have been made from for the cell to be skipped."""
@@ -549,13 +593,9 @@ class Runner:
         if prep.kernel is None or prep.kernel_error:   # no kernel, or no rootfs/workload/accelerator for it
             return self._fail(p, d, "kernel-build" if prep.kernel is None else "boot-failed", prep.kernel_error)
         build = prep.kernel
-        kernel = records.KernelInfo(key=build.key, request=p.request.label,
-                                    release=build.metadata.get("kernel_release"), image=str(build.image))
-        missing = probes.missing_symbols(p.probes, build.image.parent / "System.map")
+        kernel, missing = self._kernel_info(p, build)
         if missing:
-            return self._fail(p, d, "probe-failed", "; ".join(
-                f"probe {name}: {', '.join(syms)} not in this kernel's System.map (inlined, renamed or "
-                "configured out): it cannot attach" for name, syms in missing.items()), kernel=kernel)
+            return self._fail(p, d, "probe-failed", missing, kernel=kernel)
         scx = None
         if (name := spec.platform.sched_ext) is not None and (scx := build.sched_ext(name)) is None:
             return self._fail(p, d, "kernel-build", f"platform.sched_ext {name}: the kernel build {build.key} has "
@@ -622,7 +662,8 @@ class Runner:
                 t_cell: float) -> CellOutcome:
         """Collect an ok guest's output and write the cell's ok record (or fail it: bad output)."""
         try:
-            collected = self.collect(p, d, share_dir, prep.timing, facts=res.facts if prep.target else None)
+            collected = self.collect(p, d, share_dir, prep.timing,
+                                     facts=None if p.cell.simulated else res.facts)
         except Exception as e:   # everything collect reads is the guest's: no shape of it may stop the run
             why = str(e) if isinstance(e, (share.ShareError, ValueError)) else f"{type(e).__name__}: {e}"
             return self._fail(p, d, "output-unreadable", f"guest output unreadable: {share.excerpt(why, 400)}",
@@ -642,28 +683,48 @@ class Runner:
         return CellOutcome(p.cell, "ok", f"{st.steps} steps{where}, wake p50 {st.wake_p50_us:.0f}us, "
                            f"step p50 {st.step_p50_us:.0f}us ({rec.cell_wall_s:.0f}s wall{boot})", d, rec)
 
+    @staticmethod
+    def _kernel_info(p: CellPlan, build: BuildResult) -> tuple[records.KernelInfo, str]:
+        """The record's kernel, and why the cell's probes cannot attach to it ('' if they can)."""
+        kernel = records.KernelInfo(key=build.key, request=p.request.label,
+                                    release=build.metadata.get("kernel_release"), image=str(build.image))
+        missing = probes.missing_symbols(p.probes, build.image.parent / "System.map")
+        return kernel, "; ".join(f"probe {name}: {', '.join(syms)} not in this kernel's System.map (inlined, "
+                                 "renamed or configured out): it cannot attach" for name, syms in missing.items())
+
     def _run_remote_cell(self, p: CellPlan, prep: Prepared, d: Path, t_cell: float) -> CellOutcome:
-        """One cell on a remote target: no kernel, one attempt (a target that cannot be reached or
-        is lost fails the cell with the reason; the matrix goes on)."""
+        """One cell on a remote target, on its own kernel or on the cell's deployed to it; one
+        attempt (a target that cannot be reached or is lost fails the cell with the reason; the
+        matrix goes on)."""
         cell, spec, t = p.cell, p.cell.spec, prep.target
+        where = records.TargetInfo(name=t.name, url=t.address.url)
         if prep.kernel_error:
-            return self._fail(p, d, "target-unusable", prep.kernel_error, target=records.TargetInfo(
-                name=t.name, url=t.address.url))
+            kind = ("kernel-build" if cell.deploys and not prep.kernel_error.startswith("target preparation")
+                    else "target-unusable")
+            return self._fail(p, d, kind, prep.kernel_error, target=where)
         if spec.platform.sched_ext is not None:
-            return self._fail(p, d, "target-unusable", "platform.sched_ext: not on remote targets (the scheduler "
-                              "is built with the harness's kernel; run it on the target yourself)",
-                              target=records.TargetInfo(name=t.name, url=t.address.url))
+            return self._fail(p, d, "target-unusable", "platform.sched_ext: not on remote targets yet (the "
+                              "scheduler's loader is not uploaded; run it on the target yourself)", target=where)
+        build, kernel, cmdline = prep.kernel, None, []
+        if build is not None:   # kernel deploy: the cell's kernel, with the cell's parameters
+            kernel, missing = self._kernel_info(p, build)
+            if missing:
+                return self._fail(p, d, "probe-failed", missing, kernel=kernel, target=where)
+            cmdline = list(spec.machine.cmdline) + p.platform.cmdline
         backend = self.backend_for(cell, t)
-        fingerprint = self.fingerprint(p, self._remote_key(p), prep.tools.name)
+        fingerprint = self.fingerprint(p, self._remote_key(p, build.key if build else None), prep.tools.name)
         if (prev := self.resumable(p, fingerprint)) is not None:
             return CellOutcome(cell, "skipped", "results exist (use --redo to run again)", d, prev)
         self._check_terminating()
         share.remove_tree(d)
         d.mkdir(parents=True)
         atomic_write_text(d / records.GUEST_SCRIPT_COPY, p.script)
-        cfg = GuestConfig(arch=spec.arch, image=Path("/nonexistent"), cpus=spec.machine.cpus, tools_dir=prep.tools)
+        cfg = GuestConfig(arch=spec.arch, image=build.image if build else Path("/nonexistent"), cpus=spec.machine.cpus,
+                          tools_dir=prep.tools, cmdline=tuple(cmdline), build_key=build.key if build else None,
+                          release=kernel.release if kernel else None)
         share_dir = d / protocol.SHARE
-        self.console.print(f"    run on {t.name} ({t.address.url}) ...", highlight=False)
+        self.console.print(f"    run on {t.name} ({t.address.url}){' with kernel deploy' if build else ''} ...",
+                           highlight=False)
         self._fill_share(p, share_dir)
         with contextlib.ExitStack() as stack:
             if self.progress is not None and not prep.in_fleet:
@@ -679,16 +740,21 @@ class Runner:
             **{k: (share.excerpt(f[k], 200) if k in f else None) for k in (
                 "arch", "cpu_model", "board", "cpus", "kernel_release", "kernel_version", "cpufreq_driver",
                 "cpufreq_governor", "cpuidle_driver", "cpuidle_governor", "cpuidle_states", "energy_source")})
+        clock = (f"virtual time on {t.name} (QEMU -icount, as its inventory entry says)" if prep.timing == "virtual"
+                 else f"real time on {t.name}")
+        boot_line = (deploy.boot_cmdline(t, deploy.Kernel(build.image, build.key, kernel.release, tuple(cmdline)))
+                     if build else [])
         guest = records.GuestInfo(
             backend=backend.name, accel="none", accel_reason=prep.accel.reason if prep.accel else "remote target",
-            timing="realtime", timing_label=f"real time on {t.name}", cpu_model=target.cpu_model or "unknown",
-            host=prep.host, workload_dir=str(prep.tools), kernel_cmdline=[], platform_requested=p.platform.applied,
-            boot_to_workload_s=None,
+            timing=prep.timing, timing_label=clock, cpu_model=target.cpu_model or "unknown",
+            host=prep.host, workload_dir=str(prep.tools), kernel_cmdline=boot_line,
+            platform_requested=p.platform.applied, boot_to_workload_s=None,
             boot_to_workload_wall_s=round(res.boot_wall_s, 1) if res.boot_wall_s is not None else None,
-            status={k: share.excerpt(v, 200) for k, v in list(res.status.items())[:64]}, platform="real")
+            status={k: share.excerpt(v, 200) for k, v in list(res.status.items())[:64]},
+            platform="simulated" if cell.simulated else "real")
         attempts = [records.Attempt(outcome=res.outcome, reason=res.reason, console=res.console_log.name,
                                     wall_s=round(res.wall_s, 1), command=list(res.command))]
-        base = dict(guest=guest, target=target, attempts=attempts, fingerprint=fingerprint)
+        base = dict(kernel=kernel, guest=guest, target=target, attempts=attempts, fingerprint=fingerprint)
         if not res.ok:
             reason = res.reason
             if res.outcome == "probe-failed":
@@ -837,6 +903,19 @@ class Runner:
         rec = CellResult(**self._base_record(p, status="failed", failure=failure, reason=reason, **kw))
         records.write(d / records.CELL_RESULT, rec)
         return CellOutcome(p.cell, "failed", reason, d, rec)
+
+
+def _deploy_problem(build: BuildResult) -> str | None:
+    """Why a build cannot be deployed by kexec to a target, or None. The cell's kernel runs the next
+    deploy (or the target's own kernel again), so it must have kexec itself."""
+    try:
+        text = build.config.read_text(errors="replace")
+    except OSError as e:
+        return f"kernel build {build.key}: its config is unreadable ({e})"
+    if not re.search(r"^CONFIG_KEXEC=y$", text, re.M):   # kexec -l's kexec_load (kexec-tools 2.0.25's default)
+        return (f"kernel build {build.key} has no kexec (CONFIG_KEXEC): a target with `deploy: kexec` could not "
+                "move on from it to the next cell's kernel (add the testbox fragment, or one like it for the board)")
+    return None
 
 
 def _real_energy(plat: records.PlatformSummary, readings, steps_per_repeat: int) -> None:

@@ -3,7 +3,10 @@ openssh-server, a throwaway ed25519 key and host key, known_hosts and ssh_config
 own; nothing under ~/.ssh is read or written) on a port forwarded to 127.0.0.1, driven through the
 CLI's runner exactly as a board would be. Then the faults: connection refused, a host-key
 mismatch and an unknown host key, sshd killed mid-run (back at once: the cell survives; gone for
-good: the cell fails, the next cell fails to connect, and a later run redoes both).
+good: the cell fails, the next cell fails to connect, and a later run redoes both). Last, kernel
+deploy: kexec into a harness kernel, two cells on it, and the box's own kernel again; then a
+kernel that panics and one that hangs, each brought back by the box's fallback (a panic reboot,
+the watchdog).
 
 Slow (a TCG boot of Debian and bpftrace under TCG): `nox -s tests-remote`, not in CI's set."""
 
@@ -189,3 +192,95 @@ def test_sshd_gone_fails_the_cell_the_matrix_goes_on_and_a_rerun_completes(tmp_p
     time.sleep(2)
     a2, b2 = run(f, tmp_path)[1]
     assert (a2.status, b2.status) == ("ok", "ok"), (a2.reason, b2.reason)
+
+
+# -- kernel deploy: kexec into a harness kernel and back, and kernels that do not boot ------------------
+# The cells' kernel is dvfs_ramp's stock kernel with the testbox fragment (virtio-net, kexec, the
+# box's watchdog): built once and cached like any other. These run last: each leaves the box on
+# its own Debian kernel again (the restore, or the fallback), which the tests above expect.
+
+DEPLOY = """\
+name: remote_deploy
+kernel: {source: debian, series: [sim-platform, agent-latency],
+         fragments: [base, tracing, platform, sim-platform, testbox], agent_latency: false}
+machine: {cpus: 2, target: testbox}
+platform: {governor: schedutil, idle_governor: menu, sim: {preset: x86-skl-client}}
+workload: {steps: 200, warmup: 20, compute_units: 20000, wait: {kind: futex, us: 2000}}
+probes: [wakeup_latency]
+repeats: 2
+variants:
+  - {name: stock}
+  - {name: floor, set: {platform.governor: performance, platform.idle_poll: true}}
+"""
+
+
+def deploy_setup(tmp_path, box, cmdline=testbox.DEPLOY_CMDLINE, body=DEPLOY, **extra) -> Path:
+    import yaml
+    entry = testbox.inventory_entry(box, cmdline=cmdline, **extra)
+    (tmp_path / "targets.yaml").write_text(yaml.safe_dump({"targets": {"testbox": entry}}))
+    f = tmp_path / "deploy.yaml"
+    f.write_text(body)
+    return f
+
+
+def box_kernel(box) -> tuple[str, str]:
+    r = guest_ssh(box, "uname -r; cat /proc/cmdline")
+    release, cmdline = (r.stdout.splitlines() + ["", ""])[:2]
+    return release, cmdline
+
+
+def test_kexec_into_the_cells_kernel_runs_it_there_and_reboots_into_the_boxs_own(tmp_path, box, monkeypatch):
+    monkeypatch.setenv("HARNESS_TARGETS", str(tmp_path / "targets.yaml"))
+    own_release, _ = box_kernel(box)
+    t0 = time.monotonic()
+    r, (stock, floor) = run(deploy_setup(tmp_path, box), tmp_path)
+    print(f"deploy flow: {time.monotonic() - t0:.0f} s")
+    for o in (stock, floor):
+        assert o.status == "ok", o.reason
+    a, b = rec(stock), rec(floor)
+    # the cell's kernel ran on the box, recorded as a VM's, on the simulated platform it carries
+    assert a.kernel.key == b.kernel.key and a.target.kernel_release == a.kernel.release != own_release
+    assert a.guest.platform == "simulated" and a.platform.energy_per_step_uj > 0
+    assert a.guest.kernel_cmdline[0] == "root=/dev/vda" and a.guest.kernel_cmdline[-1].startswith("harness.deploy=")
+    assert any(t.startswith("sim_cpufreq.opps=") for t in a.guest.kernel_cmdline)
+    assert a.target.cpufreq_driver == "sim-cpufreq"
+    # the floor's line differs (idle=poll), so its cell deployed the kernel again
+    assert "idle=poll" in b.guest.kernel_cmdline and "idle=poll" not in a.guest.kernel_cmdline
+    assert a.target.facts["deploy"].startswith("kexec, back after") and b.target.facts["deploy"].startswith("kexec")
+    assert a.stats.steps == 400 and a.probes["wakeup_latency"]
+    # the floor variant held on the box: the top OPP all the time
+    res = b.platform.freq_residency
+    assert res[max(res, key=int)] / sum(res.values()) > 0.99, res
+    log = (stock.dir / "console.log").read_text()
+    assert "kexec into" in log and "Linux version " + a.kernel.release in log
+    # restored: the box runs its own kernel again, without the marker, and nothing of ours is left
+    release, cmdline = box_kernel(box)
+    assert release == own_release and "harness.deploy=" not in cmdline
+    assert guest_ssh(box, "ls -A /var/tmp/agent-latency").stdout.strip() == ""
+
+
+@pytest.mark.parametrize("how", ["panic", "hang"])
+def test_a_kernel_that_does_not_boot_falls_back_to_the_boxs_own(tmp_path, box, monkeypatch, how):
+    """panic: no root device, panic=-1 reboots at once; hang: the same with panic=0, so only the
+    box's watchdog (armed across the kexec, locked, 60 s) brings it back."""
+    monkeypatch.setenv("HARNESS_TARGETS", str(tmp_path / "targets.yaml"))
+    own_release, _ = box_kernel(box)
+    line = ["root=/dev/vdz" if t == "root=/dev/vda" else t for t in testbox.DEPLOY_CMDLINE]
+    if how == "hang":
+        line = ["panic=0" if t == "panic=-1" else "i6300esb.heartbeat=60" if t.startswith("i6300esb.heartbeat")
+                else t for t in line]
+    body = DEPLOY.replace("  - {name: floor, set: {platform.governor: performance, platform.idle_poll: true}}\n", "")
+    seen = box.console.read_text(errors="replace").count("VFS: Unable to mount root fs")
+    t0 = time.monotonic()
+    (o,) = run(deploy_setup(tmp_path, box, cmdline=tuple(line), body=body), tmp_path)[1]
+    print(f"{how}: failed in {time.monotonic() - t0:.0f} s")
+    x = rec(o)
+    assert o.status == "failed" and x.failure == "deploy-failed", o.reason
+    assert f"on {own_release} without the cell's kernel {x.kernel.key}" in x.reason
+    # the cell's kernel did start, and died where it should: on the box's serial console
+    assert box.console.read_text(errors="replace").count("VFS: Unable to mount root fs") == seen + 1
+    release, cmdline = box_kernel(box)
+    assert release == own_release and "harness.deploy=" not in cmdline
+    # what brought the box back: the watchdog says whether it fired (WDIOF_CARDRESET, 0x20)
+    status = guest_ssh(box, "cat /sys/class/watchdog/watchdog0/bootstatus").stdout.strip()
+    assert status == ("32" if how == "hang" else "0"), status

@@ -94,7 +94,7 @@ def test_a_password_in_the_target_is_a_located_spec_error(tmp_path):
 @pytest.mark.parametrize("machine,where,why", [
     ('target: "http://lab1"', "machine.target", "only ssh:// targets"),
     ("target: lab1, timing: virtual", "machine.timing", "virtual time is QEMU's"),
-    ("target: lab1, cmdline: [quiet]", "machine.cmdline", "needs kernel deploy"),
+    ("target: lab1, cmdline: [quiet]", "machine.cmdline", "needs a target with `deploy: kexec`"),
     ("target: nosuch", "machine.target", "no target or fleet 'nosuch'")])
 def test_target_problems_are_located(tmp_path, machine, where, why):
     inventory(tmp_path)
@@ -159,7 +159,10 @@ def rapl_snapshots(work: Path) -> None:
                          f"/sys/class/powercap/intel-rapl:0:0/energy_uj:{value // 2}\n")
 
 
-def remote_run(tmp_path, target: fake.FakeTarget | None = None, body="", machine="target: lab1", targets=None):
+def remote_run(tmp_path, target: fake.FakeTarget | None = None, body="", machine="target: lab1", targets=None,
+               builder=None):
+    """The experiment through the runner on the fake target (`builder`: a kernel builder, for
+    cells that deploy one; none is built otherwise)."""
     inventory(tmp_path, targets)
     le = load_experiment(write_experiment(tmp_path, machine=machine, body=body))
     target = target or fake.FakeTarget(tmp_path / "remote", REC)
@@ -167,7 +170,7 @@ def remote_run(tmp_path, target: fake.FakeTarget | None = None, body="", machine
     tools = tmp_path / "tools"
     tools.mkdir(exist_ok=True)
     (tools / "agentloop").write_bytes(b"\x7fELF fake workload")
-    r = Runner(le, tmp_path / "results", cache=BuildCache(tmp_path / "cache"), builder=object(), poll_s=0.05,
+    r = Runner(le, tmp_path / "results", cache=BuildCache(tmp_path / "cache"), builder=builder or object(), poll_s=0.05,
                target_backend=lambda t: SshBackend(BuildCache(tmp_path / "cache"), t, connect=target.connection,
                                                    poll_s=0.01, tools_dir=tools))
     return r, target, r.run()
@@ -260,7 +263,7 @@ def test_a_run_that_never_ends_is_stopped_on_the_target(tmp_path):
     from harness.guest.vm import GuestConfig
     from harness.target.inventory import Target, TargetEntry
     t = fake.FakeTarget(tmp_path / "remote", REC, never_ends=True)
-    t.root.mkdir()
+    t.root.mkdir(exist_ok=True)
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "agentloop").write_bytes(b"x")
     share = tmp_path / "cell" / protocol.SHARE
@@ -366,7 +369,7 @@ def test_a_fleet_spreads_cells_one_per_target_at_a_time_into_one_run(tmp_path):
     targets = {n: fake.FakeTarget(tmp_path / n, REC, run_s=0.3) for n in ("lab1", "lab2")}
     overlap = []
     for name, t in targets.items():
-        t.root.mkdir()
+        t.root.mkdir(exist_ok=True)
         other = targets["lab2" if name == "lab1" else "lab1"]
         t.after_launch = lambda work, other=other: overlap.append(other.running)
     tools = tmp_path / "tools"

@@ -118,6 +118,7 @@ class FakeKernels:
     fail: dict[str, str] = field(default_factory=dict)   # variant label -> the build error
     builds: list[str] = field(default_factory=list)
     sched_ext: bool = False                              # builds with the sched_ext schedulers
+    config: str = "CONFIG_KEXEC=y\n"                    # the build's .config (what the runner checks)
 
     def build(self, req: KernelRequest) -> BuildResult:
         self.builds.append(req.label)
@@ -127,6 +128,7 @@ class FakeKernels:
         d.mkdir(parents=True, exist_ok=True)
         (d / "bzImage").write_bytes(b"fake")
         (d / "System.map").write_text("".join(f"ffffffff81000000 T {s}\n" for s in self.symbols))
+        (d / "config").write_text(self.config)
         meta = {"key": f"fake-{req.arch}-{req.variant}", "kernel_release": self.release,
                 "artifacts": {"image": "bzImage", "vmlinux": "vmlinux", "system_map": "System.map"}}
         if self.sched_ext:   # laid out as KernelBuilder._sched_ext lays out a real build's

@@ -50,6 +50,8 @@ class GuestConfig:
     root: Path | None = None      # arm64 rootfs; None = the host's filesystem
     tools_dir: Path | None = None
     disks: tuple[Path, ...] = ()  # raw images, seen in the guest as /dev/vd* (virtio-blk) in this order
+    build_key: str | None = None  # a remote target with kernel deploy: the build to boot there (`image`)
+    release: str | None = None    # ... and the release it must report
 
 
 @dataclass

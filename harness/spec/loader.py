@@ -58,6 +58,17 @@ class Cell:
     spec: CellSpec
     targets: tuple = ()      # harness.target.inventory.Target(s) of machine.target (a fleet: several)
 
+    @property
+    def deploys(self) -> bool:
+        """A remote cell whose kernel the harness builds and boots on the target (kexec)."""
+        return bool(self.targets) and all(t.entry.deploy != "none" for t in self.targets)
+
+    @property
+    def simulated(self) -> bool:
+        """Its platform is the simulated one: a VM's, or a deployed kernel's that carries it."""
+        k = self.spec.kernel
+        return not self.targets or (self.deploys and _SIM_PLATFORM in k.series and _SIM_PLATFORM in k.fragments)
+
 
 @dataclass
 class LoadedExperiment:
@@ -215,12 +226,6 @@ def _check_cell(spec: CellSpec, repeats: int, locate, base_dir: Path) -> list[Sp
 
     remote = spec.machine.target is not None
     if remote:
-        m = spec.machine
-        if m.cmdline:
-            issues.append(locate(("machine", "cmdline"), "a remote target runs the kernel it has: a kernel command "
-                                 "line needs kernel deploy (not implemented yet)"))
-        if m.timing == "virtual":
-            issues.append(locate(("machine", "timing"), "virtual time is QEMU's: a remote target runs in real time"))
         if w.phases.disk_mb:
             issues.append(locate(("workload", "phases", "disk_mb"), "a scratch disk is a VM's virtio-blk device: not "
                                  "on a remote target"))
@@ -267,6 +272,25 @@ def _resolve_target(value: str, arch: str, base_dir: Path) -> tuple | str | Spec
         return str(e)
     except SpecError as e:
         return e
+
+
+def _deploy_issues(spec: CellSpec, targets: tuple, locate) -> list:
+    """What a remote cell asks of its targets that they do not do: a kernel command line needs a
+    target the harness deploys kernels to; virtual time needs a target that is a QEMU guest under
+    -icount (the inventory's `clock`)."""
+    m, issues = spec.machine, []
+    deploys = all(t.entry.deploy != "none" for t in targets)
+    if m.cmdline and not deploys:
+        issues.append(locate(("machine", "cmdline"), "this target runs the kernel it has: a kernel command line "
+                             "needs a target with `deploy: kexec` in the targets inventory"))
+    clocks = {t.entry.clock for t in targets}
+    if m.timing == "virtual" and clocks != {"virtual"}:
+        issues.append(locate(("machine", "timing"), "virtual time is QEMU's: this target runs in real time (an "
+                             "inventory entry says `clock: virtual` only for a QEMU guest under -icount)"))
+    if m.timing == "realtime" and "virtual" in clocks:
+        issues.append(locate(("machine", "timing"), "this target is a QEMU guest under -icount (`clock: virtual` "
+                             "in the inventory): its clock is virtual, whatever the cell asks"))
+    return issues
 
 
 def _merge(dst: dict, src: dict) -> None:
@@ -437,6 +461,9 @@ def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tup
                         seen_issue.add(locate(("machine", "target"), got))
                         continue
                     targets = got
+                    if refs := _deploy_issues(spec, targets, locate):
+                        seen_issue.update(refs)
+                        continue
                 parts: list[tuple[str, tuple | None]] = [(arch, None), (vname, vorigin)]
                 axis_values = {}
                 for (key, _), (value, origin) in zip(axes, combo, strict=True):

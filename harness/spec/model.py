@@ -98,7 +98,8 @@ RESERVED_CMDLINE_NAMES = frozenset({
     "init", "rdinit", "root", "rootfstype", "rootflags", "ro", "rw", "console", "earlycon", "earlyprintk",
     "panic", "idle", "nohlt",
 })
-RESERVED_CMDLINE_PREFIXES = ("virtme.", "virtme_", "sim_cpufreq.", "cpuidle_sim.", "cpufreq.", "cpuidle.")
+RESERVED_CMDLINE_PREFIXES = ("virtme.", "virtme_", "sim_cpufreq.", "cpuidle_sim.", "cpufreq.", "cpuidle.",
+                             "harness.")   # harness.deploy= marks a kernel deployed to a target
 # One token virtme-ng can splice into its shell command and the kernel reads as one parameter
 # (the same set harness/guest/vm.py checks at boot, plus: no leading '-', so no '--' init args).
 CMDLINE_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./+:,=-]*$")

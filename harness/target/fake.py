@@ -7,6 +7,11 @@ tests). Starting the guest script "runs" it by copying a recording of a real gue
 Faults are scripted: the connection refused, a host-key mismatch, a failed authentication, a
 connection lost after N SFTP calls (and refused or accepted on reconnecting), a run that never
 ends, hostile files planted in the remote share.
+
+Kernel deploy: /proc/sys/kernel/random/boot_id, /proc/sys/kernel/osrelease and /proc/cmdline
+are files under the root; the deploy script "kexecs" (`kexec`: the kernel boots, the target falls
+back to its previous kernel, it stays down, or kexec refuses the image): the next connections see
+the old boot (`linger`), then none (`down_for`), then the new boot.
 """
 
 from __future__ import annotations
@@ -51,6 +56,49 @@ class FakeTarget:
     exit_at: dict = field(default_factory=dict)
     calls_since_launch: int | None = None
     dropped: bool = False
+    cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet"
+    kexec: str = "boots"                         # boots | falls-back | stays-down | refused | ignored
+    deployed_release: str = "6.12.0-fake"        # what the kexec'd kernel says it is
+    linger: int = 1                              # connections that still reach the old boot after a kexec
+    down_for: int = 2                            # connections refused after that, while it boots
+    dmesg: str = "Linux version 6.12.0-fake (fake)\nclocksource: tsc\n"   # each boot's log starts as this
+    dmesg_after_cell: str = ""                   # what the kernel logs once a cell's run directory is removed
+    pending: tuple | None = None                 # the boot a kexec or a reboot leads to (cmdline, release)
+    boots: list[str] = field(default_factory=list)   # each boot's command line, the first included
+    _left: list[int] = field(default_factory=lambda: [0, 0])
+
+    def __post_init__(self) -> None:
+        self.own_release = self.facts["kernel_release"]   # the target's own kernel, its boot loader's default
+        self._boot(self.cmdline, self.own_release)
+
+    def _boot(self, cmdline: str, release: str) -> None:
+        import uuid
+        proc = self.root / "proc"
+        (proc / "sys/kernel/random").mkdir(parents=True, exist_ok=True)
+        (proc / "sys/kernel/random/boot_id").write_text(f"{uuid.uuid4()}\n")
+        (proc / "sys/kernel/osrelease").write_text(release + "\n")
+        (proc / "cmdline").write_text(cmdline + "\n")
+        self.facts["kernel_release"] = release
+        self.boots.append(cmdline)
+        self.log = self.dmesg
+
+    def reboot_into(self, cmdline: str, release: str) -> None:
+        self.pending = (cmdline, release)
+        self._left = [self.linger, 10 ** 9 if self.kexec == "stays-down" else self.down_for]
+
+    def opening(self) -> None:
+        """A connection attempt while a reboot is under way: the old boot, then none, then the new."""
+        if self.pending is None:
+            return
+        if self._left[0] > 0:
+            self._left[0] -= 1
+            return
+        if self._left[1] > 0:
+            self._left[1] -= 1
+            raise refused()
+        cmdline, release = self.pending
+        self.pending = None
+        self._boot(cmdline, release)
 
     def path(self, remote: str) -> Path:
         if not remote.startswith("/"):
@@ -90,6 +138,7 @@ class FakeConnection:
             raise t.reconnect
         if t.refuse is not None:
             raise t.refuse
+        t.opening()
         if t.dropped:          # accepted again: the link is back
             t.dropped, t.lose_after = False, None
         t.connections += 1
@@ -121,9 +170,36 @@ class FakeConnection:
             return FakeResult(0)
         if words[:3] == ["rm", "-rf", "--"]:
             shutil.rmtree(t.path(words[3]), ignore_errors=True)
-            t.running -= 1
+            if "/c-" in words[3]:   # a cell's run directory (k-: a deploy's)
+                t.running -= 1
+                t.log += t.dmesg_after_cell
             return FakeResult(0)
         if words[:3] == ["kill", "-TERM", "--"]:
+            return FakeResult(0)
+        if words == ["test", "$(id -u)", "=", "0"]:
+            return FakeResult(0 if t.facts.get("uid") == "0" else 1)
+        if words[0] == "sh" and words[1].endswith("/deploy.sh"):
+            work = t.path(words[2])
+            assert (work / "kernel").is_file() and (work / "cmdline").is_file()
+            if t.kexec == "refused":
+                (work / "deploy.err").write_text("kexec_load failed: Invalid argument\n")
+                (work / "kernel").unlink()
+                return FakeResult(4)
+            (work / "kernel").unlink()
+            new = (work / "cmdline").read_text().strip()
+            if t.kexec == "ignored":   # systemd took the job and never ran it: the old boot stays up
+                return FakeResult(0)
+            if t.kexec == "falls-back":
+                t.reboot_into(t.boots[0], t.own_release)
+            else:
+                t.reboot_into(new, t.deployed_release)
+            return FakeResult(0)
+        if words[0] == "sh" and words[1].endswith("/restore.sh"):
+            t.reboot_into(t.boots[0], t.own_release)
+            return FakeResult(0)
+        if words[0] == "dmesg":
+            out = command.split(" > ")[1].split(" ")[0]
+            t.path(shlex.split(out)[0]).write_text(t.log)
             return FakeResult(0)
         raise AssertionError(f"the fake target does not know this command: {command!r}")
 

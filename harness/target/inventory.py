@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from harness.errors import SpecError
-from harness.spec.model import ARCHES, SAFE_PATH, Arch, Name, Strict, _name
+from harness.spec.model import ARCHES, CMDLINE_ITEM_MAX, CMDLINE_TOKEN, SAFE_PATH, Arch, Name, Strict, _name
 
 INVENTORY_FILE = "targets.yaml"
 ENV_INVENTORY = "HARNESS_TARGETS"
@@ -105,6 +105,16 @@ def _abs_safe(v: str) -> str:
     return v
 
 
+def _boot_token(v: str) -> str:
+    """One parameter of a target's own boot command line (root=, console=, panic= are its to say)."""
+    if len(v) > CMDLINE_ITEM_MAX or not CMDLINE_TOKEN.fullmatch(v):
+        raise ValueError(f"{v[:40]!r} is not a single kernel parameter token (letters, digits and _ . / + : , = - "
+                         "only, the first a letter or digit)")
+    if v.startswith("harness."):
+        raise ValueError("harness.* parameters are the harness's own (the deploy marker)")
+    return v
+
+
 def _local_path(v: str) -> str:
     if "\x00" in v or len(v) > 1024:
         raise ValueError("not a path")
@@ -125,10 +135,30 @@ class TargetEntry(Strict):
     energy: Literal["auto", "rapl", "hwmon", "none"] = Field(
         "auto", description="the energy source to record: auto = RAPL if present, else hwmon, else none")
     deploy: Literal["none", "kexec"] = Field(
-        "none", description="none: measure the kernel the target runs; kexec: boot the cell's kernel (not done)")
+        "none", description="none: measure the kernel the target runs; kexec: boot each cell's kernel on it "
+                            "(harness/target/deploy.py), and the target's own again after the run")
+    cmdline: list[Annotated[str, AfterValidator(_boot_token)]] = Field(
+        [], max_length=32, description="deploy: what a deployed kernel's command line needs on this machine "
+                                       "(root=, console=, panic=...); the cell's own parameters follow")
+    deploy_timeout_s: int = Field(600, ge=5, le=3600, description="deploy: how long the target may take from "
+                                  "the kexec to answering SSH on the new kernel (or on its fallback)")
+    restore: Literal["reboot", "none"] = Field(
+        "reboot", description="deploy: after the run, reboot into the target's own kernel, or leave the last "
+                              "cell's kernel running")
+    clock: Literal["realtime", "virtual"] = Field(
+        "realtime", description="virtual: the target is a QEMU guest under -icount (the SSH test box), so its "
+                                "figures are in virtual time, as a local VM's")
     connect_timeout_s: int = Field(20, ge=1, le=600)
     reconnect_s: int = Field(120, ge=0, le=3600, description="how long a lost connection is retried mid-run "
                              "before the cell fails (the run on the target goes on meanwhile)")
+
+
+    @model_validator(mode="after")
+    def _deploy_needs_a_root(self) -> TargetEntry:
+        if self.deploy != "none" and not any(t.startswith("root=") for t in self.cmdline):
+            raise ValueError("deploy: kexec needs the deployed kernel's command line in `cmdline`, with its "
+                             "root= at least (the harness's kernels have no initrd)")
+        return self
 
 
 class Inventory(Strict):
@@ -206,13 +236,15 @@ def resolve(value: str, arch: str, experiment_dir: Path) -> list[Target]:
     if names is None:
         known = sorted(inv.targets) + sorted(inv.fleets)
         raise TargetError(f"no target or fleet {value!r} in {path} (it has: {', '.join(known) or 'none'})")
+    kinds = {(inv.targets[n].deploy, inv.targets[n].clock) for n in names}
+    if len(kinds) > 1:
+        raise TargetError(f"fleet {value!r} mixes targets that deploy kernels or keep virtual time with ones "
+                          f"that do not ({path}): a fleet's members run the same cells alike")
     out = []
     for n in names:
         e = inv.targets[n]
         if e.arch != arch:
             raise TargetError(f"target {n!r} is {e.arch} ({path}), the cell is {arch}")
-        if e.deploy != "none":
-            raise TargetError(f"target {n!r}: deploy {e.deploy!r} is not implemented yet; use deploy: none")
         out.append(Target(n, parse_url(e.url), e, path))
     return out
 

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from harness.guest.vm import CONSOLE_TAIL, GuestConfig, GuestResult, classify
 from harness.kernel.cache import BuildCache
 from harness.spec.model import SAFE_PATH
 from harness.target import energy
+from harness.target.deploy import Deployer, Kernel
 from harness.target.inventory import Target
 from harness.target.remote import FabricRemote, Remote, RemoteError, q, safe_name
 from harness.workload.build import workload_dir
@@ -129,12 +131,23 @@ class SshBackend:
         wd = target.entry.workdir
         if not (wd.startswith("/") and SAFE_PATH.fullmatch(wd)):
             raise HarnessError(f"target {target.name}: work directory {wd!r} is not a plain absolute path")
+        self.deployer = Deployer(target, self.connect, poll_s=max(poll_s, 0.01) * 2.5)
+        self._one_at_a_time = threading.Lock()   # a target in two fleets: one cell (and one kernel) at a time
+
+    def finish(self) -> str | None:
+        """After the run: the target's own kernel again, if a cell's was deployed (what happened)."""
+        if not self.deployer.deployed or self.target.entry.restore == "none":
+            return None
+        return self.deployer.restore()
 
     # -- the GuestBackend interface -------------------------------------------------------------
     def host_facts(self, arch: str) -> dict[str, str]:
         return {"target": self.target.name, "url": self.target.address.url}
 
     def accel(self, requested: str, arch: str, image: Path) -> AccelChoice:
+        if self.target.entry.clock == "virtual":
+            return AccelChoice("none", f"remote target {self.target.name}: a QEMU guest under -icount (its "
+                               "inventory entry says clock: virtual)")
         return AccelChoice("none", f"real hardware: remote target {self.target.name}")
 
     def rootfs(self, arch: str) -> Path | None:
@@ -153,11 +166,15 @@ class SshBackend:
         t0 = time.monotonic()
         log = _Log(console)
         work = f"{self.target.entry.workdir}/c-{secrets.token_hex(8)}"
-        run = _RemoteRun(self, cfg, share_dir, work, log)
-        try:
-            return run.go(timeout_s, boot_timeout_s if boot_timeout_s is not None else timeout_s, t0)
-        finally:
-            run.close()
+        with self._one_at_a_time:
+            run = _RemoteRun(self, cfg, share_dir, work, log)
+            try:
+                res = run.go(timeout_s, boot_timeout_s if boot_timeout_s is not None else timeout_s, t0)
+            finally:
+                run.close()
+            if cfg.build_key is not None and not res.ok:   # whatever it left behind is not the next cell's
+                self.deployer.suspect = True
+            return res
 
 
 class _RemoteRun:
@@ -172,6 +189,7 @@ class _RemoteRun:
         self.status: dict[str, str] = {}
         self.launched = False
         self.lost = False
+        self.deploy_note = ""
         self.command = ("ssh", self.t.address.url, f"sh {work}/launch.sh {work}")
 
     def close(self) -> None:
@@ -191,8 +209,12 @@ class _RemoteRun:
     def go(self, timeout_s: float, boot_limit: float, t0: float) -> GuestResult:
         e = self.t.entry
         self.log.say(f"connecting to {self.t.name} ({self.t.address.url})")
+        t_run = t0
         try:
             self.remote = self.b.connect(self.t)
+            if self.cfg.build_key is not None:
+                self._deploy()
+                t_run = time.monotonic()   # the run's own limits count from the deployed kernel's start
             self._prepare()
         except RemoteError as err:
             return self._result(err.kind, err.reason, t0)
@@ -205,13 +227,15 @@ class _RemoteRun:
             self.log.say(f"started the guest script in {self.work}")
         except RemoteError as err:
             return self._result(err.kind, f"{err.reason} (while starting the run)", t0)
-        rc, timed_out, boot_wall, why = self._wait(timeout_s, boot_limit, t0)
+        rc, timed_out, boot_wall, why = self._wait(timeout_s, boot_limit, t_run)
         if why is not None:   # the connection is gone and stayed gone (or the status is not readable)
             return self._result(why.kind, why.reason, t0, boot_wall=boot_wall)
         if timed_out:
             self._kill()
         try:
             script_output = self._fetch()
+            if self.cfg.build_key is not None:   # the harness's kernel: its log is the cell's, as a VM's console
+                script_output += self._kernel_log()
             if not timed_out:
                 self.remote.run(q(*self.sudo, "rm", "-rf", "--", self.work), e.connect_timeout_s)
         except RemoteError as err:
@@ -224,6 +248,12 @@ class _RemoteRun:
             outcome, reason = "target-failed", reason.replace("guest exited (vng exit", "the script on the target "
                                                               "exited (exit")
         return self._result(outcome, reason, t0, rc, boot_wall, script_output[-CONSOLE_TAIL:], timed_out)
+
+    def _deploy(self) -> None:
+        c = self.cfg
+        self.b.deployer.say = self.log.say
+        self.remote, took = self.b.deployer.ensure(self.remote, Kernel(c.image, c.build_key, c.release, c.cmdline))
+        self.deploy_note = "already running" if took is None else f"kexec, back after {took:.0f} s"
 
     def _prepare(self) -> None:
         r = self.remote
@@ -240,7 +270,11 @@ class _RemoteRun:
         data = r.read(f"{self.work}/facts.txt", FACTS_LIMIT) or b""
         self.facts = {k: share.excerpt(v, 200) for k, v in
                       protocol.parse_status(data.decode("utf-8", errors="replace")).items()}
+        if self.deploy_note:
+            self.facts["deploy"] = self.deploy_note
         self._check_facts()
+        if self.cfg.build_key is not None:   # where this cell's part of the kernel log will begin
+            r.run(q(*self.sudo, "dmesg") + f" > {q(self.work + '/dmesg-before.txt')} 2>/dev/null", 60)
         self.log.say("target: " + ", ".join(f"{k}={v}" for k, v in sorted(self.facts.items())))
         for local, rel in self._inputs():
             r.put(local, f"{self.work}/{rel}", 0o755 if rel.startswith("tools/") else 0o644)
@@ -349,6 +383,26 @@ class _RemoteRun:
                 self.log.say(f"stopped the run's process group {pid} on the target")
         except RemoteError as err:
             self.log.say(f"could not stop the run on the target: {err.reason}")
+
+    def _kernel_log(self) -> bytes:
+        """The deployed kernel's log (dmesg) for the splat check: since its boot when this cell
+        booted it, else from where it stood when this cell began (an earlier cell's complaints
+        are that cell's); its end if long."""
+        log = f"{self.work}/dmesg.txt"
+        self.remote.run(q(*self.sudo, "dmesg") + f" > {q(log)} 2>/dev/null", 60)
+        try:
+            data = self.remote.read(log, CONSOLE_TAIL, tail=True) or b""
+            before = (self.remote.read(f"{self.work}/dmesg-before.txt", CONSOLE_TAIL, tail=True) or b""
+                      if self.deploy_note == "already running" else b"")
+        except RemoteError as err:
+            if err.kind != "output-unreadable":
+                raise
+            return f"[harness: the kernel log was not fetched: {err.reason}]\n".encode()
+        last = before.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        if last and (i := data.find(last)) >= 0:
+            return (b"--- the kernel's log on the target since this cell began (dmesg; an earlier cell booted "
+                    b"this kernel) ---\n" + data[i + len(last):].lstrip(b"\n"))
+        return b"--- the kernel's log on the target (dmesg) ---\n" + data
 
     def _fetch(self) -> bytes:
         """The share's regular files (bounded, plain names, not the host's own inputs), then the

@@ -3,7 +3,8 @@ real sshd, reached on a port forwarded to 127.0.0.1.
 
 The rootfs (systemd, openssh-server, kexec-tools, bpftrace; no recommends) is built once with
 mmdebstrap and cached under the cache's `rootfs/` as an ext4 image plus the Debian kernel and
-initrd it ships (the box boots those: the harness's guest kernels have no network driver). It
+initrd it ships (the box boots those; a harness kernel built with kernel/configs/testbox.config
+is kexec'd into it for kernel deploy, harness/target/deploy.py, and a reset brings Debian's back). It
 holds no key: every session makes a throwaway ed25519 client key and a throwaway host key, writes
 them into its own copy of the image (debugfs: no mount, no loop device), and a known_hosts and an
 ssh_config of its own, so nothing under the real user's ~/.ssh is read or written and the client
@@ -28,6 +29,7 @@ from rich.console import Console
 from harness import procs
 from harness.errors import HarnessError
 from harness.guest.rootfs import MIRROR, SECURITY, RootfsProgress, _run_logged, _version
+from harness.guest.vm import X86_TCG_CPU  # the local VMs' CPU: a kernel in the box executes as in a VM
 from harness.kernel.cache import BuildCache, sha256_json
 
 RELEASE = "bookworm"
@@ -40,7 +42,9 @@ BOX_USER = "root"
 
 # Run inside the new rootfs (mmdebstrap --customize-hook, "$1" is the root): a static address on
 # QEMU's user network, sshd by key only, no host keys (each session brings its own), no kexec on
-# reboot, a quiet boot. Fixed text: nothing of the session's goes into the cached image.
+# reboot, a quiet boot, and systemd petting the box's watchdog (i6300esb) and arming it across a
+# kexec: the fallback for a deployed kernel that does not boot (WATCHDOG below). Fixed text:
+# nothing of the session's goes into the cached image.
 _CUSTOMIZE = r"""
 set -e
 R="$1"
@@ -55,11 +59,25 @@ rm -f "$R"/etc/ssh/ssh_host_*
 printf 'PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nHostKey /etc/ssh/ssh_host_ed25519_key\nUseDNS no\n' \
 	> "$R/etc/ssh/sshd_config.d/testbox.conf"
 printf 'LOAD_KEXEC=false\n' > "$R/etc/default/kexec"
+mkdir -p "$R/etc/systemd/system.conf.d"
+printf '[Manager]\nRuntimeWatchdogSec=60s\nKExecWatchdogSec=10min\nRebootWatchdogSec=10min\n' \
+	> "$R/etc/systemd/system.conf.d/harness-watchdog.conf"
 mkdir -p "$R/root/.ssh" && chmod 700 "$R/root/.ssh"
 passwd --root "$R" -l root
 systemctl --root="$R" mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
 	systemd-timesyncd.service getty@tty1.service
 """  # noqa: E501
+
+
+# The box's own boot (its Debian kernel, from QEMU's -kernel: what a reset comes back to). The
+# watchdog is locked once armed (nowayout), so a deployed kernel's driver cannot stop it: a kernel
+# that hangs, or whose userspace never pets it, is reset back into this boot.
+BOX_CMDLINE = "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 panic=-1 i6300esb.nowayout=1"
+# What a harness kernel deployed into the box boots with (the inventory entry's `cmdline`): the
+# box's root and console, a reboot on panic (the fallback), and a heartbeat long enough to reach
+# systemd under TCG.
+DEPLOY_CMDLINE = ("root=/dev/vda", "rw", "console=ttyS0", "panic=-1", "i6300esb.nowayout=1",
+                  "i6300esb.heartbeat=600")
 
 
 @dataclass(frozen=True)
@@ -252,6 +270,7 @@ class Box:
     console: Path
     boot_s: float
     proc: subprocess.Popen
+    icount: bool = False
 
     @property
     def port(self) -> int:
@@ -259,19 +278,44 @@ class Box:
 
 
 def qemu_command(base: BaseImage, image: Path, port: int, console: Path, cpus: int = 2, memory: str = "1G",
-                 kvm: bool = False) -> list[str]:
-    return ["qemu-system-x86_64", "-machine", "q35" + (",accel=kvm" if kvm else ",accel=tcg"), "-smp", str(cpus),
-            "-m", memory, "-cpu", "max" if not kvm else "host", "-display", "none", "-no-reboot",
-            "-kernel", str(base.kernel), "-initrd", str(base.initrd),
-            "-append", "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1 panic=-1",
-            "-drive", f"file={image},format=raw,if=virtio,cache=unsafe",
-            "-netdev", f"user,id=n0,hostfwd=tcp:{HOST}:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
-            "-serial", f"file:{console}", "-monitor", "none"]
+                 kvm: bool = False, icount: bool = False, icount_shift: int = 0) -> list[str]:
+    """The box's QEMU. A reset (a reboot, a panic, the watchdog) boots the Debian kernel again:
+    that is the fallback a deployed kernel relies on. `icount`: QEMU virtual time, as a local VM
+    under TCG runs (harness/guest/vm.py), on the local VMs' CPU model, so the box's figures compare
+    with a local run's. Under
+    -icount the box's own kernel (Debian's 6.1) hangs bringing up its second CPU here (seen
+    2026-12-03, q35 and pc alike), so it boots on one (maxcpus=1); the others wait in their reset
+    state, and a kernel deployed by kexec brings them all up itself."""
+    cmd = ["qemu-system-x86_64", "-machine", "q35" + (",accel=kvm" if kvm else ",accel=tcg"), "-smp", str(cpus),
+           "-m", memory, "-cpu", "host" if kvm else X86_TCG_CPU if icount else "max", "-display", "none",
+           "-kernel", str(base.kernel), "-initrd", str(base.initrd),
+           "-append", BOX_CMDLINE + (" maxcpus=1" if icount and not kvm else ""),
+           "-drive", f"file={image},format=raw,if=virtio,cache=unsafe",
+           "-netdev", f"user,id=n0,hostfwd=tcp:{HOST}:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+           "-device", "i6300esb", "-serial", f"file:{console}", "-monitor", "none"]
+    if icount and not kvm:
+        cmd += ["-icount", f"shift={icount_shift},sleep=on"]
+    return cmd
+
+
+def inventory_entry(box: Box, deploy: bool = True, cmdline: tuple[str, ...] = DEPLOY_CMDLINE,
+                    **extra: object) -> dict:
+    """The box as a targets inventory entry (`targets: {testbox: ...}`): its session's ssh_config,
+    kernel deploy by kexec with the box's boot line, and virtual time when it runs under -icount."""
+    entry: dict = {"url": "ssh://testbox", "ssh_config": str(box.keys.ssh_config), "connect_timeout_s": 20,
+                   "reconnect_s": 120}
+    if deploy:
+        entry.update(deploy="kexec", cmdline=list(cmdline), deploy_timeout_s=900)
+    if box.icount:
+        entry["clock"] = "virtual"
+    entry.update(extra)
+    return entry
 
 
 @contextlib.contextmanager
 def running_box(cache: BuildCache, workdir: Path | None = None, boot_timeout_s: float = 900,
-                console: Console | None = None) -> Iterator[Box]:
+                console: Console | None = None, icount: bool = False, cpus: int = 2,
+                memory: str = "1G", icount_shift: int = 0) -> Iterator[Box]:
     """Build (once) and boot the test box; yields it with its throwaway keys; QEMU is gone after."""
     base = ensure_base(cache, console)
     with contextlib.ExitStack() as stack:
@@ -281,10 +325,11 @@ def running_box(cache: BuildCache, workdir: Path | None = None, boot_timeout_s: 
         keys = make_keys(workdir / "keys", port)
         image = session_image(base, keys, workdir / "disk.ext4")
         log = workdir / "console.log"
-        cmd = qemu_command(base, image, port, log)
+        cmd = qemu_command(base, image, port, log, cpus=cpus, memory=memory, icount=icount,
+                           icount_shift=icount_shift)
         out = open(workdir / "qemu.out", "w")
         stack.callback(out.close)
         proc = stack.enter_context(procs.spawn_group(["nice", "-n", "10", *cmd], stdout=out,
                                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         boot_s = wait_for_ssh(port, boot_timeout_s, alive=lambda: proc.poll() is None)
-        yield Box(keys, log, boot_s, proc)
+        yield Box(keys, log, boot_s, proc, icount)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Does the remote path measure what the local one does? For each variant X of a run with cells
+`X-local` (a local VM) and `X-box` (the same kernel deployed into the SSH test box), the box's
+change against the local cell in step and wake latency (p50, p99) and in energy per step, with
+hierarchical bootstrap 95 % CIs over repeats and steps (harness.analysis.compare). "agree" means
+the interval holds no change (0 %, or a ratio of 1).
+
+    python scripts/testbox_agreement.py results/testbox_dvfs_ramp-<hash>
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.analysis.compare import cell_data, energy_ratio, relative_change  # noqa: E402
+from harness.analysis.runs import load_run  # noqa: E402
+
+METRICS = (("step", "step_us"), ("wake", "wake_us"))
+
+
+def pairs(run) -> list[tuple[str, object, object]]:
+    by = {c.record.variant: c for c in run.ok}
+    out = []
+    for name in sorted(by):
+        if name.endswith("-local") and (box := by.get(name[:-6] + "-box")) is not None:
+            out.append((name[:-6], by[name], box))
+    return out
+
+
+def _pct(e) -> str:
+    return f"{e.value * 100:+.1f} % [{e.lo * 100:+.1f}, {e.hi * 100:+.1f}]"
+
+
+def table(run_dir: Path) -> str:
+    run = load_run(run_dir)
+    found = pairs(run)
+    if not found:
+        raise SystemExit(f"{run_dir}: no ok pair of cells X-local / X-box")
+    lines = ["| variant | measure | local | box | box vs local (95 % CI) | agree |",
+             "|---|---|---|---|---|---|"]
+    for name, local, box in found:
+        for metric, column in METRICS:
+            a, b = cell_data(local, column), cell_data(box, column)
+            for q in (50, 99):
+                e = relative_change(a, b, q)
+                agree = "yes" if e.lo <= 0 <= e.hi else "no"
+                lines.append(f"| {name} | {metric} p{q} | {_q(a, q)} us | {_q(b, q)} us | {_pct(e)} | {agree} |")
+        a, b = cell_data(local), cell_data(box)
+        e = energy_ratio(b, a)
+        if math.isnan(e.value):
+            lines.append(f"| {name} | energy/step | - | - | no meter | - |")
+        else:
+            agree = "yes" if e.lo <= 1 <= e.hi else "no"
+            lines.append(f"| {name} | energy/step | {a.energy_per_step_uj.mean():.0f} uJ | "
+                         f"{b.energy_per_step_uj.mean():.0f} uJ | x{e.value:.3f} [{e.lo:.3f}, {e.hi:.3f}] | {agree} |")
+    reps = {len(cell_data(c).repeats) for _, lc, bc in found for c in (lc, bc)}
+    lines.append("")
+    lines.append(f"{len(found)} variant(s), {'/'.join(str(r) for r in sorted(reps))} repeats per cell; intervals "
+                 "resample repeats, then steps within each")
+    return "\n".join(lines)
+
+
+def _q(c, q: float) -> str:
+    import numpy as np
+    return f"{np.percentile(c.values, q):.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    args = ap.parse_args(argv)
+    print(table(args.run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
