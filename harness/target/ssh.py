@@ -75,8 +75,12 @@ echo $$ > "$W/pid"
 unshare --mount --propagation private sh "$W/ns.sh" "$W" > "$W/console.log" 2>&1 </dev/null
 echo $? > "$W/exit.tmp" && mv "$W/exit.tmp" "$W/exit"
 """
-# ns.sh W, in the private mount namespace: the VM's paths, then the guest script itself.
+# ns.sh W, in the private mount namespace: the root cgroup where cgroup v2 lets root move there (a
+# VM's script runs there; a login session's scope nests the loop's utilisation under task groups),
+# the VM's paths, then the guest script itself.
 NS_SH = """W="$1"
+[ -w /sys/fs/cgroup/cgroup.procs ] && echo $$ > /sys/fs/cgroup/cgroup.procs 2>/dev/null
+echo "harness: the run's cgroup: $(cat /proc/self/cgroup)"
 mount --bind "$W/share" /mnt || { echo "harness: cannot bind the share at /mnt"; exit 120; }
 mount --bind "$W/tools" /opt && mount -o remount,bind,ro /opt || { echo "harness: cannot bind the tools at /opt"; exit 121; }
 cd /
