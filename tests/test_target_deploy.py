@@ -238,3 +238,24 @@ def test_deploy_in_the_spec_and_the_inventory(tmp_path):
     with pytest.raises(SpecError) as e:
         load_experiment(write_experiment(tmp_path, machine="target: box, cmdline: [harness.deploy=0]"))
     assert "machine.cmdline" in str(e.value)
+
+
+def test_testbox_run_refuses_bad_input_before_any_boot(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+    from harness.target import testbox
+
+    def no_boot(*a, **kw):
+        raise AssertionError("the box was booted for input that cannot run")
+    monkeypatch.setattr(testbox, "running_box", no_boot)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    f = write_experiment(tmp_path, machine="timing: auto")   # a local cell only
+    assert main(["testbox", "run", str(f), *cache]) == 2
+    assert "no cell has machine.target: testbox" in capsys.readouterr().err
+    f = write_experiment(tmp_path, machine="target: testbox", body="""\
+    variants:
+      - {name: a}
+      - {name: b, set: {machine.cpus: 1}}
+    """)
+    assert main(["testbox", "run", str(f), *cache]) == 2
+    assert "ask for different machines" in capsys.readouterr().err
+    assert not list((tmp_path / "cache" / "tmp").glob("testbox-check-*"))   # the stand-in inventory is gone
