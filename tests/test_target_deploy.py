@@ -259,3 +259,13 @@ def test_testbox_run_refuses_bad_input_before_any_boot(tmp_path, capsys, monkeyp
     assert main(["testbox", "run", str(f), *cache]) == 2
     assert "ask for different machines" in capsys.readouterr().err
     assert not list((tmp_path / "cache" / "tmp").glob("testbox-check-*"))   # the stand-in inventory is gone
+
+
+def test_the_status_poll_interval_comes_from_the_inventory(tmp_path):
+    inventory(tmp_path, ", status_poll_s: 10")
+    (cell,) = load_experiment(write_experiment(tmp_path, machine="target: box")).cells
+    b = SshBackend(BuildCache(tmp_path / "cache"), cell.targets[0])
+    assert b.poll_s == 10 and b.deployer.poll_s == 25
+    inventory(tmp_path, ", status_poll_s: 0.1")
+    with pytest.raises(SpecError, match="status_poll_s"):
+        load_experiment(write_experiment(tmp_path, machine="target: box"))

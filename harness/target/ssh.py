@@ -126,16 +126,16 @@ class SshBackend:
     name = "ssh"
 
     def __init__(self, cache: BuildCache, target: Target, connect: Callable[[Target], Remote] | None = None,
-                 poll_s: float = 2.0, tools_dir: Path | None = None):
+                 poll_s: float | None = None, tools_dir: Path | None = None):
         self.cache = cache
         self.target = target
         self.connect = connect or FabricRemote
-        self.poll_s = poll_s
+        self.poll_s = target.entry.status_poll_s if poll_s is None else poll_s   # the tests poll faster
         self.tools_dir = tools_dir      # the workload's directory (default: built for the arch, cached)
         wd = target.entry.workdir
         if not (wd.startswith("/") and SAFE_PATH.fullmatch(wd)):
             raise HarnessError(f"target {target.name}: work directory {wd!r} is not a plain absolute path")
-        self.deployer = Deployer(target, self.connect, poll_s=max(poll_s, 0.01) * 2.5)
+        self.deployer = Deployer(target, self.connect, poll_s=max(self.poll_s, 0.01) * 2.5)
         self._one_at_a_time = threading.Lock()   # a target in two fleets: one cell (and one kernel) at a time
 
     def finish(self) -> str | None:
