@@ -154,12 +154,7 @@ class Deployer:
         _put_text(remote, f"{work}/cmdline", " ".join(boot_cmdline(self.t, kernel)) + "\n")
         remote.put(kernel.image, f"{work}/kernel", 0o600)
         t0 = time.monotonic()
-        try:
-            rc = remote.run(q(*sudo, "sh", f"{work}/deploy.sh", work) + " > /dev/null 2>&1", 120)
-        except RemoteError as err:   # the link went down with the shutdown before the exit status came
-            if err.kind != "target-lost":
-                raise
-            rc = 0
+        rc = _reboot_script(remote, sudo, work, "deploy.sh")
         if rc != 0:
             said = share.excerpt((remote.read(f"{work}/deploy.err", ERR_LIMIT, tail=True) or b"").decode(
                 "utf-8", errors="replace"), 300)
@@ -203,13 +198,7 @@ class Deployer:
             sudo = self._sudo(remote)
             work = self._stage(remote, RESTORE_SH, "restore.sh")
             t0 = time.monotonic()
-            try:
-                rc = remote.run(q(*sudo, "sh", f"{work}/restore.sh", work) + " > /dev/null 2>&1", 120)
-            except RemoteError as err:   # gone down with the reboot before the exit status came
-                if err.kind != "target-lost":
-                    raise
-                rc = 0
-            if rc != 0:
+            if _reboot_script(remote, sudo, work, "restore.sh") != 0:
                 return f"{self.t.name}: not restored: the reboot was refused (root or sudo -n needed)"
             remote.close()
             remote, after = self._next_boot(before, t0, "the reboot into its own kernel")
@@ -256,6 +245,17 @@ class Deployer:
         raise RemoteError("target-down", f"{self.t.name} did not come back within {self.t.entry.deploy_timeout_s} s "
                           f"of {what} (last: {share.excerpt(last, 160)}), nor did its fallback bring it back: its "
                           "cells fail until it answers again")
+
+
+def _reboot_script(remote: Remote, sudo: tuple[str, ...], work: str, name: str) -> int:
+    """Run a script that queues a reboot; the link going down before its exit status came back
+    is the reboot under way (exit 0)."""
+    try:
+        return remote.run(q(*sudo, "sh", f"{work}/{name}", work) + " > /dev/null 2>&1", 120)
+    except RemoteError as err:
+        if err.kind != "target-lost":
+            raise
+        return 0
 
 
 def _put_text(remote: Remote, path: str, text: str) -> None:
