@@ -73,7 +73,27 @@ def table(run_dir: Path) -> str:
     lines.append("")
     lines.append(f"{len(found)} variant(s), {'/'.join(str(r) for r in sorted(reps))} repeats per cell; intervals "
                  "resample repeats, then steps within each")
+    lines += ["", "| cell | step p50 per repeat | agent's CPU changes per 1000 steps |", "|---|---|---|"]
+    for _, local, box in found:
+        for c in (local, box):
+            lines.append(f"| {c.record.variant} | {_spread(c)} | {moves_per_1000(c):.1f} |")
     return "\n".join(lines)
+
+
+def moves_per_1000(c) -> float:
+    """How often the loop's thread woke on another CPU than its last step's, per 1000 steps (a
+    target's background shows here: a busy CPU at the wakeup sends the thread elsewhere)."""
+    import numpy as np
+    st = c.steps()
+    cpu, rep = np.asarray(st["cpu"]), np.asarray(st["repeat"])
+    moves = sum(int(np.count_nonzero(np.diff(cpu[rep == r]))) for r in np.unique(rep))
+    return 1000.0 * moves / max(len(cpu), 1)
+
+
+def _spread(c) -> str:
+    import numpy as np
+    p50 = [np.percentile(r, 50) for r in cell_data(c).repeats]
+    return f"{min(p50):.0f}-{max(p50):.0f} us" if len(p50) > 1 else f"{p50[0]:.0f} us"
 
 
 def _q(c, q: float) -> str:

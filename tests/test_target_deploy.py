@@ -265,7 +265,7 @@ def test_the_status_poll_interval_comes_from_the_inventory(tmp_path):
     inventory(tmp_path, ", status_poll_s: 10")
     (cell,) = load_experiment(write_experiment(tmp_path, machine="target: box")).cells
     b = SshBackend(BuildCache(tmp_path / "cache"), cell.targets[0])
-    assert b.poll_s == 10 and b.deployer.poll_s == 25
+    assert b.poll_s == 10 and b.deployer.poll_s == 5   # a rebooting target is looked for every 5 s at most
     inventory(tmp_path, ", status_poll_s: 0.1")
     with pytest.raises(SpecError, match="status_poll_s"):
         load_experiment(write_experiment(tmp_path, machine="target: box"))

@@ -45,7 +45,8 @@ def setup(tmp_path, box, body: str, known_hosts: Path | None = None, reconnect_s
         cfg.write_text(box.keys.ssh_config.read_text().replace(str(box.keys.known_hosts), str(known_hosts)))
     (tmp_path / "targets.yaml").write_text(textwrap.dedent(f"""\
         targets:
-          testbox: {{url: "{url}", ssh_config: "{cfg}", reconnect_s: {reconnect_s}, connect_timeout_s: 20}}
+          testbox: {{url: "{url}", ssh_config: "{cfg}", reconnect_s: {reconnect_s}, connect_timeout_s: 20,
+                     status_poll_s: 1}}
         """))
     f = tmp_path / "remote.yaml"
     f.write_text(textwrap.dedent(body))
@@ -95,6 +96,8 @@ def test_remote_flow_end_to_end(tmp_path, box, monkeypatch):
         assert x.stats.steps == 600 and x.probes["wakeup_latency"] and x.probed_run.steps == 300
         assert 0 < x.stats.wake_p50_us < 100_000
         assert (o.dir / records.CELL_STEPS).is_file() and (o.dir / "probe-wakeup_latency.csv").is_file()
+        # Debian's util-linux flock: the host waited on the run's lock, not by polling
+        assert "waiting on its lock (flock), a look at its status every 1 s" in (o.dir / "console.log").read_text()
     assert rec(knobs).guest.platform_requested["pm_qos_latency_us"] == 0
     # a knob the target cannot take fails its cell, naming the file; the others ran
     x = rec(cpufreq)

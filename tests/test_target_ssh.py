@@ -6,23 +6,26 @@ failed cell with its reason while the next cell still runs."""
 
 import json
 import os
+import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from harness import records
+from harness import procs, records
 from harness.cli import main
 from harness.errors import SpecError
 from harness.guest import protocol
+from harness.guest.vm import GuestConfig
 from harness.kernel.cache import BuildCache
 from harness.records import CellResult
 from harness.runner import Runner
 from harness.spec import load_experiment
 from harness.spec.model import PlatformSpec
 from harness.target import energy, fake, knobs
-from harness.target.inventory import TargetError, parse_url
+from harness.target.inventory import Target, TargetEntry, TargetError, parse_url
 from harness.target.remote import FabricRemote, known_hosts_files
 from harness.target.ssh import SshBackend
 
@@ -260,23 +263,69 @@ def test_a_connection_lost_for_good_fails_the_cell_and_keeps_what_was_reported(t
 def test_a_run_that_never_ends_is_stopped_on_the_target(tmp_path):
     """The backend on its own (the spec's shortest timeout is 10 s): the run is a hang, and its
     process group on the target is stopped by the pid the target wrote."""
-    from harness.guest.vm import GuestConfig
-    from harness.target.inventory import Target, TargetEntry
     t = fake.FakeTarget(tmp_path / "remote", REC, never_ends=True)
-    t.root.mkdir(exist_ok=True)
-    (tmp_path / "tools").mkdir()
-    (tmp_path / "tools" / "agentloop").write_bytes(b"x")
-    share = tmp_path / "cell" / protocol.SHARE
-    share.mkdir(parents=True)
-    (share / protocol.GUEST_SCRIPT).write_text("true\n")
-    target = Target("lab1", parse_url("ssh://root@lab1"), TargetEntry(url="ssh://root@lab1"))
-    b = SshBackend(BuildCache(tmp_path / "cache"), target, connect=t.connection, poll_s=0.05,
-                   tools_dir=tmp_path / "tools")
-    res = b.run(GuestConfig("x86_64", Path("/nonexistent"), tools_dir=tmp_path / "tools"), share, "", 0.5,
-                tmp_path / "cell" / "console.log", 5)
+    res, _ = _direct_run(tmp_path, t, poll_s=0.05, timeout_s=0.5)
     assert res.outcome == "hang" and res.reason == "guest timed out during the workload" and res.started
     assert any(c.startswith("kill -TERM -- -4242") for c in t.commands), t.commands
     assert "stopped the run's process group 4242" in (tmp_path / "cell" / "console.log").read_text()
+
+
+def _direct_run(tmp_path, t: fake.FakeTarget, poll_s: float, timeout_s: float = 60):
+    """One attempt straight through the backend (no runner): its result and wall time."""
+    t.root.mkdir(exist_ok=True)
+    (tmp_path / "tools").mkdir(exist_ok=True)
+    (tmp_path / "tools" / "agentloop").write_bytes(b"x")
+    share = tmp_path / "cell" / protocol.SHARE
+    share.mkdir(parents=True, exist_ok=True)
+    (share / protocol.GUEST_SCRIPT).write_text("true\n")
+    target = Target("lab1", parse_url("ssh://root@lab1"), TargetEntry(url="ssh://root@lab1"))
+    b = SshBackend(BuildCache(tmp_path / "cache"), target, connect=t.connection, poll_s=poll_s,
+                   tools_dir=tmp_path / "tools")
+    t0 = time.monotonic()
+    res = b.run(GuestConfig("x86_64", Path("/nonexistent"), tools_dir=tmp_path / "tools"), share, "", timeout_s,
+                tmp_path / "cell" / "console.log", 5 if timeout_s < 5 else timeout_s)
+    return res, time.monotonic() - t0
+
+
+def test_the_host_waits_on_the_runs_lock_and_sees_its_end_at_once(tmp_path):
+    """A minute between looks at the status, yet a 1 s run is fetched within seconds: the host
+    waited on the run's lock, and the target ran nothing else for it meanwhile."""
+    t = fake.FakeTarget(tmp_path / "remote", REC, run_s=1.0)
+    res, took = _direct_run(tmp_path, t, poll_s=60)
+    assert res.ok, res.reason
+    assert took < 15, took
+    assert t.lock_waits == 1   # one look, one wait: the run ended during it
+    log = (tmp_path / "cell" / "console.log").read_text()
+    assert "waiting on its lock (flock), a look at its status every 60 s" in log
+    assert any(c.startswith("flock -s -w 60.0 ") and c.split()[4].endswith("/running") for c in t.commands)
+
+
+def test_a_target_without_flock_is_polled(tmp_path):
+    facts = {k: v for k, v in fake.FACTS.items() if k != "has_flock"}
+    t = fake.FakeTarget(tmp_path / "remote", REC, facts=facts, run_s=1.0)
+    res, took = _direct_run(tmp_path, t, poll_s=60)
+    assert res.ok, res.reason
+    assert took < 15, took                       # polled every UNLOCKED_POLL_S, not every 60 s
+    assert t.lock_waits == 0 and not any("flock" in c for c in t.commands)
+    assert "no flock on the target: polling it every 2 s" in (tmp_path / "cell" / "console.log").read_text()
+
+
+def test_a_launcher_that_refuses_fails_the_attempt_at_once(tmp_path):
+    t = fake.FakeTarget(tmp_path / "remote", REC, launch_exit=3)
+    res, took = _direct_run(tmp_path, t, poll_s=60)
+    assert res.outcome == "target-failed" and "refused to start the run (exit 3" in res.reason, res.reason
+    assert took < 15 and t.lock_waits == 0
+
+
+def test_the_harness_stopping_ends_the_lock_wait_and_the_run(tmp_path, monkeypatch):
+    t = fake.FakeTarget(tmp_path / "remote", REC, never_ends=True)
+    stop_at = time.monotonic() + 1.0
+    monkeypatch.setattr(procs, "terminating", lambda: signal.SIGTERM if time.monotonic() > stop_at else None)
+    t0 = time.monotonic()
+    with pytest.raises(procs.Terminated):
+        _direct_run(tmp_path, t, poll_s=60, timeout_s=600)
+    assert time.monotonic() - t0 < 10
+    assert any(c.startswith("kill -TERM -- -4242") for c in t.commands), t.commands
 
 
 def test_hostile_remote_files_are_not_fetched(tmp_path):

@@ -116,12 +116,10 @@ def read_state(remote: Remote) -> State:
 class Deployer:
     """Kernel deploy for one target; `connect` opens a Remote (a fake in the tests)."""
 
-    def __init__(self, target: Target, connect: Callable[[Target], Remote], poll_s: float = 5.0,
-                 say: Callable[[str], None] = lambda _text: None):
+    def __init__(self, target: Target, connect: Callable[[Target], Remote], poll_s: float = 5.0):
         self.t = target
         self.connect = connect
         self.poll_s = poll_s
-        self.say = say
         self.deployed = False      # a kernel of ours ran on the target in this run (restore it after)
         self.suspect = False       # the last cell on that kernel did not end ok: boot it afresh
 
@@ -136,19 +134,21 @@ class Deployer:
         _put_text(remote, f"{work}/{name}", script)
         return work
 
-    def ensure(self, remote: Remote, kernel: Kernel) -> tuple[Remote, float | None]:
+    def ensure(self, remote: Remote, kernel: Kernel, say: Callable[[str], None] = lambda _text: None,
+               ) -> tuple[Remote, float | None]:
         """The target runs `kernel` with the cell's command line when this returns: the connection
-        to use and the seconds the deploy took (None: it ran already). RemoteError otherwise."""
+        to use and the seconds the deploy took (None: it ran already). RemoteError otherwise.
+        `say` takes the progress lines (the cell's console log)."""
         e = self.t.entry
         want = marker(self.t, kernel)
         before = read_state(remote)
         self.deployed = self.deployed or before.deployed   # an earlier run's kernel is restored too
         running = want in before.cmdline and (kernel.release is None or before.release == kernel.release)
         if running and not self.suspect:
-            self.say(f"the target runs the cell's kernel already ({before.release}, {want})")
+            say(f"the target runs the cell's kernel already ({before.release}, {want})")
             return remote, None
         if running:
-            self.say("the target runs the cell's kernel, but its last cell there did not end ok: booting it afresh")
+            say("the target runs the cell's kernel, but its last cell there did not end ok: booting it afresh")
         sudo = self._sudo(remote)
         work = self._stage(remote, DEPLOY_SH, "deploy.sh")
         _put_text(remote, f"{work}/cmdline", " ".join(boot_cmdline(self.t, kernel)) + "\n")
@@ -163,7 +163,7 @@ class Deployer:
             raise RemoteError("deploy-failed", f"kexec on {self.t.name} {what} the cell's kernel {kernel.key} "
                               f"(exit {rc}): {said or 'no message'}")
         self.deployed, self.suspect = True, False
-        self.say(f"kexec into {kernel.release or kernel.key} ({want}) started on {before.release}; "
+        say(f"kexec into {kernel.release or kernel.key} ({want}) started on {before.release}; "
                  f"waiting up to {e.deploy_timeout_s} s for the target to come back")
         remote.close()
         remote, after = self._next_boot(before, t0, f"kexec into the cell's kernel {kernel.key}")
@@ -181,7 +181,7 @@ class Deployer:
         except BaseException:
             remote.close()
             raise
-        self.say(f"the target runs {after.release} (boot {after.boot_id[:8]}), {took:.0f} s after the kexec")
+        say(f"the target runs {after.release} (boot {after.boot_id[:8]}), {took:.0f} s after the kexec")
         return remote, took
 
     def restore(self) -> str:

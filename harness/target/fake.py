@@ -33,7 +33,7 @@ FACTS = {"arch": "x86_64", "kernel_release": "6.1.0-fake-amd64", "kernel_version
          "cpus": "2", "cpu_model": "Fake CPU @ 2.0GHz", "board": "fake board", "cpufreq_driver": "intel_pstate",
          "cpufreq_governor": "powersave", "cpuidle_driver": "intel_idle", "cpuidle_governor": "menu",
          "cpuidle_states": "POLL C1 C6 ", "rapl": " intel-rapl:0", "hwmon": "", "has_bpftrace": "1",
-         "has_unshare": "1", "has_setsid": "1"}
+         "has_unshare": "1", "has_setsid": "1", "has_flock": "1"}
 
 
 @dataclass
@@ -47,10 +47,12 @@ class FakeTarget:
     lose_after: int | None = None                # SFTP calls after the launch before the link drops
     reconnect: BaseException | None = None       # raised by open() once the link dropped (None: accepted)
     never_ends: bool = False                     # the run never writes its exit status
+    launch_exit: int = 0                         # what launch.sh exits with (nonzero: nothing started)
     after_launch: Callable[[Path], None] | None = None   # plants things in the remote work dir
     run_s: float = 0.0                           # how long a run takes before its exit status appears
     commands: list[str] = field(default_factory=list)
     connections: int = 0
+    lock_waits: int = 0                          # waits on a run's lock (flock) the host started
     running: int = 0                             # runs launched and not yet fetched (one at a time)
     most_running: int = 0
     exit_at: dict = field(default_factory=dict)
@@ -124,6 +126,26 @@ class FakeResult:
         self.exited = exited
 
 
+class FakePromise:
+    """fabric's Promise for an asynchronous run of the lock wait: `runner.process_is_finished`
+    turns true when the lock is free (exit 0) or flock's own timeout passes (exit 1)."""
+
+    def __init__(self, free_at: float, gives_up_at: float):
+        self.free_at, self.gives_up_at = free_at, gives_up_at
+        self.runner = self
+        self.killed = False
+
+    @property
+    def process_is_finished(self) -> bool:
+        return self.killed or time.monotonic() >= min(self.free_at, self.gives_up_at)
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def join(self) -> FakeResult:
+        return FakeResult(-1 if self.killed else 0 if time.monotonic() >= self.free_at else 1)
+
+
 class FakeConnection:
     """fabric.Connection's interface, as FabricRemote uses it."""
 
@@ -150,13 +172,20 @@ class FakeConnection:
     def close(self) -> None:
         self.opened = False
 
-    def run(self, command: str, **kw) -> FakeResult:
+    def run(self, command: str, **kw) -> FakeResult | FakePromise:
         t = self.t
         t.tick()
         t.commands.append(command)
         words = shlex.split(command.split(" > ")[0].split(" 2>")[0])
         if words[:2] == ["sudo", "-n"]:
             words = words[2:]
+        if words[:3] == ["flock", "-s", "-w"] and words[4].endswith("/running") and words[5:] == ["true"]:
+            # a wait on the run's lock: free once the run's exit status is due, else after the timeout
+            assert kw.get("asynchronous"), "the lock is waited on asynchronously (the host's stop ends it)"
+            free_at = t.exit_at.get(str(t.path(words[4]).with_name("exit")), float("inf"))
+            t.lock_waits += 1
+            return FakePromise(free_at, time.monotonic() + float(words[3]))
+        assert not kw.get("asynchronous"), f"only the lock is waited on asynchronously, not {command!r}"
         if words[:4] == ["mkdir", "-p", "-m", "0700"]:
             for w in words[4:]:
                 t.path(w).mkdir(parents=True, exist_ok=True)
@@ -166,6 +195,8 @@ class FakeConnection:
             t.path(shlex.split(out)[0]).write_text("".join(f"{k}={v}\n" for k, v in t.facts.items()))
             return FakeResult(0)
         if words[0] == "sh" and words[1].endswith("/launch.sh"):
+            if t.launch_exit:
+                return FakeResult(t.launch_exit)
             self._launch(t.path(words[2]))
             return FakeResult(0)
         if words[:3] == ["rm", "-rf", "--"]:

@@ -149,9 +149,11 @@ class TargetEntry(Strict):
         "realtime", description="virtual: the target is a QEMU guest under -icount (the SSH test box), so its "
                                 "figures are in virtual time, as a local VM's")
     connect_timeout_s: int = Field(20, ge=1, le=600)
-    status_poll_s: float = Field(2.0, ge=0.5, le=60, description="how often the run's status file is read "
-                                 "over SFTP while it runs (each read is work on the target: longer disturbs it less, "
-                                 "shows progress later)")
+    status_poll_s: float = Field(60.0, ge=0.5, le=3600, description="how often the host looks at the run's "
+                                 "status (progress) while it runs; each look is an SSH round trip the target serves, "
+                                 "so a longer interval disturbs the loop less. In between, the host waits on the "
+                                 "run's lock (util-linux flock), so the run's end is seen at once whatever this is; "
+                                 "a target without flock is polled every 2 s")
     reconnect_s: int = Field(120, ge=0, le=3600, description="how long a lost connection is retried mid-run "
                              "before the cell fails (the run on the target goes on meanwhile)")
 

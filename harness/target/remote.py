@@ -16,11 +16,14 @@ Failures become `RemoteError`s with a kind the runner records (`target-unreachab
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import socket
 import stat
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -87,6 +90,8 @@ class Remote(Protocol):
     """What the SSH backend needs of a connection (FabricRemote; a fake in the tests)."""
 
     def run(self, command: str, timeout_s: float) -> int: ...
+
+    def wait(self, command: str, timeout_s: float, stop: Callable[[], bool]) -> int | None: ...
 
     def put(self, local: Path, remote: str, mode: int) -> None: ...
 
@@ -158,6 +163,33 @@ class FabricRemote:
                                   f"{timeout_s:.0f} s") from None
             raise describe(e, self.target) from None
         return r.exited
+
+    def wait(self, command: str, timeout_s: float, stop: Callable[[], bool]) -> int | None:
+        """Exit status of a command that blocks on the target (a wait on a lock: nothing runs there
+        meanwhile); the host watches its own side, so `stop()` turning true ends the wait at once
+        (None). A command still running after `timeout_s` is a lost target, as for `run`."""
+        try:
+            promise = self.conn.run(command, hide=True, warn=True, in_stream=False, pty=False, asynchronous=True)
+        except BaseException as e:
+            raise describe(e, self.target) from None
+        deadline = time.monotonic() + timeout_s
+        runner = promise.runner
+        try:
+            while not runner.process_is_finished:
+                if stop() or time.monotonic() > deadline:
+                    runner.kill()
+                    with contextlib.suppress(BaseException):
+                        promise.join()
+                    if stop():
+                        return None
+                    raise RemoteError("target-lost", f"{self.target.name}: a command did not finish within "
+                                      f"{timeout_s:.0f} s")
+                time.sleep(0.2)
+            return promise.join().exited
+        except RemoteError:
+            raise
+        except BaseException as e:
+            raise describe(e, self.target) from None
 
     def put(self, local: Path, remote: str, mode: int) -> None:
         try:

@@ -6,10 +6,13 @@ Per attempt, on the target, in `<workdir>/<random token>/`: the share's inputs (
 script, probe scripts, wait times) under `share/`, the workload binary under `tools/`, and three
 fixed launcher scripts. The guest script runs detached (setsid) in a private mount namespace where
 `share/` is bound at /mnt and `tools/` read-only at /opt, so it is byte for byte the script a VM
-runs and nothing of it shows outside the namespace. The host polls the status file over SFTP
-(and mirrors it into the local share, so progress is shown as for a VM); a lost connection is
-retried for `reconnect_s` while the run goes on; at the end the share's regular files are
-fetched within the share's size caps, then the directory is removed.
+runs and nothing of it shows outside the namespace. The run holds a lock (flock) until its exit
+status is written; in between looks at the status file (mirrored into the local share, so
+progress is shown as for a VM) the host waits on that lock, so the target does no work for the
+host while the loop runs and the run's end is seen at once. A target without util-linux's flock
+is polled instead. A lost connection is retried for `reconnect_s` while the run goes on; at the
+end the share's regular files are fetched within the share's size caps, then the directory is
+removed.
 
 Nothing the target says reaches a shell: commands are fixed texts whose only arguments are the
 work directory (checked against a plain pattern, then quoted) and a pid read as digits.
@@ -21,6 +24,7 @@ import contextlib
 import os
 import re
 import secrets
+import signal
 import stat
 import threading
 import time
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import procs
 from harness.errors import HarnessError
 from harness.guest import protocol, share
 from harness.guest.accel import AccelChoice
@@ -41,6 +46,9 @@ from harness.target.remote import FabricRemote, Remote, RemoteError, q, safe_nam
 from harness.workload.build import workload_dir
 
 UNAME_ARCH = {"x86_64": "x86_64", "arm64": "aarch64"}
+# How often a target without flock is polled for the run's end (each poll is an SFTP round trip
+# that the target's sshd serves).
+UNLOCKED_POLL_S = 2.0
 FACTS_LIMIT = 64 << 10
 # What the fetch may take of one attempt in all (the share's per-file caps apply on top).
 FETCH_BUDGET = 4 << 30
@@ -63,16 +71,23 @@ echo "cpuidle_states=$(cat $C/cpu0/cpuidle/state*/name 2>/dev/null | tr '\n' ' '
 r=""; for z in /sys/class/powercap/*; do [ -r "$z/energy_uj" ] && r="$r ${z##*/}"; done; echo "rapl=$r"
 h=""; for d in /sys/class/hwmon/hwmon*; do ls "$d" 2>/dev/null | grep -qE '^(power|energy)[0-9]+_input$' && h="$h ${d##*/}:$(cat "$d/name" 2>/dev/null)"; done; echo "hwmon=$h"
 for t in bpftrace unshare setsid; do command -v $t >/dev/null 2>&1 && echo "has_$t=1"; done
+flock -s -w 0.1 /dev/null true 2>/dev/null && echo "has_flock=1"
 """  # noqa: E501
-# launch.sh W: start supervise.sh in a session of its own (it outlives the SSH connection).
+# launch.sh W: start supervise.sh in a session of its own (it outlives the SSH connection),
+# holding W/running locked (fd 9, taken before this returns, so the host's first wait finds it
+# held; util-linux's flock, where there is one).
 LAUNCH_SH = """W="$1"
 case "$W" in /*) ;; *) exit 2;; esac
+exec 9> "$W/running" || exit 3
+if flock -s -w 0.1 /dev/null true 2>/dev/null; then flock -n 9 || exit 3; fi
 setsid sh "$W/supervise.sh" "$W" </dev/null >/dev/null 2>&1 &
 """
-# supervise.sh W: the run, its exit status written last (atomically: `exit` is what the host polls).
+# supervise.sh W: the run (without the lock's descriptor: a process it leaves behind does not hold
+# it), its exit status written last (atomically: `exit` is what the host reads), then the lock
+# goes with this shell.
 SUPERVISE_SH = """W="$1"
 echo $$ > "$W/pid"
-unshare --mount --propagation private sh "$W/ns.sh" "$W" > "$W/console.log" 2>&1 </dev/null
+unshare --mount --propagation private sh "$W/ns.sh" "$W" > "$W/console.log" 2>&1 </dev/null 9>&-
 echo $? > "$W/exit.tmp" && mv "$W/exit.tmp" "$W/exit"
 """
 # ns.sh W, in the private mount namespace: the root cgroup where cgroup v2 lets root move there (a
@@ -135,7 +150,8 @@ class SshBackend:
         wd = target.entry.workdir
         if not (wd.startswith("/") and SAFE_PATH.fullmatch(wd)):
             raise HarnessError(f"target {target.name}: work directory {wd!r} is not a plain absolute path")
-        self.deployer = Deployer(target, self.connect, poll_s=max(self.poll_s, 0.01) * 2.5)
+        # A rebooting target is measuring nothing: look for it every few seconds, whatever the poll.
+        self.deployer = Deployer(target, self.connect, poll_s=min(max(self.poll_s, 0.01) * 2.5, 5.0))
         self._one_at_a_time = threading.Lock()   # a target in two fleets: one cell (and one kernel) at a time
 
     def finish(self) -> str | None:
@@ -225,10 +241,16 @@ class _RemoteRun:
         except HarnessError as err:
             return self._result("target-unusable", str(err), t0)
         try:
-            self.remote.run(q(*self.sudo, "sh", f"{self.work}/launch.sh", self.work) + " > /dev/null 2>&1",
-                            e.connect_timeout_s)
+            rc = self.remote.run(q(*self.sudo, "sh", f"{self.work}/launch.sh", self.work) + " > /dev/null 2>&1",
+                                 e.connect_timeout_s)
+            if rc != 0:
+                return self._result("target-failed", f"the launcher on the target refused to start the run (exit "
+                                    f"{rc}: its work directory or lock could not be set up)", t0)
             self.launched = True
-            self.log.say(f"started the guest script in {self.work}")
+            self.log.say(f"started the guest script in {self.work}; " + (
+                f"waiting on its lock (flock), a look at its status every {self.b.poll_s:g} s"
+                if self.facts.get("has_flock") == "1" else
+                f"no flock on the target: polling it every {min(self.b.poll_s, UNLOCKED_POLL_S):g} s"))
         except RemoteError as err:
             return self._result(err.kind, f"{err.reason} (while starting the run)", t0)
         rc, timed_out, boot_wall, why = self._wait(timeout_s, boot_limit, t_run)
@@ -255,8 +277,8 @@ class _RemoteRun:
 
     def _deploy(self) -> None:
         c = self.cfg
-        self.b.deployer.say = self.log.say
-        self.remote, took = self.b.deployer.ensure(self.remote, Kernel(c.image, c.build_key, c.release, c.cmdline))
+        self.remote, took = self.b.deployer.ensure(self.remote, Kernel(c.image, c.build_key, c.release, c.cmdline),
+                                                   say=self.log.say)
         self.deploy_note = "already running" if took is None else f"kexec, back after {took:.0f} s"
 
     def _prepare(self) -> None:
@@ -327,13 +349,25 @@ class _RemoteRun:
         self.status = protocol.parse_status(data.decode("utf-8", errors="replace"))
 
     def _wait(self, timeout_s: float, boot_limit: float, t0: float):
-        """Poll until the script's exit status appears, a timeout, or a connection lost for good.
-        Returns (exit code, timed out, boot wall time, why the connection was lost or None)."""
+        """Look at the run every status_poll_s (waiting on its lock in between) until its exit
+        status appears, a timeout, or a connection lost for good. Returns (exit code, timed out,
+        boot wall time, why the connection was lost or None)."""
         boot_wall = None
         while True:
             try:
                 self._mirror_status()
                 done = self.remote.read(f"{self.work}/exit", 64)
+                elapsed = time.monotonic() - t0
+                if boot_wall is None and protocol.Key.WORKLOAD_START in self.status:
+                    boot_wall = elapsed
+                if done is not None:
+                    text = done.decode("ascii", errors="replace").strip()
+                    return (int(text) if _EXIT.fullmatch(text) else None), False, boot_wall, None
+                left = (boot_limit - elapsed if boot_wall is None
+                        else min(timeout_s - (elapsed - boot_wall), boot_limit + timeout_s - elapsed))
+                if left < 0:
+                    return None, True, boot_wall, None
+                self._pause(min(self.b.poll_s, left + 0.1))
             except RemoteError as err:
                 if err.kind == "output-unreadable":
                     return None, False, boot_wall, RemoteError(err.kind, f"the run's status on the target cannot "
@@ -341,17 +375,26 @@ class _RemoteRun:
                 why = self._reconnect(err, t0, timeout_s, boot_limit)
                 if why is not None:
                     return None, False, boot_wall, RemoteError("target-lost", why)
-                continue
-            elapsed = time.monotonic() - t0
-            if boot_wall is None and protocol.Key.WORKLOAD_START in self.status:
-                boot_wall = elapsed
-            if done is not None:
-                text = done.decode("ascii", errors="replace").strip()
-                return (int(text) if _EXIT.fullmatch(text) else None), False, boot_wall, None
-            if (elapsed > boot_limit if boot_wall is None
-                    else elapsed - boot_wall > timeout_s or elapsed > boot_limit + timeout_s):
-                return None, True, boot_wall, None
-            time.sleep(self.b.poll_s)
+
+    def _pause(self, seconds: float) -> None:
+        """Until the next look: a wait on the run's lock, which ends when the run does (the target
+        runs nothing for it but a blocked flock), or, without flock, a poll interval of at most
+        UNLOCKED_POLL_S. The harness's stop ends the wait and the run."""
+        if self.facts.get("has_flock") != "1":
+            time.sleep(min(seconds, UNLOCKED_POLL_S))
+            return
+        t = time.monotonic()
+        rc = self.remote.wait(q(*self.sudo, "flock", "-s", "-w", f"{max(seconds, 0.1):.1f}", f"{self.work}/running",
+                                "true") + " > /dev/null 2>&1", seconds + self.t.entry.connect_timeout_s,
+                              stop=lambda: procs.terminating() is not None)
+        if rc is None:
+            sig = procs.terminating()
+            self._kill()
+            raise procs.Terminated(sig if sig is not None else signal.SIGTERM)
+        # Back at once (the run has ended and its status is read next, or flock failed): no spin.
+        rest = min(seconds, UNLOCKED_POLL_S / 2) - (time.monotonic() - t)
+        if rest > 0:
+            time.sleep(rest)
 
     def _reconnect(self, err: RemoteError, t0: float, timeout_s: float, boot_limit: float) -> str | None:
         """Connect again for up to reconnect_s (the run goes on on the target meanwhile); the reason
