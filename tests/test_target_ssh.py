@@ -297,7 +297,18 @@ def test_the_host_waits_on_the_runs_lock_and_sees_its_end_at_once(tmp_path):
     assert t.lock_waits == 1   # one look, one wait: the run ended during it
     log = (tmp_path / "cell" / "console.log").read_text()
     assert "waiting on its lock (flock), a look at its status every 60 s" in log
-    assert any(c.startswith("flock -s -w 60.0 ") and c.split()[4].endswith("/running") for c in t.commands)
+    (wait,) = [c.split() for c in t.commands if c.startswith("flock ")]
+    assert wait[:3] == ["flock", "-s", "-w"] and float(wait[3]) >= 60 and wait[4].endswith("/running")
+
+
+def test_one_lock_wait_serves_every_look(tmp_path):
+    """Looks every 0.5 s over a 3 s run: one flock on the target for the whole run (the looks
+    are SFTP reads; the target starts no process for them)."""
+    t = fake.FakeTarget(tmp_path / "remote", REC, run_s=3.0)
+    res, took = _direct_run(tmp_path, t, poll_s=0.5)
+    assert res.ok, res.reason
+    assert 3 <= took < 15 and t.lock_waits == 1
+    assert sum(1 for c in t.commands if c.startswith("flock ")) == 1
 
 
 def test_a_target_without_flock_is_polled(tmp_path):

@@ -8,15 +8,35 @@ import pytest
 
 from harness import paths
 
-EXAMPLE = paths.REPO_ROOT / "results" / "examples" / "testbox-dvfs-ramp-x86"
+EXAMPLES = sorted((paths.REPO_ROOT / "results" / "examples").glob("testbox-dvfs-ramp-x86*"))
+EXAMPLE = EXAMPLES[0]
 _spec = importlib.util.spec_from_file_location("testbox_agreement",
                                                paths.REPO_ROOT / "scripts" / "testbox_agreement.py")
 agreement = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(agreement)
 
 
-def test_the_committed_table_is_what_the_script_writes():
-    assert agreement.table(EXAMPLE).strip() == (EXAMPLE / "agreement.md").read_text().strip()
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_the_committed_table_is_what_the_script_writes(example):
+    assert agreement.table(example).strip() == (example / "agreement.md").read_text().strip()
+
+
+def test_cpu_changes_are_counted_within_repeats(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(EXAMPLE, run)
+    steps = run / "x86_64-stock-local" / "steps.csv"
+    lines = steps.read_text().splitlines()
+    cpu = lines[0].split(",").index("cpu")
+    out = [lines[0]]
+    for i, line in enumerate(lines[1:]):   # every other step of every repeat on CPU 1
+        f = line.split(",")
+        f[cpu] = str(i % 2)
+        out.append(",".join(f))
+    steps.write_text("\n".join(out) + "\n")
+    row = next(r for r in agreement.table(run).splitlines() if r.startswith("| stock-local |"))
+    n = len(lines) - 1
+    repeats = len({line.split(",")[0] for line in lines[1:]})
+    assert row.endswith(f"| {1000 * (n - repeats) / n:.1f} |"), row
 
 
 def test_a_variant_without_its_box_cell_is_not_paired(tmp_path):

@@ -22,8 +22,6 @@ import os
 import shlex
 import socket
 import stat
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -86,12 +84,50 @@ def describe(exc: BaseException, target: Target) -> RemoteError:
     return RemoteError("target-lost", f"{where}: {type(exc).__name__}: {excerpt(str(exc), 160)}")
 
 
+class Job(Protocol):
+    """A command started on the target (Remote.start) that the host watches."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def exit_status(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class _FabricJob:
+    """fabric's Promise of an asynchronous run, its failures as RemoteError."""
+
+    def __init__(self, promise, target: Target):
+        self.promise, self.target = promise, target
+
+    @property
+    def finished(self) -> bool:
+        try:
+            return bool(self.promise.runner.process_is_finished)
+        except BaseException as e:
+            raise describe(e, self.target) from None
+
+    def exit_status(self) -> int:
+        try:
+            return self.promise.join().exited
+        except BaseException as e:
+            raise describe(e, self.target) from None
+
+    def kill(self) -> None:
+        """Close its channel (the blocked flock on the target ends with its own limit)."""
+        with contextlib.suppress(BaseException):
+            self.promise.runner.kill()
+        with contextlib.suppress(BaseException):
+            self.promise.join()
+
+
 class Remote(Protocol):
     """What the SSH backend needs of a connection (FabricRemote; a fake in the tests)."""
 
     def run(self, command: str, timeout_s: float) -> int: ...
 
-    def wait(self, command: str, timeout_s: float, stop: Callable[[], bool]) -> int | None: ...
+    def start(self, command: str) -> Job: ...
 
     def put(self, local: Path, remote: str, mode: int) -> None: ...
 
@@ -164,32 +200,14 @@ class FabricRemote:
             raise describe(e, self.target) from None
         return r.exited
 
-    def wait(self, command: str, timeout_s: float, stop: Callable[[], bool]) -> int | None:
-        """Exit status of a command that blocks on the target (a wait on a lock: nothing runs there
-        meanwhile); the host watches its own side, so `stop()` turning true ends the wait at once
-        (None). A command still running after `timeout_s` is a lost target, as for `run`."""
+    def start(self, command: str) -> Job:
+        """Start a command that blocks on the target (a wait on a lock: nothing runs there
+        meanwhile) and return at once; the host watches the job from its own side."""
         try:
             promise = self.conn.run(command, hide=True, warn=True, in_stream=False, pty=False, asynchronous=True)
         except BaseException as e:
             raise describe(e, self.target) from None
-        deadline = time.monotonic() + timeout_s
-        runner = promise.runner
-        try:
-            while not runner.process_is_finished:
-                if stop() or time.monotonic() > deadline:
-                    runner.kill()
-                    with contextlib.suppress(BaseException):
-                        promise.join()
-                    if stop():
-                        return None
-                    raise RemoteError("target-lost", f"{self.target.name}: a command did not finish within "
-                                      f"{timeout_s:.0f} s")
-                time.sleep(0.2)
-            return promise.join().exited
-        except RemoteError:
-            raise
-        except BaseException as e:
-            raise describe(e, self.target) from None
+        return _FabricJob(promise, self.target)
 
     def put(self, local: Path, remote: str, mode: int) -> None:
         try:

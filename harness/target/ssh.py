@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import stat
 import threading
 import time
@@ -209,10 +208,13 @@ class _RemoteRun:
         self.status: dict[str, str] = {}
         self.launched = False
         self.lost = False
+        self.lock_wait = None        # the flock the host waits on (a Job), once the run is launched
+        self.lock_since = 0.0
         self.deploy_note = ""
         self.command = ("ssh", self.t.address.url, f"sh {work}/launch.sh {work}")
 
     def close(self) -> None:
+        self._drop_lock_wait()
         if self.remote is not None:
             self.remote.close()
 
@@ -361,14 +363,17 @@ class _RemoteRun:
                 if boot_wall is None and protocol.Key.WORKLOAD_START in self.status:
                     boot_wall = elapsed
                 if done is not None:
+                    self._drop_lock_wait()
                     text = done.decode("ascii", errors="replace").strip()
                     return (int(text) if _EXIT.fullmatch(text) else None), False, boot_wall, None
                 left = (boot_limit - elapsed if boot_wall is None
                         else min(timeout_s - (elapsed - boot_wall), boot_limit + timeout_s - elapsed))
                 if left < 0:
+                    self._drop_lock_wait()
                     return None, True, boot_wall, None
-                self._pause(min(self.b.poll_s, left + 0.1))
+                self._pause(min(self.b.poll_s, left + 0.1), left + 1.0)
             except RemoteError as err:
+                self._drop_lock_wait()   # it went with the connection, or its look failed
                 if err.kind == "output-unreadable":
                     return None, False, boot_wall, RemoteError(err.kind, f"the run's status on the target cannot "
                                                                f"be read: {err.reason}")
@@ -376,25 +381,39 @@ class _RemoteRun:
                 if why is not None:
                     return None, False, boot_wall, RemoteError("target-lost", why)
 
-    def _pause(self, seconds: float) -> None:
-        """Until the next look: a wait on the run's lock, which ends when the run does (the target
-        runs nothing for it but a blocked flock), or, without flock, a poll interval of at most
-        UNLOCKED_POLL_S. The harness's stop ends the wait and the run."""
+    def _pause(self, seconds: float, left: float) -> None:
+        """Until the next look, `seconds` at most: a wait on the run's lock, which ends when the run
+        does. One flock, started once for the whole run (`left`: its own limit), blocks on the
+        target; the host watches it from its side, so the looks in between are SFTP reads only and
+        the target starts no process for the host while the loop runs. Without flock, a poll
+        interval of at most UNLOCKED_POLL_S. The harness's stop ends the wait and the run."""
         if self.facts.get("has_flock") != "1":
             time.sleep(min(seconds, UNLOCKED_POLL_S))
             return
-        t = time.monotonic()
-        rc = self.remote.wait(q(*self.sudo, "flock", "-s", "-w", f"{max(seconds, 0.1):.1f}", f"{self.work}/running",
-                                "true") + " > /dev/null 2>&1", seconds + self.t.entry.connect_timeout_s,
-                              stop=lambda: procs.terminating() is not None)
-        if rc is None:
-            sig = procs.terminating()
-            self._kill()
-            raise procs.Terminated(sig if sig is not None else signal.SIGTERM)
-        # Back at once (the run has ended and its status is read next, or flock failed): no spin.
-        rest = min(seconds, UNLOCKED_POLL_S / 2) - (time.monotonic() - t)
-        if rest > 0:
-            time.sleep(rest)
+        if self.lock_wait is None:
+            self.lock_wait = self.remote.start(q(*self.sudo, "flock", "-s", "-w", f"{max(left, 1.0):.0f}",
+                                                 f"{self.work}/running", "true") + " > /dev/null 2>&1")
+            self.lock_since = time.monotonic()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if (sig := procs.terminating()) is not None:
+                self._drop_lock_wait()
+                self._kill()
+                raise procs.Terminated(sig)
+            if self.lock_wait.finished:
+                self.lock_wait.exit_status()
+                self.lock_wait = None
+                # the run has ended (its status is read next), flock's limit passed, or flock failed
+                rest = min(seconds, UNLOCKED_POLL_S / 2) - (time.monotonic() - self.lock_since)
+                if rest > 0:   # no spin on a lock that is free at once
+                    time.sleep(rest)
+                return
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+
+    def _drop_lock_wait(self) -> None:
+        if self.lock_wait is not None:
+            self.lock_wait.kill()
+            self.lock_wait = None
 
     def _reconnect(self, err: RemoteError, t0: float, timeout_s: float, boot_limit: float) -> str | None:
         """Connect again for up to reconnect_s (the run goes on on the target meanwhile); the reason
