@@ -243,14 +243,14 @@ def test_connection_faults_fail_the_cell_with_the_reason_and_the_matrix_goes_on(
 
 
 def test_a_connection_lost_mid_run_that_comes_back_loses_nothing(tmp_path):
-    t = fake.FakeTarget(tmp_path / "remote", REC, lose_after=3)
+    t = fake.FakeTarget(tmp_path / "remote", REC, lose_after=4)   # launch, the lock check, then a look
     _, t, (out,) = remote_run(tmp_path, t)
     assert out.status == "ok", out.reason
     assert t.connections == 2 and "lost the connection" in (out.dir / "console.log").read_text()
 
 
 def test_a_connection_lost_for_good_fails_the_cell_and_keeps_what_was_reported(tmp_path):
-    t = fake.FakeTarget(tmp_path / "remote", REC, lose_after=3, reconnect=fake.refused(), never_ends=True)
+    t = fake.FakeTarget(tmp_path / "remote", REC, lose_after=4, reconnect=fake.refused(), never_ends=True)
     _, t, (out,) = remote_run(tmp_path, t)
     rec = records.read(out.dir / records.CELL_RESULT, CellResult)
     assert rec.failure == "target-lost" and "could not reconnect within 1 s" in rec.reason
@@ -308,6 +308,15 @@ def test_one_lock_wait_serves_every_look(tmp_path):
     res, took = _direct_run(tmp_path, t, poll_s=0.5)
     assert res.ok, res.reason
     assert 3 <= took < 15 and t.lock_waits == 1
+    assert sum(1 for c in t.commands if c.startswith("flock ")) == 1
+
+
+def test_a_lock_freed_without_an_exit_status_is_not_waited_on_again(tmp_path):
+    """The supervisor died (no exit file) and its lock went with it: the host polls from then
+    on instead of starting a flock a second (a process on the target each time)."""
+    t = fake.FakeTarget(tmp_path / "remote", REC, never_ends=True, supervisor_died=True)
+    res, took = _direct_run(tmp_path, t, poll_s=0.5, timeout_s=3)
+    assert res.outcome == "hang", res.reason
     assert sum(1 for c in t.commands if c.startswith("flock ")) == 1
 
 

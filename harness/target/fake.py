@@ -48,6 +48,7 @@ class FakeTarget:
     reconnect: BaseException | None = None       # raised by open() once the link dropped (None: accepted)
     never_ends: bool = False                     # the run never writes its exit status
     launch_exit: int = 0                         # what launch.sh exits with (nonzero: nothing started)
+    supervisor_died: bool = False                # the lock is free, yet no exit status is ever written
     after_launch: Callable[[Path], None] | None = None   # plants things in the remote work dir
     run_s: float = 0.0                           # how long a run takes before its exit status appears
     commands: list[str] = field(default_factory=list)
@@ -182,7 +183,8 @@ class FakeConnection:
         if words[:3] == ["flock", "-s", "-w"] and words[4].endswith("/running") and words[5:] == ["true"]:
             # a wait on the run's lock: free once the run's exit status is due, else after the timeout
             assert kw.get("asynchronous"), "the lock is waited on asynchronously (the host's stop ends it)"
-            free_at = t.exit_at.get(str(t.path(words[4]).with_name("exit")), float("inf"))
+            free_at = (time.monotonic() if t.supervisor_died else
+                       t.exit_at.get(str(t.path(words[4]).with_name("exit")), float("inf")))
             t.lock_waits += 1
             return FakePromise(free_at, time.monotonic() + float(words[3]))
         assert not kw.get("asynchronous"), f"only the lock is waited on asynchronously, not {command!r}"
@@ -243,6 +245,8 @@ class FakeConnection:
                     shutil.copyfile(f, share / f.name)
             (work / "console.log").write_text("the guest script ran (fake target)\n")
         (work / "pid").write_text("4242\n")
+        if t.facts.get("has_flock") == "1":   # launch.sh took the run's lock
+            (work / "locked").write_text("")
         t.running += 1
         t.most_running = max(t.most_running, t.running)
         if not t.never_ends:

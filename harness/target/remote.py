@@ -105,20 +105,21 @@ class _FabricJob:
     def finished(self) -> bool:
         try:
             return bool(self.promise.runner.process_is_finished)
-        except BaseException as e:
+        except Exception as e:
             raise describe(e, self.target) from None
 
     def exit_status(self) -> int:
         try:
             return self.promise.join().exited
-        except BaseException as e:
+        except Exception as e:
             raise describe(e, self.target) from None
 
     def kill(self) -> None:
-        """Close its channel (the blocked flock on the target ends with its own limit)."""
-        with contextlib.suppress(BaseException):
+        """Close its channel (the blocked flock on the target stays until the lock is free or its
+        own limit passes; it holds nothing)."""
+        with contextlib.suppress(Exception):
             self.promise.runner.kill()
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception):
             self.promise.join()
 
 

@@ -78,7 +78,8 @@ flock -s -w 0.1 /dev/null true 2>/dev/null && echo "has_flock=1"
 LAUNCH_SH = """W="$1"
 case "$W" in /*) ;; *) exit 2;; esac
 exec 9> "$W/running" || exit 3
-if flock -s -w 0.1 /dev/null true 2>/dev/null; then flock -n 9 || exit 3; fi
+chmod 644 "$W/running"
+if flock -s -w 0.1 /dev/null true 2>/dev/null; then flock -n 9 && : > "$W/locked" || exit 3; fi
 setsid sh "$W/supervise.sh" "$W" </dev/null >/dev/null 2>&1 &
 """
 # supervise.sh W: the run (without the lock's descriptor: a process it leaves behind does not hold
@@ -208,8 +209,9 @@ class _RemoteRun:
         self.status: dict[str, str] = {}
         self.launched = False
         self.lost = False
+        self.locked = False          # launch.sh took the run's lock (util-linux flock on the target)
         self.lock_wait = None        # the flock the host waits on (a Job), once the run is launched
-        self.lock_since = 0.0
+        self.lock_done = False       # that flock has ended: the target is polled from then on
         self.deploy_note = ""
         self.command = ("ssh", self.t.address.url, f"sh {work}/launch.sh {work}")
 
@@ -249,13 +251,19 @@ class _RemoteRun:
                 return self._result("target-failed", f"the launcher on the target refused to start the run (exit "
                                     f"{rc}: its work directory or lock could not be set up)", t0)
             self.launched = True
+            self.locked = self.remote.read(f"{self.work}/locked", 16) is not None   # launch.sh took the lock
             self.log.say(f"started the guest script in {self.work}; " + (
                 f"waiting on its lock (flock), a look at its status every {self.b.poll_s:g} s"
-                if self.facts.get("has_flock") == "1" else
+                if self.locked else
                 f"no flock on the target: polling it every {min(self.b.poll_s, UNLOCKED_POLL_S):g} s"))
         except RemoteError as err:
             return self._result(err.kind, f"{err.reason} (while starting the run)", t0)
-        rc, timed_out, boot_wall, why = self._wait(timeout_s, boot_limit, t_run)
+        try:
+            rc, timed_out, boot_wall, why = self._wait(timeout_s, boot_limit, t_run)
+        except KeyboardInterrupt:   # the harness stops (a signal in the main thread): so does the run
+            self._drop_lock_wait()
+            self._kill()
+            raise
         if why is not None:   # the connection is gone and stayed gone (or the status is not readable)
             return self._result(why.kind, why.reason, t0, boot_wall=boot_wall)
         if timed_out:
@@ -385,28 +393,23 @@ class _RemoteRun:
         """Until the next look, `seconds` at most: a wait on the run's lock, which ends when the run
         does. One flock, started once for the whole run (`left`: its own limit), blocks on the
         target; the host watches it from its side, so the looks in between are SFTP reads only and
-        the target starts no process for the host while the loop runs. Without flock, a poll
-        interval of at most UNLOCKED_POLL_S. The harness's stop ends the wait and the run."""
-        if self.facts.get("has_flock") != "1":
-            time.sleep(min(seconds, UNLOCKED_POLL_S))
-            return
-        if self.lock_wait is None:
-            self.lock_wait = self.remote.start(q(*self.sudo, "flock", "-s", "-w", f"{max(left, 1.0):.0f}",
+        the target starts no process for the host while the loop runs. Once that flock has ended
+        (the run's end, or a failure of flock itself), or where launch.sh could not take the lock,
+        the target is polled every UNLOCKED_POLL_S at most. The harness's stop ends the wait and
+        the run."""
+        if self.locked and self.lock_wait is None and not self.lock_done:
+            self.lock_wait = self.remote.start(q("flock", "-s", "-w", f"{max(left, 1.0):.0f}",
                                                  f"{self.work}/running", "true") + " > /dev/null 2>&1")
-            self.lock_since = time.monotonic()
-        deadline = time.monotonic() + seconds
+        wait_s = seconds if self.lock_wait is not None else min(seconds, UNLOCKED_POLL_S)
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if (sig := procs.terminating()) is not None:
                 self._drop_lock_wait()
                 self._kill()
                 raise procs.Terminated(sig)
-            if self.lock_wait.finished:
+            if self.lock_wait is not None and self.lock_wait.finished:
                 self.lock_wait.exit_status()
-                self.lock_wait = None
-                # the run has ended (its status is read next), flock's limit passed, or flock failed
-                rest = min(seconds, UNLOCKED_POLL_S / 2) - (time.monotonic() - self.lock_since)
-                if rest > 0:   # no spin on a lock that is free at once
-                    time.sleep(rest)
+                self.lock_wait, self.lock_done = None, True   # never another: poll from here on
                 return
             time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
 
