@@ -113,7 +113,9 @@ class Frontier(Record):
 
 
 class PlatformSummary(Record):
-    """The simulated platform's energy meter and residency over all repeats."""
+    """The platform's energy meter and residency over all repeats: over their measured steps when
+    `meter` is "steps", over whole repeats (warm-up and the run's start and end included) when it
+    is "repeat"."""
 
     energy_uj: int
     energy_per_step_uj: float | None
@@ -135,6 +137,13 @@ class PlatformSummary(Record):
     energy_source: str = Field("simulated", description="simulated (the sim platform's meter), rapl, hwmon, "
                                "hwmon-power-sampled, or none (a real target without a sensor: no energy figures)")
     energy_domains: list[str] = Field([], description="the counters the energy came from (RAPL zones, hwmon sensors)")
+    meter: Literal["steps", "repeat"] = Field(
+        "repeat", description="what the figures cover: steps (the loop's own meter, read as the first measured "
+        "step begins and the last one ends) or repeat (the shell's snapshots around the whole run: warm-up, "
+        "process start and exit and the snapshots themselves counted; records older than the loop's meter)")
+    repeat_energy_per_step_by_repeat_uj: list[float] = Field(
+        [], description="with meter steps: the whole-repeat snapshots' energy per step (warm-up steps counted), "
+        "what the figures were before the loop metered itself")
 
 
 class TargetInfo(Record):

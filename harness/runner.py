@@ -814,22 +814,49 @@ class Runner:
                   share.read_text(share_dir / f.after, share.LIMIT_SMALL)) for f in runs]
         snaps = [(platform.parse_snapshot(b, f.before), platform.parse_snapshot(a, f.after))
                  for (b, a), f in zip(texts, runs, strict=True)]
-        w = spec.workload   # energy covers whole repeats: warm-up steps included
-        plat = platform.summarize([platform.delta(b, a) for b, a in snaps], w.agents * (w.steps + w.warmup),
-                                  agent_cpu=w.agent_cpu)
+        w = spec.workload
+        metered = self._meter_texts(share_dir, runs)
+        if metered is None:   # a recording from before the loop metered itself: whole repeats
+            plat = platform.summarize([platform.delta(b, a) for b, a in snaps], w.agents * (w.steps + w.warmup),
+                                      agent_cpu=w.agent_cpu)
+            energy_texts, energy_steps = texts, w.agents * (w.steps + w.warmup)
+        else:
+            plat = platform.summarize([platform.delta(platform.parse_snapshot(b, f.meter_before),
+                                                      platform.parse_snapshot(a, f.meter_after))
+                                       for (b, a), f in zip(metered, runs, strict=True)],
+                                      w.agents * w.steps, agent_cpu=w.agent_cpu)
+            plat.meter = "steps"
+            whole = w.agents * (w.steps + w.warmup)
+            plat.repeat_energy_per_step_by_repeat_uj = [round(platform.delta(b, a).energy_uj / whole, 2)
+                                                        for b, a in snaps] if facts is None else []
+            energy_texts, energy_steps = metered, w.agents * w.steps
         if facts is None:
             wrong = platform.verify(spec.platform, spec.arch, snaps[0][0]) + platform.sched_ext_held(spec.platform,
                                                                                                     snaps)
             plat.frontier = cell_frontier(spec, steps, plat, timing)
         else:   # the guest script read every knob back; the energy is the target's own counters'
             wrong = []
-            _real_energy(plat, [reading_for(facts, b, a) for b, a in texts], w.agents * (w.steps + w.warmup))
+            _real_energy(plat, [reading_for(facts, b, a) for b, a in energy_texts], energy_steps)
         out = {"stats": stats, "platform": plat, "platform_wrong": wrong}
         if spec.workload.abuser:
             out["abuser"] = neighbour.read(share_dir, spec.workload.abuser)
         if p.probes:
             out.update(self._probes(p, d, share_dir, raw, snaps, stats))
         return out
+
+    @staticmethod
+    def _meter_texts(share_dir: Path, runs: list[protocol.RunFiles]) -> list[tuple[str, str]] | None:
+        """The loop's own meter readings of each run, or None when no run has them (a recording
+        from an older loop). One run with them and another without is the guest's fault."""
+        texts = [(share.read_text_or_none(share_dir / f.meter_before, share.LIMIT_SMALL),
+                  share.read_text_or_none(share_dir / f.meter_after, share.LIMIT_SMALL)) for f in runs]
+        if all(b is None and a is None for b, a in texts):
+            return None
+        for (b, a), f in zip(texts, runs, strict=True):
+            if b is None or a is None:
+                raise share.ShareError(f"{f.meter_before if b is None else f.meter_after}: missing (the loop "
+                                       "meters every run)")
+        return texts
 
     @staticmethod
     def _steps(spec, share_dir: Path, f: protocol.RunFiles, repeat: int) -> dict:

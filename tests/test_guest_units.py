@@ -129,6 +129,60 @@ def test_guest_script_runs_each_repeat_with_its_own_seed_and_status():
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)   # valid shell
 
 
+def test_each_run_meters_its_own_steps_and_the_snapshots_grep_the_same_counters():
+    w = WorkloadSpec(steps=50, warmup=5)
+    text = protocol.render(w, repeats=2, real=True)
+    for r in (0, 1):
+        assert f"--meter-out {protocol.GUEST_RESULTS}/{protocol.repeat_files(r).meter}" in text
+    for g in protocol.meter_globs(real=True):
+        assert f"--meter '{g}'" in text        # quoted: the loop expands it, not the shell
+        assert f" {g} " in text.split("snapshot() {")[1].split("}")[0]   # and the shell's snapshot greps it
+    assert "powercap" not in protocol.render(w, repeats=1)
+
+
+def _boottime_minus_monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def test_the_loop_meters_exactly_its_measured_steps(agentloop, tmp_path):
+    """--meter: the counters are read as the first measured step begins (after the last warm-up step
+    ended) and as the last one ends, in grep -H's format, re-read fresh from the same descriptor;
+    what grep . would not print (directories, empty lines) and links are left out."""
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "table").write_text("800 5\n\n1200 7\n")
+    (d / "link").symlink_to("table")
+    out = tmp_path / "s.csv"
+    subprocess.run([str(agentloop), "--steps", "20", "--warmup", "5", "--wait-us", "3000", "--compute-units", "1000",
+                    "--out", str(out), "--meter", "/proc/uptime", "--meter", f"{d}/*", "--meter", f"{tmp_path}/none*",
+                    "--meter-out", str(tmp_path / "m")], check=True, capture_output=True, timeout=60)
+    before, after = ((tmp_path / f"m-{e}.txt").read_text().splitlines() for e in ("before", "after"))
+    for lines in (before, after):
+        assert [ln.split(":")[0] for ln in lines] == ["uptime", "/proc/uptime", f"{d}/table", f"{d}/table"]
+        assert lines[2:] == [f"{d}/table:800 5", f"{d}/table:1200 7"]
+    assert float(after[1].split(":")[1].split()[0]) > float(before[1].split(":")[1].split()[0])
+    cols = parse_steps_csv(out.read_text(), out.name, warmup=True)
+    off = _boottime_minus_monotonic_ns()
+    t0, t1 = (round(float(x[0].split(":")[1]) * 1e9) - off for x in (before, after))
+    assert cols["done_ns"][4] <= t0 < cols["signal_ns"][5]       # between the warm-up and the first step
+    assert cols["done_ns"][-1] <= t1 < cols["done_ns"][-1] + 50_000_000
+
+
+def test_with_many_agents_the_meter_spans_all_of_them(agentloop, tmp_path):
+    out = tmp_path / "s.csv"
+    for i in range(5):
+        subprocess.run([str(agentloop), "--steps", "3", "--warmup", "0", "--agents", "8", "--wait-us", "100",
+                        "--out", str(out), "--meter", "/proc/uptime", "--meter-out", str(tmp_path / f"m{i}")],
+                       check=True, capture_output=True, timeout=60)
+        t0, t1 = (float((tmp_path / f"m{i}-{e}.txt").read_text().split()[0].split(":")[1])
+                  for e in ("before", "after"))
+        cols = parse_steps_csv(out.read_text(), out.name, warmup=True)
+        assert t0 <= t1 and (t1 * 1e9 - _boottime_minus_monotonic_ns()) >= cols["done_ns"].max()
+    refused = subprocess.run([str(agentloop), "--steps", "2", "--meter", "/proc/uptime"], capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode == 2 and "--meter and --meter-out go together" in refused.stderr
+
+
 @pytest.mark.parametrize("kind", ["futex", "eventfd", "pipe", "timerfd", "epoll", "io_uring", "nanosleep"])
 def test_agentloop_every_wait_kind_on_the_host(agentloop, tmp_path, kind):
     out = tmp_path / "s.csv"

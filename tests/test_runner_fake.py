@@ -284,6 +284,55 @@ def test_corrupt_guest_output_fails_that_cell_with_a_reason(tmp_path, hook, word
     assert "x86_64-base" in (x86.dir.parent / records.SUMMARY).read_text()   # named in the summary
 
 
+def _unlink(*names):
+    def hook(share_dir, attempt):
+        for n in names:
+            (share_dir / n).unlink(missing_ok=True)
+    return hook
+
+
+def _deltas(share_dir: Path, names: list[tuple[str, str]]):
+    from harness.guest import platform
+    return [platform.delta(platform.parse_snapshot((share_dir / b).read_text(), b),
+                           platform.parse_snapshot((share_dir / a).read_text(), a)) for b, a in names]
+
+
+def test_the_energy_figures_are_the_loops_own_meter_over_the_measured_steps(tmp_path):
+    """The recorded guest's loop metered its measured steps: the record's energy per step is that
+    meter's delta over the steps, and the shell's whole-repeat figure is kept beside it."""
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le)[0].run()
+    plat, w = out.record.platform, le.experiment.workload
+    runs = [protocol.repeat_files(r) for r in range(2)]
+    share_dir = out.dir / protocol.SHARE
+    steps = _deltas(share_dir, [(f.meter_before, f.meter_after) for f in runs])
+    whole = _deltas(share_dir, [(f.before, f.after) for f in runs])
+    assert plat.meter == "steps"
+    assert plat.energy_per_step_by_repeat_uj == [round(d.energy_uj / w.steps, 2) for d in steps]
+    assert plat.repeat_energy_per_step_by_repeat_uj == [round(d.energy_uj / (w.steps + w.warmup), 2) for d in whole]
+    assert all(0 < s.elapsed_s < a.elapsed_s for s, a in zip(steps, whole, strict=True))
+    assert plat.elapsed_s == pytest.approx(sum(d.elapsed_s for d in steps), abs=1e-3)
+
+
+def test_a_recording_without_the_loops_meter_is_metered_over_whole_repeats(tmp_path):
+    runs = [protocol.repeat_files(r) for r in range(2)]
+    gone = [n for f in runs for n in (f.meter_before, f.meter_after)]
+    le = experiment(tmp_path, arch="[x86_64]")
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=_unlink(*gone)))[0].run()
+    plat, w = out.record.platform, le.experiment.workload
+    whole = _deltas(out.dir / protocol.SHARE, [(f.before, f.after) for f in runs])
+    assert out.status == "ok" and plat.meter == "repeat" and plat.repeat_energy_per_step_by_repeat_uj == []
+    assert plat.energy_per_step_by_repeat_uj == [round(d.energy_uj / (w.steps + w.warmup), 2) for d in whole]
+
+
+def test_a_run_that_lost_half_its_meter_fails_the_cell_naming_the_file(tmp_path):
+    le = experiment(tmp_path, arch="[x86_64]")
+    hook = _unlink(protocol.repeat_files(1).meter_after)
+    (out,) = runner(tmp_path, le, backend=FakeBackend(RECORDINGS, hostile=hook))[0].run()
+    assert out.status == "failed" and out.record.failure == "output-unreadable"
+    assert "meter-r1-after.txt: missing" in out.reason, out.reason
+
+
 SECRET = "host-secret-4f1c9a"
 
 

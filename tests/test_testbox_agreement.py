@@ -54,3 +54,12 @@ def test_a_variant_without_its_box_cell_is_not_paired(tmp_path):
                                         (0.001, 0.03, "no"), (-0.2, -0.01, "no")])
 def test_verdicts(lo, hi, want):
     assert agreement.verdict(lo, hi, 0.0) == want
+
+
+def test_the_whole_repeat_energy_row_only_where_the_loop_metered_its_steps():
+    """The run since the loop meters its own steps keeps the whole-repeat figure beside it and the
+    table compares both; the earlier run (records with meter: repeat) has the one row."""
+    new, old = (paths.REPO_ROOT / "results" / "examples" / n for n in ("testbox-dvfs-ramp-x86",
+                                                                       "testbox-dvfs-ramp-x86-poll2s"))
+    assert agreement.table(new).count("| energy/step, whole repeat |") == 2
+    assert "whole repeat" not in agreement.table(old) and agreement.table(old).count("| energy/step |") == 2

@@ -199,6 +199,17 @@ def platform_facets(views: list[figs.CellView]) -> list[Facet]:
     return out
 
 
+def meter_span(meters: set[str]) -> str:
+    """What the energy and residency figures cover, in the page's words (records.PlatformSummary.meter)."""
+    steps = "the measured steps: the loop reads the meter as the first one begins and the last one ends"
+    whole = "whole repeats: warm-up, the loop's start and exit and the snapshots counted"
+    if meters == {"steps"}:
+        return steps
+    if meters == {"repeat"}:
+        return whole
+    return f"mixed: where a cell's record says meter steps, {steps}; where it says repeat, {whole}"
+
+
 def build(runs: Sequence[RunData]) -> str:
     """The page, as one HTML string."""
     names = _run_names(runs)
@@ -211,13 +222,14 @@ def build(runs: Sequence[RunData]) -> str:
     provenance = [provenance_row(name, _label(name, c, several), c) for name, run in zip(names, runs, strict=True)
                   for c in sorted(run.ok + run.failed, key=lambda c: c.id)]
     repeats = sorted({r["repeats"] for f in arches for r in f.rows})
+    meters = {v.record.platform.meter for v in views if v.record.platform is not None}
     return _ENV.get_template(TEMPLATE).render(
         runs=[{"name": n, "experiment": r.experiment, "run_id": r.index.run_id if r.index else "-",
                "ok": len(r.ok), "failed": len(r.failed), "problems": len(r.problems),
                "complete": r.index.complete if r.index else False} for n, r in zip(names, runs, strict=True)],
         arches=arches, platforms=platform_facets(views), left_out=left_out, provenance=provenance,
         quantiles=[f"p{q:g}" for q in QUANTILES], metrics=METRICS, resamples=compare.RESAMPLES,
-        repeats=", ".join(str(r) for r in repeats) or "-",
+        repeats=", ".join(str(r) for r in repeats) or "-", meter_span=meter_span(meters),
         min_steps=min((r["steps"] for f in arches for r in f.rows), default=0))
 
 

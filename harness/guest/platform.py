@@ -26,6 +26,10 @@ CGROUP = "/sys/fs/cgroup"
 HARNESS_CGROUP = f"{CGROUP}/harness"
 SCHED_EXT = "/sys/kernel/sched_ext"
 SCHED_EXT_FILES = (f"{SCHED_EXT}/state", f"{SCHED_EXT}/enable_seq", f"{SCHED_EXT}/root/ops")
+# The counters a delta needs, which the loop itself reads at the edges of the measured steps
+# (agentloop --meter) and the shell's snapshots grep too, with the settings besides.
+METER_GLOBS = (f"{CPU}/sim_power/*", f"{CPU}/sim_power/cpu[0-9]*/*", f"{CPU}/cpufreq/policy*/stats/time_in_state",
+               *(f"{CPU}/cpu[0-9]*/cpuidle/state*/{leaf}" for leaf in ("name", "latency", "usage", "time", "disable")))
 AGENT_CGROUP = f"{HARNESS_CGROUP}/agent"
 
 
@@ -374,8 +378,9 @@ def delta(before: Snapshot, after: Snapshot) -> PlatformDelta:
 
 
 def summarize(deltas: list[PlatformDelta], steps_per_repeat: int, agent_cpu: int | None = None) -> PlatformSummary:
-    """Per-cell energy and residency over all repeats (warm-up steps included: the meter covers
-    whole repeats); fractions are of total CPU time. With the agent pinned (`agent_cpu`), its
+    """Per-cell energy and residency over all repeats (each delta: one repeat's measured steps from
+    the loop's own meter, or the whole repeat from the shell's snapshots, as `steps_per_repeat`
+    counts them); fractions are of total CPU time. With the agent pinned (`agent_cpu`), its
     CPU's energy and cycles per step too: the figures the frontier bound is compared with."""
     energy = sum(d.energy_uj for d in deltas)
     elapsed = sum(d.elapsed_s for d in deltas)

@@ -98,6 +98,19 @@ class RunFiles:
         return f"workload-{self.tag}.err"
 
     @property
+    def meter(self) -> str:
+        """The loop's own meter (agentloop --meter-out): this prefix + "-before.txt", "-after.txt"."""
+        return f"meter-{self.tag}"
+
+    @property
+    def meter_before(self) -> str:
+        return f"{self.meter}-before.txt"
+
+    @property
+    def meter_after(self) -> str:
+        return f"{self.meter}-after.txt"
+
+    @property
     def before(self) -> str:
         return f"platform-{self.tag}-before.txt"
 
@@ -132,16 +145,22 @@ def host_reads(repeats: int, probes: list[str], probe_run: str) -> list[str]:
         runs.append(PROBED_FILES)
     names = [STATUS, FILE_INDEX]
     for f in runs:
-        names += [f.steps, f.before, f.after, f.stderr]
+        names += [f.steps, f.before, f.after, f.meter_before, f.meter_after, f.stderr]
     for p in probes:
         names += [probe_output(p), probe_stderr(p)]
     return names
 
 
 # What a real target's snapshots add: RAPL (powercap) zones and hwmon power/energy sensors.
-REAL_SNAPSHOT = ("/sys/class/powercap/*/name /sys/class/powercap/*/energy_uj "
-                 "/sys/class/powercap/*/max_energy_range_uj /sys/class/hwmon/hwmon*/name "
-                 "/sys/class/hwmon/hwmon*/power*_input /sys/class/hwmon/hwmon*/energy*_input")
+REAL_METER_GLOBS = ("/sys/class/powercap/*/name", "/sys/class/powercap/*/energy_uj",
+                    "/sys/class/powercap/*/max_energy_range_uj", "/sys/class/hwmon/hwmon*/name",
+                    "/sys/class/hwmon/hwmon*/power*_input", "/sys/class/hwmon/hwmon*/energy*_input")
+
+
+def meter_globs(real: bool) -> tuple[str, ...]:
+    """The counters the loop's meter and the shell's snapshots read: the simulated platform's, and
+    on a real target its energy sensors."""
+    return platform.METER_GLOBS + (REAL_METER_GLOBS if real else ())
 
 
 # -- the script ----------------------------------------------------------------------------------
@@ -162,9 +181,12 @@ def _guest(name: str) -> str:
     return f"{GUEST_RESULTS}/{name}"
 
 
-def _run(w: WorkloadSpec, files: RunFiles, seed_repeat: int, extra_args: list[str]) -> dict[str, str]:
+def _run(w: WorkloadSpec, files: RunFiles, seed_repeat: int, extra_args: list[str], real: bool) -> dict[str, str]:
+    """One run of the loop. It meters its own measured steps (--meter): the figures a comparison
+    rests on cover those steps only; the shell's snapshots around the run hold the settings."""
+    meter = [a for g in meter_globs(real) for a in ("--meter", g)] + ["--meter-out", _guest(files.meter)]
     args = workload_args(w, seed_repeat, _guest(files.steps), AGENTLOOP, _guest(WAIT_FILE),
-                         _guest(COMPUTE_FILE)) + list(extra_args)
+                         _guest(COMPUTE_FILE)) + meter + list(extra_args)
     return {"cmd": shlex.join(args), "summary": _guest(files.summary), "stderr": _guest(files.stderr),
             "before": _guest(files.before), "after": _guest(files.after)}
 
@@ -189,9 +211,9 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
     life. `real`: a real target's script (C-state helpers by index, energy counters in the
     snapshots). `sched_ext`: the setup starts a sched_ext scheduler (`startscx NAME`, loader at
     SCHED_EXT_BIN in the share) and the snapshots show /sys/kernel/sched_ext."""
-    runs = [dict(_run(w, repeat_files(r), r, extra_args), index=str(r), exit_key=Key.repeat_exit(r))
+    runs = [dict(_run(w, repeat_files(r), r, extra_args, real), index=str(r), exit_key=Key.repeat_exit(r))
             for r in range(repeats)]
-    probed = _run(w, PROBED_FILES, 0, extra_args) if probes and probe_run == "separate" else None
+    probed = _run(w, PROBED_FILES, 0, extra_args, real) if probes and probe_run == "separate" else None
     if w.phases.disk_mb:
         setup = [scratch.guest_mount_command(), *setup]
     return _ENV.get_template("run.sh.j2").render(
@@ -200,7 +222,7 @@ def render(w: WorkloadSpec, repeats: int, setup: list[str] = (), teardown: list[
         workdir=workdir(w), file_index=_guest(FILE_INDEX), probe_cpus=probe_cpus(w, cpus),
         probes=[_probe(p) for p in probes], attach_timeout_ds=attach_timeout_s * 10,
         attached_notice=bpftrace_json.ATTACHED_NOTICE, cpu=platform.CPU,
-        key=Key, exit_setup=EXIT_SETUP, exit_probe=EXIT_PROBE, real=real, real_snapshot=REAL_SNAPSHOT,
+        key=Key, exit_setup=EXIT_SETUP, exit_probe=EXIT_PROBE, real=real, meter_globs=meter_globs(real),
         sched_ext=sched_ext, sched_ext_bin=_guest(SCHED_EXT_BIN), sched_ext_log=_guest(SCHED_EXT_LOG),
         sched_ext_files=" ".join(platform.SCHED_EXT_FILES))
 

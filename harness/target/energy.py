@@ -1,5 +1,5 @@
 """Real energy, from the counters a target's snapshots hold (the guest script's `snapshot`
-greps them on a real target, protocol.REAL_SNAPSHOT):
+greps them on a real target, protocol.REAL_METER_GLOBS, as does the loop's own meter):
 
 - RAPL through powercap: each top-level zone's `energy_uj` (package domains, `intel-rapl:N`; the
   sub-zones core/uncore/dram are inside their package's figure and not added again; the MMIO

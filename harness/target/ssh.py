@@ -52,6 +52,8 @@ FACTS_LIMIT = 64 << 10
 # What the fetch may take of one attempt in all (the share's per-file caps apply on top).
 FETCH_BUDGET = 4 << 30
 
+# Whether the target has util-linux's flock (busybox's lacks -w): what launch.sh decides by, and a fact.
+HAS_FLOCK = "flock -s -w 0.1 /dev/null true 2>/dev/null"
 # Host identity, one key=value a line (protocol.parse_status reads it). Fixed text.
 FACTS_SH = r"""C=/sys/devices/system/cpu
 echo "arch=$(uname -m)"
@@ -70,8 +72,7 @@ echo "cpuidle_states=$(cat $C/cpu0/cpuidle/state*/name 2>/dev/null | tr '\n' ' '
 r=""; for z in /sys/class/powercap/*; do [ -r "$z/energy_uj" ] && r="$r ${z##*/}"; done; echo "rapl=$r"
 h=""; for d in /sys/class/hwmon/hwmon*; do ls "$d" 2>/dev/null | grep -qE '^(power|energy)[0-9]+_input$' && h="$h ${d##*/}:$(cat "$d/name" 2>/dev/null)"; done; echo "hwmon=$h"
 for t in bpftrace unshare setsid; do command -v $t >/dev/null 2>&1 && echo "has_$t=1"; done
-flock -s -w 0.1 /dev/null true 2>/dev/null && echo "has_flock=1"
-"""  # noqa: E501
+""" + f'{HAS_FLOCK} && echo "has_flock=1"\n'  # noqa: E501
 # launch.sh W: start supervise.sh in a session of its own (it outlives the SSH connection),
 # holding W/running locked (fd 9, taken before this returns, so the host's first wait finds it
 # held; util-linux's flock, where there is one).
@@ -79,7 +80,7 @@ LAUNCH_SH = """W="$1"
 case "$W" in /*) ;; *) exit 2;; esac
 exec 9> "$W/running" || exit 3
 chmod 644 "$W/running"
-if flock -s -w 0.1 /dev/null true 2>/dev/null; then flock -n 9 && : > "$W/locked" || exit 3; fi
+if """ + HAS_FLOCK + """; then flock -n 9 && : > "$W/locked" || exit 3; fi
 setsid sh "$W/supervise.sh" "$W" </dev/null >/dev/null 2>&1 &
 """
 # supervise.sh W: the run (without the lock's descriptor: a process it leaves behind does not hold

@@ -27,12 +27,21 @@
  *   --fanout       one world thread signals every agent at once and waits for all of them before
  *                  the next wait (fan-out / fan-in): one shared signal stamp per step.
  *
+ * The meter (--meter GLOB ..., --meter-out PREFIX): counter files (an energy meter, time in state,
+ * idle residency) read by the loop itself at the edges of the measured steps, when the last agent
+ * ends its last warm-up step and when the last agent ends its last step: exactly `steps` periods,
+ * with none of the warm-up, the process start or the shell's own snapshots in them. The files are
+ * opened before the loop and re-read with pread(); after the loop they are written as
+ * PREFIX-before.txt and PREFIX-after.txt, "path:line" per line (grep -H's format), after an
+ * "uptime:" line of CLOCK_BOOTTIME seconds (/proc/uptime's clock).
+ *
  * Static, libc only (io_uring through raw syscalls), so it runs in any guest userland.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <glob.h>
 #include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <math.h>
@@ -49,6 +58,7 @@
 #include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -733,6 +743,119 @@ static void window(const struct opts *o, int open)
 	}
 }
 
+/* -- the meter ---------------------------------------------------------------------------- */
+#define METER_GLOBS_MAX 32
+#define METER_FILES_MAX 4096
+#define METER_READ_MAX 4096	/* a counter file's bytes read (sysfs shows at most a page) */
+
+static const char *meter_globs[METER_GLOBS_MAX];
+static int meter_nglobs;
+static const char *meter_out;
+static struct {
+	int n, *fds;
+	char **paths;
+	char *text[2];
+	size_t len[2], cap[2];
+	struct timespec at[2];
+} meter;
+static atomic_long meter_edge[2];	/* agents past each edge; the last one reads the meter */
+static atomic_int meter_before_read;	/* the after-read waits for it (agents race to the edges) */
+
+static void meter_open(void)
+{
+	glob_t g = { 0 };
+
+	for (int i = 0; i < meter_nglobs; i++) {
+		int rc = glob(meter_globs[i], i ? GLOB_APPEND : 0, NULL, &g);
+
+		if (rc && rc != GLOB_NOMATCH)
+			fail("--meter: glob failed");
+	}
+	if (g.gl_pathc > METER_FILES_MAX)
+		fail("--meter: more than 4096 files");
+	meter.fds = xmalloc(sizeof(int) * (g.gl_pathc + 1));
+	meter.paths = xmalloc(sizeof(char *) * (g.gl_pathc + 1));
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		/* what grep -H . over the same globs reads: regular files it may open */
+		int fd = open(g.gl_pathv[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		struct stat st;
+
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+			close(fd);
+			continue;
+		}
+		meter.fds[meter.n] = fd;
+		meter.paths[meter.n++] = strdup(g.gl_pathv[i]);
+	}
+	globfree(&g);
+	for (int k = 0; k < 2; k++) {
+		meter.cap[k] = 65536;
+		meter.text[k] = xmalloc(meter.cap[k]);
+	}
+}
+
+static void meter_put(int k, const char *s, size_t n)
+{
+	if (meter.len[k] + n > meter.cap[k]) {
+		while (meter.len[k] + n > meter.cap[k])
+			meter.cap[k] *= 2;
+		meter.text[k] = realloc(meter.text[k], meter.cap[k]);
+		if (!meter.text[k])
+			die("realloc");
+	}
+	memcpy(meter.text[k] + meter.len[k], s, n);
+	meter.len[k] += n;
+}
+
+/* Edge k (0: before the first measured step, 1: after the last): the last agent to pass it reads. */
+static void meter_edge_pass(const struct opts *o, int k)
+{
+	char buf[METER_READ_MAX];
+
+	if (!meter_out || atomic_fetch_add(&meter_edge[k], 1) + 1 != o->agents)
+		return;
+	while (k == 1 && !atomic_load(&meter_before_read))
+		sched_yield();
+	clock_gettime(CLOCK_BOOTTIME, &meter.at[k]);
+	for (int i = 0; i < meter.n; i++) {
+		ssize_t got = pread(meter.fds[i], buf, sizeof(buf), 0);
+		size_t plen = strlen(meter.paths[i]);
+
+		for (ssize_t a = 0, b; got > 0 && a < got; a = b + 1) {
+			for (b = a; b < got && buf[b] != '\n'; b++)
+				;
+			if (b == a)	/* grep . skips empty lines */
+				continue;
+			meter_put(k, meter.paths[i], plen);
+			meter_put(k, ":", 1);
+			meter_put(k, buf + a, b - a);
+			meter_put(k, "\n", 1);
+		}
+	}
+	if (k == 0)
+		atomic_store(&meter_before_read, 1);
+}
+
+static void meter_write(void)
+{
+	static const char *const edge[2] = { "before", "after" };
+
+	for (int k = 0; k < 2; k++) {
+		char path[4096], up[64];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s-%s.txt", meter_out, edge[k]);
+		f = fopen(path, "w");
+		if (!f)
+			die(path);
+		snprintf(up, sizeof(up), "uptime:%lld.%09ld\n", (long long)meter.at[k].tv_sec, meter.at[k].tv_nsec);
+		if (fputs(up, f) < 0 || fwrite(meter.text[k], 1, meter.len[k], f) != meter.len[k] || fclose(f))
+			die(path);
+	}
+}
+
 static void *agent_main(void *arg)
 {
 	struct agent *a = arg;
@@ -759,6 +882,8 @@ static void *agent_main(void *arg)
 		if (timerfd_settime(a->efd, TFD_TIMER_ABSTIME, &its, NULL))
 			die("timerfd_settime");
 	}
+	if (!o->warmup)
+		meter_edge_pass(o, 0);
 	for (long i = 0; i < total; i++) {
 		int64_t deadline = 0;
 		struct record *r = &a->rec[i];
@@ -796,7 +921,10 @@ static void *agent_main(void *arg)
 		}
 		atomic_store(&a->done_seq, (int)i + 1);
 		futex_wake(&a->done_seq);
+		if (i + 1 == o->warmup)		/* after the world has its signal: no step waits for the read */
+			meter_edge_pass(o, 0);
 	}
+	meter_edge_pass(o, 1);
 	a->sink += x;
 	return NULL;
 }
@@ -837,7 +965,8 @@ static void usage(void)
 	      "  [--compute-dist fixed|uniform|lognormal|file] [--compute-min-units N]\n"
 	      "  [--compute-max-units N] [--compute-mu MU --compute-sigma S] [--compute-file F]\n"
 	      "  [--period-us US (with --wait timerfd)] [--fanout]\n"
-	      "  [--noise-busy-us US --noise-idle-us US]\n",
+	      "  [--noise-busy-us US --noise-idle-us US]\n"
+	      "  [--meter GLOB ... --meter-out PREFIX]\n",
 	      stderr);
 	exit(2);
 }
@@ -873,6 +1002,7 @@ int main(int argc, char **argv)
 		{ "compute-mu", 1, 0, 'x' }, { "compute-sigma", 1, 0, 'y' }, { "compute-file", 1, 0, 'z' },
 		{ "period-us", 1, 0, 'e' }, { "fanout", 0, 0, 'O' },
 		{ "noise-busy-us", 1, 0, 'q' }, { "noise-idle-us", 1, 0, 'Q' },
+		{ "meter", 1, 0, 'n' }, { "meter-out", 1, 0, 'K' },
 		{ "help", 0, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
@@ -928,6 +1058,12 @@ int main(int argc, char **argv)
 		case 'O': o.fanout = 1; break;
 		case 'q': o.noise_busy_us = parse_long(optarg, "noise-busy-us"); break;
 		case 'Q': o.noise_idle_us = parse_long(optarg, "noise-idle-us"); break;
+		case 'n':
+			if (meter_nglobs == METER_GLOBS_MAX)
+				fail("--meter: at most 32 patterns");
+			meter_globs[meter_nglobs++] = optarg;
+			break;
+		case 'K': meter_out = optarg; break;
 		default: usage();
 		}
 	}
@@ -966,8 +1102,14 @@ int main(int argc, char **argv)
 		fail("--fanout needs --agents >= 2, a world thread (not nanosleep/timerfd) and no --inject-delay-us");
 	if (!o.noise_busy_us != !o.noise_idle_us || o.noise_busy_us > 1000000 || o.noise_idle_us > 1000000)
 		fail("--noise-busy-us and --noise-idle-us go together, each at most 1e6");
+	if (!meter_out != !meter_nglobs)
+		fail("--meter and --meter-out go together");
+	if (meter_out && strlen(meter_out) > 4000)
+		fail("--meter-out: path too long");
 	o.extended = o.cdist != C_FIXED || o.period_us || o.fanout;
 	total = o.steps + o.warmup;
+	if (meter_out)
+		meter_open();
 	agents = calloc(o.agents, sizeof(*agents));
 	if (!agents)
 		die("calloc");
@@ -1035,6 +1177,8 @@ int main(int argc, char **argv)
 	if (o.noise_busy_us)
 		pthread_join(hogs[o.hogs], NULL);
 
+	if (meter_out)
+		meter_write();
 	out = fopen(o.out, "w");
 	if (!out)
 		die(o.out);
