@@ -144,40 +144,81 @@ def _boottime_minus_monotonic_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
+def _meter_edges(prefix: Path) -> tuple[list[str], list[str], int, int]:
+    """The loop's two meter files, and their clocks as CLOCK_MONOTONIC ns (the steps' clock)."""
+    before, after = ((prefix.parent / f"{prefix.name}-{e}.txt").read_text().splitlines() for e in ("before", "after"))
+    off = _boottime_minus_monotonic_ns()
+    t0, t1 = (round(float(x[0].split(":", 1)[1]) * 1e9) - off for x in (before, after))
+    return before, after, t0, t1
+
+
 def test_the_loop_meters_exactly_its_measured_steps(agentloop, tmp_path):
     """--meter: the counters are read as the first measured step begins (after the last warm-up step
-    ended) and as the last one ends, in grep -H's format, re-read fresh from the same descriptor;
-    what grep . would not print (directories, empty lines) and links are left out."""
+    ended) and as the last one ends, in grep -H .'s format, re-read fresh from the same descriptor,
+    whole however long; what grep . would not print (directories, empty lines) is left out."""
     d = tmp_path / "d"
     (d / "sub").mkdir(parents=True)
     (d / "table").write_text("800 5\n\n1200 7\n")
     (d / "link").symlink_to("table")
+    (d / "long").write_text("".join(f"{i} {i * 7}\n" for i in range(900)))    # 9 kB: more than a page
     out = tmp_path / "s.csv"
     subprocess.run([str(agentloop), "--steps", "20", "--warmup", "5", "--wait-us", "3000", "--compute-units", "1000",
                     "--out", str(out), "--meter", "/proc/uptime", "--meter", f"{d}/*", "--meter", f"{tmp_path}/none*",
                     "--meter-out", str(tmp_path / "m")], check=True, capture_output=True, timeout=60)
-    before, after = ((tmp_path / f"m-{e}.txt").read_text().splitlines() for e in ("before", "after"))
+    before, after, t0, t1 = _meter_edges(tmp_path / "m")
+    table = [f"{d}/table:800 5", f"{d}/table:1200 7"]
     for lines in (before, after):
-        assert [ln.split(":")[0] for ln in lines] == ["uptime", "/proc/uptime", f"{d}/table", f"{d}/table"]
-        assert lines[2:] == [f"{d}/table:800 5", f"{d}/table:1200 7"]
+        assert lines[0].startswith("uptime:") and lines[1].startswith("/proc/uptime:")
+        assert lines[2:4] == [ln.replace("/table:", "/link:") for ln in table]     # a link read as grep reads it
+        assert lines[4:904] == [f"{d}/long:{i} {i * 7}" for i in range(900)] and lines[904:] == table
     assert float(after[1].split(":")[1].split()[0]) > float(before[1].split(":")[1].split()[0])
     cols = parse_steps_csv(out.read_text(), out.name, warmup=True)
-    off = _boottime_minus_monotonic_ns()
-    t0, t1 = (round(float(x[0].split(":")[1]) * 1e9) - off for x in (before, after))
     assert cols["done_ns"][4] <= t0 < cols["signal_ns"][5]       # between the warm-up and the first step
     assert cols["done_ns"][-1] <= t1 < cols["done_ns"][-1] + 50_000_000
 
 
-def test_with_many_agents_the_meter_spans_all_of_them(agentloop, tmp_path):
+def test_the_meters_read_delays_no_measured_step(agentloop, tmp_path):
+    """Thousands of counter files take a while to read: the read comes before the world's first
+    measured wait starts, so the first measured step's wakeup is as prompt as the others'."""
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(3000):
+        (d / f"c{i}").write_text(f"{i}\n")
     out = tmp_path / "s.csv"
-    for i in range(5):
-        subprocess.run([str(agentloop), "--steps", "3", "--warmup", "0", "--agents", "8", "--wait-us", "100",
-                        "--out", str(out), "--meter", "/proc/uptime", "--meter-out", str(tmp_path / f"m{i}")],
-                       check=True, capture_output=True, timeout=60)
-        t0, t1 = (float((tmp_path / f"m{i}-{e}.txt").read_text().split()[0].split(":")[1])
-                  for e in ("before", "after"))
-        cols = parse_steps_csv(out.read_text(), out.name, warmup=True)
-        assert t0 <= t1 and (t1 * 1e9 - _boottime_minus_monotonic_ns()) >= cols["done_ns"].max()
+    subprocess.run([str(agentloop), "--steps", "30", "--warmup", "5", "--wait-us", "200", "--compute-units", "1000",
+                    "--out", str(out), "--meter", f"{d}/*", "--meter-out", str(tmp_path / "m")],
+                   check=True, capture_output=True, timeout=60)
+    _, _, t0, _ = _meter_edges(tmp_path / "m")
+    cols = parse_steps_csv(out.read_text(), out.name, warmup=True)
+    read_ns = t0 - cols["done_ns"][4]
+    wake = cols["wake_ns"] - cols["signal_ns"]
+    assert read_ns > 1_000_000, read_ns                      # the read took a millisecond or more
+    assert wake[5] < read_ns / 2, (wake[5], read_ns)          # and the first measured wakeup did not wait for it
+
+
+@pytest.mark.parametrize("mode", [
+    ["--agents", "6", "--dist", "exponential", "--wait-us", "300"],
+    ["--agents", "4", "--fanout", "--wait-us", "300"],
+    ["--agents", "4", "--wait", "nanosleep", "--wait-us", "300"],
+    ["--agents", "3", "--wait", "timerfd", "--period-us", "2000"],
+    ["--agents", "5", "--warmup", "0", "--wait-us", "100"],
+], ids=["exponential", "fanout", "nanosleep", "periodic", "no-warmup"])
+def test_with_many_agents_the_meter_spans_every_measured_step(agentloop, tmp_path, mode):
+    out = tmp_path / "s.csv"
+    args = ["--steps", "40", "--warmup", "3", "--compute-units", "2000", *mode]
+    subprocess.run([str(agentloop), *args, "--out", str(out), "--meter", "/proc/uptime", "--meter-out",
+                    str(tmp_path / "m")], check=True, capture_output=True, timeout=60)
+    _, _, t0, t1 = _meter_edges(tmp_path / "m")
+    cols = parse_steps_csv(out.read_text(), out.name, warmup=True)
+    warm, measured = cols["warmup"] == 1, cols["warmup"] == 0
+    assert t0 < t1 and t1 >= cols["done_ns"][measured].max()
+    if warm.any():                                            # every agent's warm-up ended before the start
+        assert t0 >= cols["done_ns"][warm].max()
+    if "--period-us" not in mode and warm.any():              # and no measured step was signalled before it
+        assert t0 <= cols["signal_ns"][measured].min()
+
+
+def test_the_loop_refuses_half_a_meter(agentloop):
     refused = subprocess.run([str(agentloop), "--steps", "2", "--meter", "/proc/uptime"], capture_output=True,
                              text=True, timeout=30)
     assert refused.returncode == 2 and "--meter and --meter-out go together" in refused.stderr

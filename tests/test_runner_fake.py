@@ -308,8 +308,9 @@ def test_the_energy_figures_are_the_loops_own_meter_over_the_measured_steps(tmp_
     steps = _deltas(share_dir, [(f.meter_before, f.meter_after) for f in runs])
     whole = _deltas(share_dir, [(f.before, f.after) for f in runs])
     assert plat.meter == "steps"
-    assert plat.energy_per_step_by_repeat_uj == [round(d.energy_uj / w.steps, 2) for d in steps]
-    assert plat.repeat_energy_per_step_by_repeat_uj == [round(d.energy_uj / (w.steps + w.warmup), 2) for d in whole]
+    assert plat.energy_per_step_by_repeat_uj == [round(d.energy_uj / (w.agents * w.steps), 2) for d in steps]
+    assert plat.repeat_energy_per_step_by_repeat_uj == [round(d.energy_uj / (w.agents * (w.steps + w.warmup)), 2)
+                                                    for d in whole]
     assert all(0 < s.elapsed_s < a.elapsed_s for s, a in zip(steps, whole, strict=True))
     assert plat.elapsed_s == pytest.approx(sum(d.elapsed_s for d in steps), abs=1e-3)
 
@@ -322,7 +323,8 @@ def test_a_recording_without_the_loops_meter_is_metered_over_whole_repeats(tmp_p
     plat, w = out.record.platform, le.experiment.workload
     whole = _deltas(out.dir / protocol.SHARE, [(f.before, f.after) for f in runs])
     assert out.status == "ok" and plat.meter == "repeat" and plat.repeat_energy_per_step_by_repeat_uj == []
-    assert plat.energy_per_step_by_repeat_uj == [round(d.energy_uj / (w.steps + w.warmup), 2) for d in whole]
+    whole_steps = w.agents * (w.steps + w.warmup)
+    assert plat.energy_per_step_by_repeat_uj == [round(d.energy_uj / whole_steps, 2) for d in whole]
 
 
 def test_a_run_that_lost_half_its_meter_fails_the_cell_naming_the_file(tmp_path):

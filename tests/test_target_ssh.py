@@ -150,11 +150,14 @@ def test_target_cells_resolve_and_need_no_sim_platform(tmp_path):
 # -- the backend through the runner, on a fake connection -------------------------------------------
 
 def rapl_snapshots(work: Path) -> None:
-    """A RAPL package zone in the recorded snapshots; the counter wraps in repeat 1."""
+    """A RAPL package zone in the loop's meter, the counter wrapping in repeat 1; the shell's
+    whole-repeat snapshots read it too, 5000 uJ further out on each side (warm-up and start-up)."""
     share = work / "share"
     rng = 262143328850
     for tag, before, after in (("r0", 1000, 51000), ("r1", rng - 28850, 20000)):
-        for name, value in ((f"platform-{tag}-before.txt", before), (f"platform-{tag}-after.txt", after)):
+        for name, value in ((f"meter-{tag}-before.txt", before), (f"meter-{tag}-after.txt", after),
+                            (f"platform-{tag}-before.txt", (before - 5000) % rng),
+                            (f"platform-{tag}-after.txt", after + 5000)):
             with open(share / name, "a") as fh:
                 fh.write(f"/sys/class/powercap/intel-rapl:0/name:package-0\n"
                          f"/sys/class/powercap/intel-rapl:0/energy_uj:{value}\n"
@@ -191,8 +194,8 @@ def test_a_remote_cell_gives_a_vm_record_labelled_real(tmp_path):
     assert rec.stats.steps == 120 and set(rec.probes) == {"wakeup_latency", "dvfs_ramp"}
     # RAPL: the package zone only (not its sub-zone), the wrap counted once
     assert rec.platform.energy_source == "rapl" and rec.platform.energy_domains == ["intel-rapl:0 (package-0)"]
-    assert rec.platform.energy_uj == 50000 + 48850
-    assert rec.platform.energy_per_step_by_repeat_uj == [round(50000 / 70, 2), round(48850 / 70, 2)]
+    assert rec.platform.energy_uj == 50000 + 48850 and rec.platform.meter == "steps"
+    assert rec.platform.energy_per_step_by_repeat_uj == [round(50000 / 60, 2), round(48850 / 60, 2)]
     assert rec.platform.frontier is None
     # what went to the target: the rendered script, the probes, the workload; the work dir removed after
     (work,) = {c.split()[2] for c in t.commands if "/launch.sh " in c}

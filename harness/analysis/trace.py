@@ -336,10 +336,11 @@ def _draw_run(ev: _Events, run: _LoopRun, matched: dict, step_time: dict, timeli
     start, end = int((c["signal_ns"] - lead).min()), int(c["done_ns"].max())
     args: dict[str, Any] = {"steps": int((c["warmup"] == 0).sum()), "warm-up steps": int((c["warmup"] == 1).sum())}
     if run.repeat is not None and run.repeat < len(energy_by_repeat):
-        args["energy per step (uJ, result.json)"] = energy_by_repeat[run.repeat]
+        args["energy per step (uJ, result.json: its meter's window)"] = energy_by_repeat[run.repeat]
     if run.snapshots is not None:
         d = platform.delta(*run.snapshots)
-        args.update({"energy (uJ, sysfs)": d.energy_uj, "active (us)": d.active_us, "idle (us)": d.idle_us})
+        args.update({"energy (uJ, sysfs, whole repeat)": d.energy_uj, "active (us, whole repeat)": d.active_us,
+                     "idle (us, whole repeat)": d.idle_us})
     ev.span(pid, pid * 1000, run.label, "repeat", start, end, args)
     for a in (int(x) for x in np.unique(c["agent"])):
         tid = _agent_tid(pid, a)

@@ -28,12 +28,16 @@
  *                  the next wait (fan-out / fan-in): one shared signal stamp per step.
  *
  * The meter (--meter GLOB ..., --meter-out PREFIX): counter files (an energy meter, time in state,
- * idle residency) read by the loop itself at the edges of the measured steps, when the last agent
- * ends its last warm-up step and when the last agent ends its last step: exactly `steps` periods,
- * with none of the warm-up, the process start or the shell's own snapshots in them. The files are
- * opened before the loop and re-read with pread(); after the loop they are written as
- * PREFIX-before.txt and PREFIX-after.txt, "path:line" per line (grep -H's format), after an
- * "uptime:" line of CLOCK_BOOTTIME seconds (/proc/uptime's clock).
+ * idle residency) read by the loop itself at the edges of the measured steps, with none of the
+ * warm-up, the process's start and exit or the shell's own snapshots in them. Start: every agent
+ * ends its last warm-up step and waits; one reads the counters, then the clock; all go on, so the
+ * read delays no measured step (with --warmup 0: once every agent has started; a world thread may
+ * then be in its first wait). End: the last agent to end its last step reads the clock, then the
+ * counters (agents that ended earlier idle until then). One agent: exactly `steps` periods. The
+ * files are opened before the loop (idle states' name, latency and disable read then, once) and
+ * re-read with pread() from offset 0; after the loop they are written as PREFIX-before.txt and
+ * PREFIX-after.txt, "path:line" per non-empty line (grep -H .'s format), after an "uptime:" line of
+ * CLOCK_BOOTTIME seconds (/proc/uptime's clock).
  *
  * Static, libc only (io_uring through raw syscalls), so it runs in any guest userland.
  */
@@ -745,25 +749,106 @@ static void window(const struct opts *o, int open)
 
 /* -- the meter ---------------------------------------------------------------------------- */
 #define METER_GLOBS_MAX 32
-#define METER_FILES_MAX 4096
-#define METER_READ_MAX 4096	/* a counter file's bytes read (sysfs shows at most a page) */
+#define METER_FILES_MAX 65536
+#define METER_FILE_MAX (1 << 20)	/* a counter file's bytes (sysfs shows a page; /proc is unbounded) */
+#define METER_TEXT_MIN (1 << 16)
 
 static const char *meter_globs[METER_GLOBS_MAX];
 static int meter_nglobs;
 static const char *meter_out;
+static struct meter_file {
+	char *path;
+	int fd;			/* -1: read once when opened (a fixed fact: an idle state's name) */
+} *meter_files;
+static int meter_n;
 static struct {
-	int n, *fds;
-	char **paths;
-	char *text[2];
-	size_t len[2], cap[2];
-	struct timespec at[2];
-} meter;
-static atomic_long meter_edge[2];	/* agents past each edge; the last one reads the meter */
-static atomic_int meter_before_read;	/* the after-read waits for it (agents race to the edges) */
+	char *buf;
+	size_t len, cap;
+} meter_fixed, meter_text[2], meter_scratch;
+static struct timespec meter_at[2];
+static atomic_long meter_done;		/* agents past their last step; the last one reads */
+static pthread_barrier_t meter_warm;	/* every agent ends its warm-up, one reads, all go on */
 
+static void buf_need(typeof(meter_scratch) *b, size_t n)
+{
+	if (b->len + n <= b->cap)
+		return;
+	while (b->len + n > b->cap)
+		b->cap = b->cap ? b->cap * 2 : METER_TEXT_MIN;
+	b->buf = realloc(b->buf, b->cap);
+	if (!b->buf)
+		die("realloc");
+}
+
+static void buf_put(typeof(meter_scratch) *b, const char *s, size_t n)
+{
+	buf_need(b, n);
+	memcpy(b->buf + b->len, s, n);
+	b->len += n;
+}
+
+/* The whole file from offset 0 (sysfs and /proc show it afresh) into meter_scratch. */
+static void meter_slurp(const struct meter_file *f, int fd)
+{
+	meter_scratch.len = 0;
+	for (;;) {
+		ssize_t got;
+
+		buf_need(&meter_scratch, 4096);
+		got = pread(fd, meter_scratch.buf + meter_scratch.len, 4096, meter_scratch.len);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			fprintf(stderr, "agentloop: --meter: %s: %s\n", f->path, strerror(errno));
+			exit(2);
+		}
+		if (!got)
+			return;
+		meter_scratch.len += got;
+		if (meter_scratch.len > METER_FILE_MAX) {
+			fprintf(stderr, "agentloop: --meter: %s: more than 1 MiB\n", f->path);
+			exit(2);
+		}
+	}
+}
+
+/* grep -H . of what meter_slurp read: "path:line" per non-empty line. */
+static void meter_emit(typeof(meter_scratch) *to, const struct meter_file *f)
+{
+	size_t plen = strlen(f->path);
+
+	for (size_t a = 0, b; a < meter_scratch.len; a = b + 1) {
+		for (b = a; b < meter_scratch.len && meter_scratch.buf[b] != '\n'; b++)
+			;
+		if (b == a)
+			continue;
+		buf_put(to, f->path, plen);
+		buf_put(to, ":", 1);
+		buf_put(to, meter_scratch.buf + a, b - a);
+		buf_put(to, "\n", 1);
+	}
+}
+
+static int meter_is_fixed(const char *path)
+{
+	static const char *const leaves[] = { "/name", "/latency", "/disable" };
+	size_t n = strlen(path);
+
+	for (size_t i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++) {
+		size_t l = strlen(leaves[i]);
+
+		if (n > l && !strcmp(path + n - l, leaves[i]))
+			return 1;
+	}
+	return 0;
+}
+
+/* Before the loop: expand the globs, open the regular files among them (an unreadable one is left
+ * out, as grep leaves it out), read the fixed ones once, and touch the buffers the edges write. */
 static void meter_open(void)
 {
 	glob_t g = { 0 };
+	struct rlimit rl;
 
 	for (int i = 0; i < meter_nglobs; i++) {
 		int rc = glob(meter_globs[i], i ? GLOB_APPEND : 0, NULL, &g);
@@ -771,71 +856,84 @@ static void meter_open(void)
 		if (rc && rc != GLOB_NOMATCH)
 			fail("--meter: glob failed");
 	}
-	if (g.gl_pathc > METER_FILES_MAX)
-		fail("--meter: more than 4096 files");
-	meter.fds = xmalloc(sizeof(int) * (g.gl_pathc + 1));
-	meter.paths = xmalloc(sizeof(char *) * (g.gl_pathc + 1));
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {	/* a big machine's files */
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	meter_files = xmalloc(sizeof(*meter_files) * (g.gl_pathc + 1));
 	for (size_t i = 0; i < g.gl_pathc; i++) {
-		/* what grep -H . over the same globs reads: regular files it may open */
-		int fd = open(g.gl_pathv[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		int fd = open(g.gl_pathv[i], O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		struct meter_file *f = &meter_files[meter_n];
 		struct stat st;
 
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+			fprintf(stderr, "agentloop: --meter: %s: %s (%d files open)\n", g.gl_pathv[i], strerror(errno),
+				meter_n);
+			exit(2);
+		}
 		if (fd < 0)
 			continue;
 		if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
 			close(fd);
 			continue;
 		}
-		meter.fds[meter.n] = fd;
-		meter.paths[meter.n++] = strdup(g.gl_pathv[i]);
-	}
-	globfree(&g);
-	for (int k = 0; k < 2; k++) {
-		meter.cap[k] = 65536;
-		meter.text[k] = xmalloc(meter.cap[k]);
-	}
-}
-
-static void meter_put(int k, const char *s, size_t n)
-{
-	if (meter.len[k] + n > meter.cap[k]) {
-		while (meter.len[k] + n > meter.cap[k])
-			meter.cap[k] *= 2;
-		meter.text[k] = realloc(meter.text[k], meter.cap[k]);
-		if (!meter.text[k])
-			die("realloc");
-	}
-	memcpy(meter.text[k] + meter.len[k], s, n);
-	meter.len[k] += n;
-}
-
-/* Edge k (0: before the first measured step, 1: after the last): the last agent to pass it reads. */
-static void meter_edge_pass(const struct opts *o, int k)
-{
-	char buf[METER_READ_MAX];
-
-	if (!meter_out || atomic_fetch_add(&meter_edge[k], 1) + 1 != o->agents)
-		return;
-	while (k == 1 && !atomic_load(&meter_before_read))
-		sched_yield();
-	clock_gettime(CLOCK_BOOTTIME, &meter.at[k]);
-	for (int i = 0; i < meter.n; i++) {
-		ssize_t got = pread(meter.fds[i], buf, sizeof(buf), 0);
-		size_t plen = strlen(meter.paths[i]);
-
-		for (ssize_t a = 0, b; got > 0 && a < got; a = b + 1) {
-			for (b = a; b < got && buf[b] != '\n'; b++)
-				;
-			if (b == a)	/* grep . skips empty lines */
-				continue;
-			meter_put(k, meter.paths[i], plen);
-			meter_put(k, ":", 1);
-			meter_put(k, buf + a, b - a);
-			meter_put(k, "\n", 1);
+		if (meter_n == METER_FILES_MAX)
+			fail("--meter: more than 65536 files");
+		f->path = strdup(g.gl_pathv[i]);
+		if (!f->path)
+			die("strdup");
+		f->fd = fd;
+		meter_n++;
+		if (meter_is_fixed(f->path)) {
+			meter_slurp(f, fd);
+			meter_emit(&meter_fixed, f);
+			close(fd);
+			f->fd = -1;
 		}
 	}
-	if (k == 0)
-		atomic_store(&meter_before_read, 1);
+	globfree(&g);
+	for (int k = 0; k < 2; k++) {	/* no page faults inside the window */
+		buf_need(&meter_text[k], METER_TEXT_MIN + 2 * meter_fixed.len);
+		memset(meter_text[k].buf, 0, meter_text[k].cap);
+	}
+	buf_need(&meter_scratch, 2 * 4096);
+	memset(meter_scratch.buf, 0, meter_scratch.cap);
+}
+
+static void meter_read(int k)
+{
+	buf_put(&meter_text[k], meter_fixed.buf ? meter_fixed.buf : "", meter_fixed.len);
+	for (int i = 0; i < meter_n; i++) {
+		if (meter_files[i].fd < 0)
+			continue;
+		meter_slurp(&meter_files[i], meter_files[i].fd);
+		meter_emit(&meter_text[k], &meter_files[i]);
+	}
+}
+
+/* The window's start: called by every agent once its last warm-up step has ended and before it
+ * lets the world know, so no measured step has begun: all wait, one reads, then the clock is read
+ * and all go on (each agent's first measured step starts after the read, not during it). */
+static void meter_start(const struct opts *o)
+{
+	if (!meter_out)
+		return;
+	if (pthread_barrier_wait(&meter_warm) == PTHREAD_BARRIER_SERIAL_THREAD) {
+		meter_read(0);
+		clock_gettime(CLOCK_BOOTTIME, &meter_at[0]);
+	}
+	pthread_barrier_wait(&meter_warm);
+	(void)o;
+}
+
+/* The window's end: the last agent to end its last step reads the clock, then the counters (the
+ * ones that ended before idle until then: the window's end is the last agent's). */
+static void meter_end(const struct opts *o)
+{
+	if (!meter_out || atomic_fetch_add(&meter_done, 1) + 1 != o->agents)
+		return;
+	clock_gettime(CLOCK_BOOTTIME, &meter_at[1]);
+	meter_read(1);
 }
 
 static void meter_write(void)
@@ -850,8 +948,9 @@ static void meter_write(void)
 		f = fopen(path, "w");
 		if (!f)
 			die(path);
-		snprintf(up, sizeof(up), "uptime:%lld.%09ld\n", (long long)meter.at[k].tv_sec, meter.at[k].tv_nsec);
-		if (fputs(up, f) < 0 || fwrite(meter.text[k], 1, meter.len[k], f) != meter.len[k] || fclose(f))
+		snprintf(up, sizeof(up), "uptime:%lld.%09ld\n", (long long)meter_at[k].tv_sec, meter_at[k].tv_nsec);
+		if (fputs(up, f) < 0 || fwrite(meter_text[k].buf, 1, meter_text[k].len, f) != meter_text[k].len ||
+		    fclose(f))
 			die(path);
 	}
 }
@@ -883,7 +982,7 @@ static void *agent_main(void *arg)
 			die("timerfd_settime");
 	}
 	if (!o->warmup)
-		meter_edge_pass(o, 0);
+		meter_start(o);
 	for (long i = 0; i < total; i++) {
 		int64_t deadline = 0;
 		struct record *r = &a->rec[i];
@@ -919,12 +1018,12 @@ static void *agent_main(void *arg)
 			if (lround(adpf_util) != before)
 				set_sched_attr(0, lround(adpf_util));
 		}
+		if (i + 1 == o->warmup)		/* before the world starts the first measured wait */
+			meter_start(o);
 		atomic_store(&a->done_seq, (int)i + 1);
 		futex_wake(&a->done_seq);
-		if (i + 1 == o->warmup)		/* after the world has its signal: no step waits for the read */
-			meter_edge_pass(o, 0);
 	}
-	meter_edge_pass(o, 1);
+	meter_end(o);
 	a->sink += x;
 	return NULL;
 }
@@ -1108,8 +1207,11 @@ int main(int argc, char **argv)
 		fail("--meter-out: path too long");
 	o.extended = o.cdist != C_FIXED || o.period_us || o.fanout;
 	total = o.steps + o.warmup;
-	if (meter_out)
+	if (meter_out) {
 		meter_open();
+		if (pthread_barrier_init(&meter_warm, NULL, o.agents))
+			die("pthread_barrier_init");
+	}
 	agents = calloc(o.agents, sizeof(*agents));
 	if (!agents)
 		die("calloc");
