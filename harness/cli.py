@@ -115,12 +115,15 @@ def _preview(args, le: LoadedExperiment, builder: KernelBuilder, status: dict):
 
 def cmd_lava(args, out: Console) -> int:
     """One LAVA job definition per cell (harness/target/lava.py), for a board farm or a local
-    lava-run; the kernel from the cache (built already: `build` first) unless --kernel-url."""
+    lava-run; the kernel from the cache (built already: `build` first) unless --kernel-url; the
+    workload's digest from its build (built here when missing)."""
+    import hashlib
     import json
 
     from harness.guest import protocol
     from harness.runner import Runner
     from harness.target import lava
+    from harness.workload import build as workload_build
 
     le = load_experiment(args.experiment)
     builder = KernelBuilder(BuildCache(args.cache_dir))
@@ -141,8 +144,10 @@ def cmd_lava(args, out: Console) -> int:
         if p.wait_file is not None:
             inputs[protocol.WAIT_FILE] = p.wait_file.read_bytes()
         spec = p.cell.spec
+        binary = workload_build.workload_dir(builder.cache, spec.arch) / "agentloop"
         job = lava.job(p.cell.id, spec.arch, inputs, kernel_url, args.rootfs_url, args.workload_url,
-                       le.experiment.repeats, timeout_min=max(10, spec.machine.run_timeout_s // 60),
+                       le.experiment.repeats, hashlib.sha256(binary.read_bytes()).hexdigest(),
+                       timeout_min=max(10, spec.machine.run_timeout_s // 60),
                        cmdline=tuple(spec.machine.cmdline) + tuple(p.platform.cmdline), device_type=args.device_type)
         path = args.output / f"{p.cell.id}.yaml"
         path.write_text(lava.dump(job))

@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import io
+import json
 import re
 import tarfile
 from dataclasses import dataclass, field
@@ -58,13 +59,19 @@ def _inputs_tar(inputs: dict[str, bytes]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def test_steps(inputs: dict[str, bytes], workload_url: str, repeats: int) -> list[str]:
-    """The inline test's shell lines (LAVA runs each in one shell on the device)."""
+def test_steps(inputs: dict[str, bytes], workload_url: str, repeats: int, workload_sha256: str) -> list[str]:
+    """The inline test's shell lines (LAVA runs each in one shell on the device, stopping at the
+    first that fails). The workload: a rootfs that ships this very build at /opt/agentloop (by its
+    digest) is used as it is, one without a fetcher included; otherwise it is fetched, and the
+    digest checked either way."""
     payload = _inputs_tar(inputs)
+    check = f"echo '{workload_sha256}  /opt/agentloop' | sha256sum -c -"
     steps = [
         "mkdir -p /mnt /opt && rm -rf /mnt/* && cd /",
         f"echo {payload} | base64 -d | tar -xz -C /mnt",
-        f"wget -q -O /opt/agentloop {workload_url} || curl -fsS -o /opt/agentloop {workload_url}",
+        f"{check} >/dev/null 2>&1 || wget -q -O /opt/agentloop {workload_url} || "
+        f"curl -fsS -o /opt/agentloop {workload_url}",
+        check,
         "chmod 755 /opt/agentloop",
         f"sh {protocol.GUEST_RESULTS}/{protocol.GUEST_SCRIPT} > /tmp/harness-console.log 2>&1; echo rc=$?",
     ]
@@ -79,7 +86,8 @@ def test_steps(inputs: dict[str, bytes], workload_url: str, repeats: int) -> lis
 
 
 def job(cell_id: str, arch: str, inputs: dict[str, bytes], kernel_url: str, rootfs_url: str, workload_url: str,
-        repeats: int, timeout_min: int = 60, cmdline: tuple[str, ...] = (), device_type: str = "qemu") -> dict:
+        repeats: int, workload_sha256: str, timeout_min: int = 60, cmdline: tuple[str, ...] = (),
+        device_type: str = "qemu") -> dict:
     """A LAVA v2 job for one cell on a QEMU device (or another device type with the same deploy
     and boot keys: a real board's farm admin gives those; the test part does not change)."""
     append = " ".join(("root=/dev/vda", "rw", "console=ttyS0" if arch == "x86_64" else "console=ttyAMA0",
@@ -104,7 +112,7 @@ def job(cell_id: str, arch: str, inputs: dict[str, bytes], kernel_url: str, root
                 "from": "inline", "name": "agent-latency", "path": "inline/agent-latency.yaml",
                 "repository": {"metadata": {"format": "Lava-Test Test Definition 1.0", "name": "agent-latency",
                                             "description": f"agent loop cell {cell_id}"},
-                               "run": {"steps": test_steps(inputs, workload_url, repeats)}}}]}},
+                               "run": {"steps": test_steps(inputs, workload_url, repeats, workload_sha256)}}}]}},
         ],
     }
 
@@ -119,19 +127,43 @@ class LogFiles:
     refused: list[str] = field(default_factory=list)
 
 
-def _log_lines(log_text: str) -> list[str]:
-    """LAVA's job log is YAML (a list of {dt, lvl, msg}); a plain serial log is taken as it is."""
+def _log_entries(log_text: str) -> list | None:
+    """The {dt, lvl, msg} entries of a LAVA log: the server's job log is a YAML list of them,
+    `lava-run`'s own output one object a line (JSON, but for a YAML tag in results lines:
+    `"endtc": ! "713"`; YAML reads both). None: not a LAVA log."""
     try:
         entries = yaml.safe_load(log_text)
     except yaml.YAMLError:
         entries = None
     if isinstance(entries, list) and all(isinstance(e, dict) for e in entries[:10]):
-        out = []
-        for e in entries:
-            if e.get("lvl") in ("target", "feedback") and isinstance(e.get("msg"), str):
-                out += e["msg"].splitlines()
-        return out
-    return log_text.splitlines()
+        return entries
+    first = log_text.lstrip()[:1]
+    if first != "{":
+        return None
+    out = []
+    for line in log_text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            try:
+                e = yaml.safe_load(line) if len(line) < 65536 else None
+            except yaml.YAMLError:
+                continue
+        if isinstance(e, dict):
+            out.append(e)
+    return out or None
+
+
+def _log_lines(log_text: str) -> list[str]:
+    """The device's serial lines out of a LAVA log; a plain serial log is taken as it is."""
+    entries = _log_entries(log_text)
+    if entries is None:
+        return log_text.splitlines()
+    out = []
+    for e in entries:
+        if e.get("lvl") in ("target", "feedback") and isinstance(e.get("msg"), str):
+            out += e["msg"].splitlines()
+    return out
 
 
 def files_from_log(log_text: str) -> LogFiles:
@@ -159,6 +191,8 @@ def files_from_log(log_text: str) -> LogFiles:
             if body == f"{END} {name}":
                 ended = True
                 break
+            if body.startswith("+ "):   # the test shell's xtrace (set -x), on the same console
+                continue
             total += len(body)
             if total > limit * 4 // 3 + 4096:
                 break
@@ -203,4 +237,16 @@ def results(results_yaml: str) -> dict[str, str]:
         if isinstance(r, dict) and isinstance(r.get("name"), str) and r.get("result") in ("pass", "fail", "skip",
                                                                                          "unknown"):
             out[share.excerpt(r["name"], 80)] = r["result"]
+    return out
+
+
+def results_from_log(log_text: str) -> dict[str, str]:
+    """The test cases' results out of a job log (a local `lava-run` leaves no results YAML of
+    them): test case name -> pass/fail/skip; LAVA's own bookkeeping cases (definition "lava") left out."""
+    out = {}
+    for e in _log_entries(log_text) or []:
+        m = e.get("msg")
+        if e.get("lvl") == "results" and isinstance(m, dict) and m.get("definition") != "lava" and \
+                isinstance(m.get("case"), str) and m.get("result") in ("pass", "fail", "skip", "unknown"):
+            out[share.excerpt(m["case"], 80)] = m["result"]
     return out
