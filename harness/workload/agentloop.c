@@ -62,7 +62,6 @@
 #include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -761,15 +760,16 @@ static struct meter_file {
 	int fd;			/* -1: read once when opened (a fixed fact: an idle state's name) */
 } *meter_files;
 static int meter_n;
-static struct {
+struct textbuf {
 	char *buf;
 	size_t len, cap;
-} meter_fixed, meter_text[2], meter_scratch;
+};
+static struct textbuf meter_fixed, meter_text[2], meter_scratch;
 static struct timespec meter_at[2];
 static atomic_long meter_done;		/* agents past their last step; the last one reads */
 static pthread_barrier_t meter_warm;	/* every agent ends its warm-up, one reads, all go on */
 
-static void buf_need(typeof(meter_scratch) *b, size_t n)
+static void buf_need(struct textbuf *b, size_t n)
 {
 	if (b->len + n <= b->cap)
 		return;
@@ -780,7 +780,7 @@ static void buf_need(typeof(meter_scratch) *b, size_t n)
 		die("realloc");
 }
 
-static void buf_put(typeof(meter_scratch) *b, const char *s, size_t n)
+static void buf_put(struct textbuf *b, const char *s, size_t n)
 {
 	buf_need(b, n);
 	memcpy(b->buf + b->len, s, n);
@@ -813,7 +813,7 @@ static void meter_slurp(const struct meter_file *f, int fd)
 }
 
 /* grep -H . of what meter_slurp read: "path:line" per non-empty line. */
-static void meter_emit(typeof(meter_scratch) *to, const struct meter_file *f)
+static void meter_emit(struct textbuf *to, const struct meter_file *f)
 {
 	size_t plen = strlen(f->path);
 
@@ -914,7 +914,7 @@ static void meter_read(int k)
 /* The window's start: called by every agent once its last warm-up step has ended and before it
  * lets the world know, so no measured step has begun: all wait, one reads, then the clock is read
  * and all go on (each agent's first measured step starts after the read, not during it). */
-static void meter_start(const struct opts *o)
+static void meter_start(void)
 {
 	if (!meter_out)
 		return;
@@ -923,7 +923,6 @@ static void meter_start(const struct opts *o)
 		clock_gettime(CLOCK_BOOTTIME, &meter_at[0]);
 	}
 	pthread_barrier_wait(&meter_warm);
-	(void)o;
 }
 
 /* The window's end: the last agent to end its last step reads the clock, then the counters (the
@@ -982,7 +981,7 @@ static void *agent_main(void *arg)
 			die("timerfd_settime");
 	}
 	if (!o->warmup)
-		meter_start(o);
+		meter_start();
 	for (long i = 0; i < total; i++) {
 		int64_t deadline = 0;
 		struct record *r = &a->rec[i];
@@ -1019,7 +1018,7 @@ static void *agent_main(void *arg)
 				set_sched_attr(0, lround(adpf_util));
 		}
 		if (i + 1 == o->warmup)		/* before the world starts the first measured wait */
-			meter_start(o);
+			meter_start();
 		atomic_store(&a->done_seq, (int)i + 1);
 		futex_wake(&a->done_seq);
 	}
