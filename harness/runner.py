@@ -512,6 +512,8 @@ class Runner:
             spec["machine"].pop("target", None)
         if spec["platform"].get("sched_ext") is None:   # and before sched_ext: earlier records still resume
             spec["platform"].pop("sched_ext", None)
+        if spec["workload"].get("units_for") is None:   # and before units_for
+            spec["workload"].pop("units_for", None)
         return sha256_json({"spec": spec, "kernel": kernel_key,
                             "workload": tools_name, "script": p.script, "probes": p.probe_scripts,
                             "backend": self.backend_for(p.cell).name})

@@ -198,14 +198,15 @@ def test_every_profile_has_a_full_and_a_quick_scale_that_load():
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_the_quick_scale_is_the_full_one_with_fewer_steps_repeats_and_variants(name):
-    """The two scales cannot drift apart: quick differs from full in steps, warm-up, repeats, probes
-    and the variant list only, and its variants are the full file's first three, unchanged."""
+    """The two scales cannot drift apart: quick differs from full in steps, warm-up, repeats and the
+    variant list only, and its variants are the full file's first three, unchanged. Both are probed
+    (the decomposition's split of the tax) and run on both arches."""
     full = load_experiment(AGENTS_DIR / f"{name}.yaml").experiment
     quick = load_experiment(AGENTS_DIR / "quick" / f"{name}.yaml").experiment
     assert quick.name == f"{full.name}_quick"
     f, q = full.model_dump(), quick.model_dump()
     for d in (f, q):
-        for k in ("name", "repeats", "probes", "variants", "description"):
+        for k in ("name", "repeats", "variants", "description"):
             d.pop(k)
         d["workload"].pop("steps")
         d["workload"].pop("warmup")
@@ -213,7 +214,8 @@ def test_the_quick_scale_is_the_full_one_with_fewer_steps_repeats_and_variants(n
     assert [v.name for v in quick.variants] == list(QUICK_VARIANTS)
     assert quick.variants == full.variants[:3]
     assert quick.workload.steps < full.workload.steps and quick.repeats <= full.repeats
-    assert set(full.probes) == {"dvfs_ramp", "wake_path"} and not quick.probes
+    assert set(full.probes) == {"dvfs_ramp", "wake_path"}
+    assert full.arch == ["x86_64", "arm64"] and full.workload.units_for == "x86_64"
     # the full scale has the baselines the spec supports
     assert {v.name for v in full.variants} >= {"floor-poll", "performance", "ratelimit50", "uclamp1024",
                                                "uclamp-cgroup1024", "pmqos0", "idlepoll", "teo", "adpf",
@@ -229,3 +231,61 @@ def test_the_profiles_use_the_features_they_model():
     assert w["control_loop"].wait.period_us == 1000
     assert w["contention"].agent_cpu is None and w["contention"].hogs and w["contention"].noise_busy_us
     assert w["multi_agent"].fanout and w["multi_agent"].agents > 2
+
+
+# -- one profile, two arches --------------------------------------------------------------------------
+
+def test_units_written_for_x86_64_give_an_arm64_step_the_same_time_at_fmax():
+    """A unit is 12.054 ns at fmax on x86_64 and 6.031 on arm64: `units_for` scales every unit count
+    of an arm64 cell once, and its record's spec (units_for: arm64) validates to the same cell."""
+    from harness.analysis.decompose import spec_of
+    from harness.spec.model import UNIT_NS_AT_FMAX, CellSpec
+    cells = {c.id: c.spec for c in load_experiment(AGENTS_DIR / "quick" / "token_stream.yaml").cells}
+    x86, arm = cells["x86_64-stock"].workload, cells["arm64-stock"].workload
+    assert (x86.compute.min_units, x86.compute.max_units, x86.units_for) == (4148, 24888, "x86_64")
+    assert arm.units_for == "arm64"
+    for name in ("min_units", "max_units"):
+        t_x86 = getattr(x86.compute, name) * UNIT_NS_AT_FMAX["x86_64"]
+        t_arm = getattr(arm.compute, name) * UNIT_NS_AT_FMAX["arm64"]
+        assert t_arm == pytest.approx(t_x86, abs=UNIT_NS_AT_FMAX["arm64"])
+    assert spec_of(cells["arm64-agent"].model_dump(mode="json")) == cells["arm64-agent"]
+    ratio = UNIT_NS_AT_FMAX["x86_64"] / UNIT_NS_AT_FMAX["arm64"]
+    fixed = CellSpec.model_validate({"arch": "arm64", "workload": {"units_for": "x86_64", "compute_units": 1000,
+                                                                   "burst_every": 7, "burst_units": 5000}})
+    assert (fixed.workload.compute_units, fixed.workload.burst_units) == (round(1000 * ratio), round(5000 * ratio))
+    logn = CellSpec.model_validate({"arch": "arm64", "workload": {"units_for": "x86_64", "compute": {
+        "distribution": "lognormal", "mu": 10.0, "sigma": 1.0}}})
+    assert logn.workload.compute.mu == pytest.approx(10.0 + math.log(ratio)) and logn.workload.compute.sigma == 1.0
+    q = CellSpec.model_validate({"arch": "arm64", "workload": {"units_for": "x86_64", "compute": {
+        "distribution": "lognormal", "median_units": 1000, "p99_units": 10000}}}).workload.compute
+    assert (q.median_units, q.p99_units) == (pytest.approx(1000 * ratio), pytest.approx(10000 * ratio))
+    same = CellSpec.model_validate({"arch": "x86_64", "workload": {"units_for": "x86_64", "compute_units": 1000}})
+    assert same.workload.compute_units == 1000
+
+
+@pytest.mark.parametrize("body, words", [
+    ("  units_for: x86_64\n  compute: {distribution: file, file: trace.txt}\n",
+     "compute file's units cannot be scaled"),
+    ("  units_for: x86_64\n  compute_units: 150000000\n", "more than 200000000"),
+])
+def test_units_that_cannot_be_scaled_are_an_input_error_naming_the_file(tmp_path, body, words):
+    from harness.errors import InputError
+    (tmp_path / "trace.txt").write_text("100\n")
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nkernel: {series: [sim-platform], fragments: [base, sim-platform]}\narch: [x86_64, arm64]\n"
+                 "workload:\n" + body)
+    with pytest.raises(InputError, match=rf"e.yaml:\d+:\d+: .*{words}"):
+        load_experiment(f)
+
+
+def test_a_variant_for_one_arch_has_no_cell_on_the_other(tmp_path):
+    from harness.errors import InputError
+    ids = [c.id for c in load_experiment(AGENTS_DIR / "token_stream.yaml").cells]
+    assert "x86_64-scx-simple" in ids and "arm64-scx-simple" not in ids
+    assert "arm64-stock" in ids and len(ids) == 2 * 13 - 1
+    f = tmp_path / "e.yaml"
+    f.write_text("name: e\nkernel: {series: [sim-platform], fragments: [base, sim-platform]}\narch: [x86_64]\n"
+                 "variants:\n  - name: a\n  - name: b\n    arch: [x86_64, arm64]\n")
+    with pytest.raises(InputError, match=r"e.yaml:7:\d+: variants\[1\]\.arch\[1\]: arm64 is not one of the "
+                                         r"experiment's arches"):
+        load_experiment(f)

@@ -351,6 +351,12 @@ def _experiment_issues(exp: Experiment, smap: SourceMap) -> list[SpecIssue]:
             first = next(j for j, u in enumerate(exp.variants) if u.name == v.name)
             issues.append(smap.issue(("variants", i, "name"),
                                      f"variant name '{v.name}' is taken (by variants[{first}])"))
+        for ai, a in enumerate(v.arch or []):
+            if a not in exp.arch:
+                issues.append(smap.issue(("variants", i, "arch", ai), f"{a} is not one of the experiment's arches "
+                                         f"({', '.join(exp.arch)})"))
+            elif a in v.arch[:ai]:
+                issues.append(smap.issue(("variants", i, "arch", ai), f"arch lists {a} twice"))
     for key, values in exp.matrix.items():
         for i, v in enumerate(values):
             if any(type(u) is type(v) and u == v for u in values[:i]):
@@ -400,15 +406,17 @@ def _expand(exp: Experiment, data: dict, smap: SourceMap, base_dir: Path) -> tup
     axes = [(key, [(v, ("matrix", key, i)) for i, v in enumerate(values)])
             for key, values in (data.get("matrix") or {}).items()]
     variants = [(v["name"], ("variants", vi, "name"),
-                 [(k, val, ("variants", vi, "set", k)) for k, val in (v.get("set") or {}).items()])
-                for vi, v in enumerate(data.get("variants") or [])] or [("base", None, [])]
+                 [(k, val, ("variants", vi, "set", k)) for k, val in (v.get("set") or {}).items()], v.get("arch"))
+                for vi, v in enumerate(data.get("variants") or [])] or [("base", None, [], None)]
 
     cells: list[Cell] = []
     by_id: dict[str, dict[str, Any]] = {}
     seen_issue: set[SpecIssue] = set()
     resolved: dict[tuple[str, str], tuple | str | SpecError] = {}
     for arch in exp.arch:
-        for vname, vorigin, sets in variants:
+        for vname, vorigin, sets, varches in variants:
+            if varches is not None and arch not in varches:
+                continue
             for combo in itertools.product(*[vals for _, vals in axes]) if axes else [()]:
                 raw = copy.deepcopy(base)
                 raw["arch"] = arch

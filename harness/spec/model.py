@@ -187,6 +187,11 @@ def _memory(v: str) -> str:
 
 Arch = Literal["x86_64", "arm64"]
 ARCHES: tuple[str, ...] = ("x86_64", "arm64")
+# One compute unit of agentloop (its inner loop iteration) under QEMU virtual time (-icount shift=0:
+# one instruction per ns), i.e. at the simulated platform's fmax, per guest arch: the step's work
+# in cycles is units x this x fmax. Measured by experiments/sim_platform.yaml (opp-max cells,
+# compute_mean_us / compute_units); the unit is a different instruction mix on each arch.
+UNIT_NS_AT_FMAX: dict[str, float] = {"x86_64": 12.054, "arm64": 6.031}
 Name = Annotated[str, AfterValidator(_name)]
 ConfigSymbol = Annotated[str, _pattern(r"CONFIG_[A-Z0-9_]+", KCONFIG_SYMBOL_MAX,
                                         "a Kconfig symbol (CONFIG_ then capitals, digits and _)")]
@@ -691,6 +696,11 @@ class WorkloadSpec(Strict):
                                  "this long between recording its signal and sending it")
     abuser: AbuserSpec | None = Field(None, description="an unprivileged neighbour abusing the mark, in a "
                                       "sibling cgroup with a budget (the enforcement's test)")
+    units_for: Arch | None = Field(None, description="the arch the unit counts (compute_units, burst_units, "
+                                   "compute.*_units) are written for: a cell of another arch gets them scaled so "
+                                   "that a step computes as long at fmax (a unit is 12.054 ns on x86_64 and "
+                                   "6.031 ns on arm64); a cell's record then names its own arch here. "
+                                   "Unset: the counts are used as they are on every arch")
 
     @model_validator(mode="after")
     def _window_needs_mark(self) -> WorkloadSpec:
@@ -794,6 +804,46 @@ class CellSpec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _units_on_this_arch(self) -> CellSpec:
+        """Scale the workload's unit counts written for `units_for` to this cell's arch, once: the
+        result says units_for: <this arch>, so validating a record's spec again changes nothing."""
+        w = self.workload
+        if w.units_for is None or w.units_for == self.arch:
+            return self
+        ratio = UNIT_NS_AT_FMAX[w.units_for] / UNIT_NS_AT_FMAX[self.arch]
+        data = w.model_dump(exclude_unset=True)   # only what was given, as the file gave it
+        data["units_for"] = self.arch
+
+        def scaled(name: str, value: float | None, integer: bool = True):
+            if value is None:
+                return None
+            out = round(value * ratio) if integer else value * ratio
+            if out > COMPUTE_UNITS_MAX:
+                raise ValueError(f"workload.{name} {value} written for {w.units_for} is {out} units on {self.arch}, "
+                                 f"more than {COMPUTE_UNITS_MAX}")
+            return out
+
+        c = w.compute
+        if c is None:
+            data["compute_units"] = scaled("compute_units", w.compute_units)
+        elif c.distribution == "file":
+            raise ValueError(f"workload.units_for: a compute file's units cannot be scaled to {self.arch} (write "
+                             f"the file for {self.arch}, or leave units_for unset)")
+        else:
+            cd = data["compute"]
+            for name in ("min_units", "max_units"):
+                if getattr(c, name) is not None:
+                    cd[name] = scaled(f"compute.{name}", getattr(c, name))
+            for name in ("median_units", "p99_units"):
+                if getattr(c, name) is not None:
+                    cd[name] = scaled(f"compute.{name}", getattr(c, name), integer=False)
+            if c.mu is not None:
+                cd["mu"] = c.mu + math.log(ratio)
+        if w.burst_units:
+            data["burst_units"] = scaled("burst_units", w.burst_units)
+        return self.model_copy(update={"workload": WorkloadSpec.model_validate(data)})
+
+    @model_validator(mode="after")
     def _sched_ext_has_its_kernel(self) -> CellSpec:
         if self.platform.sched_ext is None:
             return self
@@ -812,6 +862,9 @@ class Variant(Strict):
 
     name: Name
     set: dict[DottedKey, Any] = {}
+    arch: list[Arch] | None = Field(None, min_length=1, description="the arches this variant runs on, of the "
+                                    "experiment's (default: all of them); a variant one arch cannot run yet "
+                                    "says so here, and the plan has no cell for it there")
 
 
 class Experiment(Strict):

@@ -7,13 +7,7 @@ where it finds its inputs in the guest are the protocol's to say, so they are pa
 from __future__ import annotations
 
 from harness.guest import scratch
-from harness.spec.model import COMPUTE_UNITS_MAX, WorkloadSpec
-
-# One compute unit of agentloop (its inner loop iteration) under QEMU virtual time (-icount shift=0:
-# one instruction per ns), i.e. at the simulated platform's fmax, per guest arch: the step's work
-# in cycles is units x this x fmax. Measured by experiments/sim_platform.yaml (opp-max cells,
-# compute_mean_us / compute_units); the unit is a different instruction mix on each arch.
-UNIT_NS_AT_FMAX = {"x86_64": 12.054, "arm64": 6.031}
+from harness.spec.model import COMPUTE_UNITS_MAX, UNIT_NS_AT_FMAX, WorkloadSpec
 
 
 def step_cycles(w: WorkloadSpec, arch: str, fmax_khz: int) -> float | None:
