@@ -364,6 +364,54 @@ def cmd_decompose(args, out: Console) -> int:
     return 0
 
 
+def cmd_frontier(args, out: Console) -> int:
+    """Each cell against the physical frontier again, from its stored data (the loop's steps files in
+    the share and the record's meter): a changed bound re-runs on old runs. Rewrites a record only
+    when its frontier changed."""
+    from rich.table import Table
+
+    from harness import records
+    from harness.analysis.decompose import spec_of
+    from harness.analysis.efficiency import cell_frontier
+    from harness.analysis.runs import load_run
+    from harness.analysis.steps import StepsFormatError, steps_from_columns
+    from harness.guest import protocol, share
+    from harness.runner import Runner
+
+    seen = 0
+    for run_dir in args.run_dir:
+        run = load_run(run_dir)
+        table = Table(title=f"frontier: {run.experiment} ({run_dir.name})")
+        for col in ("cell", "bound uJ/step", "measured uJ/step", "eta", "eta by repeat", "steps bounded", "record"):
+            table.add_column(col, justify="left" if col in ("cell", "record") else "right")
+        for c in sorted(run.ok, key=lambda c: c.id):
+            if args.cell and not any(x in c.id for x in args.cell):
+                continue
+            rec, spec = c.record, spec_of(c.record.spec)
+            if rec.platform is None or rec.guest is None:
+                continue
+            try:
+                raw = [Runner._steps(spec, c.dir / protocol.SHARE, protocol.repeat_files(r), r)
+                       for r in range(rec.repeats)]
+            except (StepsFormatError, share.ShareError) as e:
+                out.print(f"{c.id}: no frontier: {e}", highlight=False, markup=False)
+                continue
+            seen += 1
+            f = cell_frontier(spec, steps_from_columns(raw), rec.platform, rec.guest.timing)
+            changed = f != rec.platform.frontier
+            if changed:
+                rec.platform.frontier = f
+                records.write(c.dir / records.CELL_RESULT, rec)
+            table.add_row(c.id, *(("-",) * 5 if f is None else (
+                f"{f.bound_uj:.1f}", f"{f.energy_uj:.1f}", f"{f.eta:.3f}",
+                " ".join(f"{e:.3f}" for e in f.eta_by_repeat), str(f.per_step or "mean step"))),
+                "rewritten" if changed else "unchanged")
+        out.print(table)
+    if not seen:
+        raise InputError("no cell with its share's steps files and a platform record: nothing to bound")
+    return 0
+
+
 def cmd_schema(args, out: Console) -> int:
     import json
 
@@ -678,6 +726,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir", type=Path, nargs="+")
     sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
     sp.set_defaults(func=cmd_decompose)
+
+    sp = sub.add_parser("frontier", help="each cell against the physical frontier again (eta = bound / measured "
+                        "energy per step), from the stored steps files and meter; rewrites records it changes")
+    sp.add_argument("run_dir", type=Path, nargs="+")
+    sp.add_argument("--cell", action="append", help="only cells whose id contains this (repeatable)")
+    sp.set_defaults(func=cmd_frontier)
 
     sp = sub.add_parser("probes", help="the bpftrace tools")
     psub = sp.add_subparsers(dest="probes_command", required=True)

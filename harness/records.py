@@ -100,6 +100,8 @@ class Frontier(Record):
     the measured work and wait within the measured latency (harness/platform/frontier.py), on the
     agent's CPU. eta = bound / measured: 1 is on the frontier."""
 
+    OMIT_IF_NONE: ClassVar[tuple[str, ...]] = ("per_step", "clamped")
+
     latency_us: float = Field(description="mean step latency (signal -> step done), measured steps")
     period_us: float = Field(description="guest time per step (wait + step)")
     step_cycles: float = Field(description="the step's compute (the workload's units) in simulated cycles")
@@ -108,8 +110,14 @@ class Frontier(Record):
     bound_uj: float
     eta: float
     eta_by_repeat: list[float]
-    state: str = Field(description="the idle state the bound idles in")
-    opps_khz: list[int] = Field(description="the OPPs the bound computes at")
+    state: str = Field(description="the idle state the bound idles in (per_step: the most steps')")
+    opps_khz: list[int] = Field(description="the OPPs the bound computes at (per_step: any step's)")
+    per_step: int | None = Field(None, description="work that varies from step to step: bound_uj is the mean "
+                                 "of this many steps' own bounds (their units, their latencies), step_cycles "
+                                 "their mean work; None: one bound for the cell's one step")
+    clamped: int | None = Field(None, description="per_step: steps whose calibrated work did not fit their "
+                                "measured latency at fmax after the shallowest non-polling exit (a unit's cost "
+                                "is known to about 0.5 %), bounded with the work that fits")
 
 
 class PlatformSummary(Record):

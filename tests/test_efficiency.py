@@ -15,7 +15,7 @@ from harness.platform.energy import Opp, PowerModel, State
 from harness.platform.frontier import min_energy
 from harness.records import PlatformSummary
 from harness.spec import load_experiment
-from harness.workload.command import UNIT_NS_AT_FMAX
+from harness.spec.model import UNIT_NS_AT_FMAX
 
 A, B, C = Opp(1_000_000, 800_000), Opp(2_000_000, 1_000_000), Opp(3_000_000, 1_300_000)
 WFI = State("WFI", 1, 1, "clock-gated")
@@ -135,7 +135,58 @@ def test_no_cell_frontier_without_one_pinned_agent_in_virtual_time(tmp_path):
     assert cell_frontier(spec, steps, _plat([0.0], [3e5], [5000.0]), "virtual") is None   # nothing metered
     assert cell_frontier(spec, steps, _plat([900.0], [3e5], [1000.0]), "virtual") is None  # period < latency
     assert cell_frontier(_cell(tmp_path, agents=2), steps, ok, "virtual") is None
-    assert cell_frontier(_cell(tmp_path, burst_every=4, burst_units=1000), steps, ok, "virtual") is None
+    # a compute distribution without the loop's units column: nothing to bound each step by
+    assert cell_frontier(_cell(tmp_path, compute_units=200000, compute="{distribution: uniform, min_units: 1, "
+                                                                       "max_units: 9}"), steps, ok, "virtual") is None
+
+
+def _with_units(steps: Steps, units) -> Steps:
+    return Steps(steps.repeat, steps.agent, steps.step, steps.wait_ns, steps.wake_ns, steps.step_ns,
+                 steps.compute_ns, steps.phases_ns, steps.cpu, units=np.asarray(units, dtype=float))
+
+
+def test_work_that_varies_is_bounded_step_by_step_and_the_mean_of_the_bounds_is_the_cells(tmp_path):
+    """A step's energy is convex in its work and latency: a cell whose steps differ is bounded step by
+    step (its units, its latency, the repeat's other work and mean gap) and the bounds averaged."""
+    spec = _cell(tmp_path, compute_units=200000, compute="{distribution: uniform, min_units: 50000, max_units: 150000}")
+    m = PowerModel.from_sim(spec.platform.sim)
+    per_unit = UNIT_NS_AT_FMAX[spec.arch] * m.opps[-1].khz / 1e6
+    units = [50_000, 150_000, 100_000, 120_000]
+    steps = _with_units(_steps([[900, 2600], [1500, 1700]]), units)
+    cyc = [u * per_unit for u in units]
+    plat = _plat(energy=[900.0, 1100.0], cycles=[sum(cyc[:2]) / 2 + 50_000, sum(cyc[2:]) / 2 + 30_000],
+                 period=[6000.0, 6200.0])
+    fr = cell_frontier(spec, steps, plat, "virtual")
+    assert fr.per_step == 4 and fr.clamped == 0
+    b0 = [bound(m, cyc[k], 50_000, 6000 - 1750 + lat, lat).energy_uj for k, lat in ((0, 900), (1, 2600))]
+    b1 = [bound(m, cyc[k], 30_000, 6200 - 1600 + lat, lat).energy_uj for k, lat in ((2, 1500), (3, 1700))]
+    assert fr.eta_by_repeat == [pytest.approx(np.mean(b0) / 900, abs=1e-4), pytest.approx(np.mean(b1) / 1100, abs=1e-4)]
+    assert fr.bound_uj == pytest.approx((np.mean(b0) + np.mean(b1)) / 2, abs=1e-3)
+    assert fr.step_cycles == pytest.approx(np.mean(cyc), abs=0.1) and fr.latency_us == 1675
+    # ... not the mean step's bound
+    mean_step = bound(m, np.mean(cyc[:2]), 50_000, 6000, 1750).energy_uj
+    assert abs(np.mean(b0) - mean_step) > 1e-3 * mean_step
+    # equal steps: the same figures as the one bound of a cell with fixed work
+    fixed = _cell(tmp_path, compute_units=100_000)
+    same = _steps([[1400, 1400]])
+    p1 = _plat([1000.0], [100_000 * per_unit + 40_000], [5100.0])
+    per_step = cell_frontier(spec, _with_units(same, [100_000, 100_000]), p1, "virtual")
+    one = cell_frontier(fixed, same, p1, "virtual")
+    assert one.per_step is None and per_step.bound_uj == pytest.approx(one.bound_uj, abs=1e-3)
+    # a step measured faster than the fastest schedule is bounded at that schedule, and counted
+    fast = cell_frontier(spec, _with_units(_steps([[1.0, 1400]]), [100_000, 100_000]), p1, "virtual")
+    assert fast.clamped == 1 and fast.per_step == 2
+
+
+def test_bursts_are_bounded_step_by_step_from_the_loops_rule(tmp_path):
+    spec = _cell(tmp_path, burst_every=2, burst_units=300_000)
+    m = PowerModel.from_sim(spec.platform.sim)
+    per_unit = UNIT_NS_AT_FMAX[spec.arch] * m.opps[-1].khz / 1e6
+    steps = _steps([[1400, 4200]])                       # steps 0 and 1: step 1 is the burst
+    fr = cell_frontier(spec, steps, _plat([1500.0], [200_000 * per_unit + 20_000], [9000.0]), "virtual")
+    want = [bound(m, 100_000 * per_unit, 20_000, 9000 - 2800 + 1400, 1400).energy_uj,
+            bound(m, 300_000 * per_unit, 20_000, 9000 - 2800 + 4200, 4200).energy_uj]
+    assert fr.per_step == 2 and fr.clamped == 0 and fr.bound_uj == pytest.approx(np.mean(want), abs=1e-3)
 
 
 def test_the_frontier_curve_passes_through_each_example_cells_bound():

@@ -37,14 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analysis.steps import parse_steps_csv
+from harness.analysis.steps import parse_steps_csv, units_per_step
 from harness.guest import platform as guest_platform
 from harness.guest import protocol, share
 from harness.probes import bpftrace_json, dvfs_ramp, wake_path
 from harness.probes.csvout import csv_text
 from harness.records import Decomposition
-from harness.spec.model import WINDOW_OPTIONS, CellSpec
-from harness.workload.command import UNIT_NS_AT_FMAX
+from harness.spec.model import UNIT_NS_AT_FMAX, WINDOW_OPTIONS, CellSpec
 
 PARTS = ("irq_to_wakeup", "cstate_exit", "runqueue", "deferred", "phases", "preempted", "dvfs_deficit", "compute")
 TOLERANCE = 0.05          # |sum / step - 1| at p50
@@ -284,12 +283,7 @@ def applies(spec: CellSpec) -> bool:
 
 def _units(spec: CellSpec, cols: dict[str, np.ndarray]) -> np.ndarray | None:
     """Each step's compute in units: the loop's column, or the fixed work and bursts of the spec."""
-    if "units" in cols:
-        return cols["units"].astype(float)
-    w = spec.workload
-    if w.burst_every:
-        return np.where(cols["step"] % w.burst_every == w.burst_every - 1, w.burst_units, w.compute_units).astype(float)
-    return np.full(len(cols["step"]), float(w.compute_units))
+    return units_per_step(spec.workload, cols["step"], cols.get("units"))
 
 
 def from_share(share_dir: Path, spec: CellSpec, repeats: int, probe_limit: int) -> tuple[StepParts, Decomposition]:

@@ -6,22 +6,24 @@ cycles of the simulated CPU) within its latency, plus other work (the loop's boo
 kernel's, from the meter's cycle count), and idled the rest of the period. The bound
 (harness/platform/frontier.py) does the step's compute within the same latency at the least energy
 and the other work at the critical speed (the least energy per cycle), idling the rest. Cells whose
-agent is not pinned, that run several agents or bursts, or that ran without virtual time (a unit's
-cycles are then unknown) get no frontier.
+agent is not pinned, that run several agents, or that ran without virtual time (a unit's cycles are
+then unknown) get no frontier. Work that varies from step to step (a compute distribution, bursts)
+is bounded step by step, from the loop's units column.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from harness.analysis.steps import Steps
+from harness.analysis.steps import Steps, units_per_step
 from harness.platform import frontier
 from harness.platform.energy import PowerModel
 from harness.records import Frontier, PlatformSummary
-from harness.spec.model import CellSpec, SimPlatform
+from harness.spec.model import UNIT_NS_AT_FMAX, CellSpec, SimPlatform
 from harness.workload.command import step_cycles
 
 
@@ -52,7 +54,7 @@ def cell_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, timing: s
     model = PowerModel.from_sim(spec.platform.sim)
     work = step_cycles(w, spec.arch, model.opps[-1].khz)
     if work is None:
-        return None
+        return _per_step_frontier(spec, steps, plat, model)
     per_repeat = []
     for r, (energy, cycles, period) in enumerate(zip(plat.agent_energy_per_step_by_repeat_uj,
                                                    plat.agent_cycles_per_step_by_repeat,
@@ -75,6 +77,58 @@ def cell_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, timing: s
                     state=point.state, opps_khz=[khz for khz, t in point.opps if t > 0])
 
 
+def _per_step_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, model: PowerModel) -> Frontier | None:
+    """Work that varies from step to step (a compute distribution, bursts): each step's own bound, its
+    work (the loop's units column) within its own latency, with the repeat's other cycles at the
+    critical speed and the repeat's mean gap between steps (period - mean latency: idle energy is
+    linear in the gap at a given state and OPP, so holding it changes no choice the bound makes); a
+    repeat's bound is the mean over its steps. A bound for the mean step would not do: the energy of
+    a step is convex in its work and latency, so the mean step's bound is not the steps' mean bound."""
+    unit = UNIT_NS_AT_FMAX.get(spec.arch)
+    if unit is None or (steps.units is None and spec.workload.compute is not None):
+        return None
+    fmax = model.opps[-1].khz
+    cycles = units_per_step(spec.workload, steps.step, steps.units) * unit * fmax / 1e6
+    # The shallowest exit a step can have paid without polling through its wait: a step measured
+    # faster than its calibrated work at fmax after that exit (a unit's cost is known to about half
+    # a percent: 0.995-1.005 on the quick suite's floor cells, and 0.5 % of a 20 ms burst is 100 us)
+    # is bounded with the work that fits, not sent to the polling state (whose idle power would put
+    # the bound above what the step spent).
+    shallow = min((s.exit_latency_us for s in model.states if s.power_mw != "active"),
+                  default=min(s.exit_latency_us for s in model.states))
+    bounds, etas, states, opps, clamped = [], [], Counter(), set(), 0
+    per_repeat = []
+    for r, (energy, other_cycles, period) in enumerate(zip(plat.agent_energy_per_step_by_repeat_uj,
+                                                         plat.agent_cycles_per_step_by_repeat,
+                                                         plat.period_per_step_by_repeat_us, strict=True)):
+        m = steps.repeat == r
+        lat, work = steps.step_ns[m] / 1000.0, cycles[m]
+        if not len(lat) or energy <= 0:
+            return None
+        other = max(other_cycles - float(work.mean()), 0.0)
+        gap = period - float(lat.mean())
+        total = 0.0
+        for c, latency in zip(work.tolist(), lat.tolist(), strict=True):
+            fits = max(latency - shallow, 0.0) * fmax / 1000
+            if c > fits:
+                c, clamped = fits, clamped + 1
+            p = bound(model, c, other, gap + latency, latency)
+            if p is None:
+                return None
+            total += p.energy_uj
+            states[p.state] += 1
+            opps.update(khz for khz, t in p.opps if t > 0)
+        bounds.append(total / len(lat))
+        etas.append(round(bounds[-1] / energy, 4))
+        per_repeat.append((float(lat.mean()), period, other, energy, float(work.mean())))
+    latency, period, other, energy, work_mean = (float(np.mean([x[i] for x in per_repeat])) for i in range(5))
+    bound_uj = float(np.mean(bounds))
+    return Frontier(latency_us=round(latency, 2), period_us=round(period, 2), step_cycles=round(work_mean, 1),
+                    other_cycles=round(other, 1), energy_uj=round(energy, 3), bound_uj=round(bound_uj, 3),
+                    eta=round(frontier.efficiency(bound_uj, energy), 4), eta_by_repeat=etas,
+                    state=states.most_common(1)[0][0], opps_khz=sorted(opps), per_step=len(steps), clamped=clamped)
+
+
 def record_model(spec: dict[str, Any]) -> PowerModel:
     """The power model a cell was metered with, from its record's spec (as `cell_frontier` builds it
     from the CellSpec); ValueError (pydantic's included) or KeyError when the spec has none."""
@@ -84,10 +138,14 @@ def record_model(spec: dict[str, Any]) -> PowerModel:
 def frontier_curve(model: PowerModel, f: Frontier, latencies_us: Sequence[float]) -> list[float | None]:
     """The cell's bound over other latencies: its step and other cycles, and its gap between steps
     (period - latency: the world's wait) held, so a slower step stretches the period. At the cell's own
-    latency this is its `bound_uj`. None where no schedule finishes in time."""
+    latency this is its `bound_uj`. None where no schedule finishes in time, and everywhere for a
+    per-step bound: its steps' work differs, and the mean step's curve would not pass its point."""
+    if f.per_step:
+        return [None] * len(latencies_us)
     gap = f.period_us - f.latency_us
     out: list[float | None] = []
     for lat in latencies_us:
         p = bound(model, f.step_cycles, f.other_cycles, gap + lat, lat)
         out.append(p.energy_uj if p else None)
     return out
+

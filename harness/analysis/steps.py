@@ -161,3 +161,14 @@ def fanin_ns(s: Steps) -> np.ndarray:
 def _repeat_cv(s: Steps) -> float:
     p50 = np.array([np.percentile(s.step_ns[s.repeat == r], 50) for r in np.unique(s.repeat)])
     return float(np.std(p50) / np.mean(p50)) if len(p50) > 1 and np.mean(p50) > 0 else 0.0
+
+
+def units_per_step(w, step: np.ndarray, units: np.ndarray | None) -> np.ndarray:
+    """Each step's compute in units: the loop's own column where it wrote one, else the workload's
+    fixed work with its bursts (agentloop's rule: step k, warm-up counted, is a burst when
+    k % burst_every == burst_every - 1). `w` is the cell's WorkloadSpec."""
+    if units is not None:
+        return np.asarray(units, dtype=float)
+    if w.burst_every:
+        return np.where(step % w.burst_every == w.burst_every - 1, w.burst_units, w.compute_units).astype(float)
+    return np.full(len(step), float(w.compute_units))

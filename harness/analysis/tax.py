@@ -26,6 +26,19 @@ differences (cell - floor, matched on repeat, agent and step), with an interval 
 hierarchical bootstrap over those differences: it removes the spread that the draws share, which
 for bursty profiles is most of it. Steps present in one cell only are left out, and counted.
 
+Energy (a latency gain is only worth its energy): each cell's energy per step from its record (the
+platform's meter over the measured steps, or over whole repeats in older records, which the notes
+name), its mean over repeats with an interval from resampling the repeats, and its ratio to the
+group's stock cell (`compare.energy_ratio`), and where the cell has one, its place against the
+physical frontier (eta = the least energy that meets its latency on its platform / what it spent,
+on the agent's CPU; the record's `platform.frontier`, bounded step by step where the work varies).
+Measured repeats only: a traced run has no say.
+
+Fan-in (fan-out / fan-in loops, workload.fanout): what the orchestrator waits for is the slowest
+agent of each step, not one agent's step. Such groups also get the fan-in tax: per (repeat, step)
+the largest signal -> done over the agents (they share one signal stamp), its mean minus the
+floor's x 10,000, with an interval from the same bootstrap.
+
 Deadline misses (periodic loops, workload.wait.period_us): a step misses when it ends after the next
 release, done > signal + period (agentloop's rule), i.e. step_us > period_us (steps.csv keeps every
 ns); its fraction of the measured steps, with an interval from the same bootstrap.
@@ -45,6 +58,7 @@ from harness.analysis.compare import (
     Estimate,
     cell_data,
     ci95,
+    energy_ratio,
     group_label,
     hier_bootstrap,
     interval_level,
@@ -58,7 +72,8 @@ from harness.records import Decomposition
 
 PER_STEPS = 10_000
 FLOOR = "floor"
-FIRST = ("stock", "agent")     # the table's order: stock, the window, the other baselines, the floor
+STOCK = "stock"
+FIRST = (STOCK, "agent")       # the table's order: stock, the window, the other baselines, the floor
 
 
 def s_per_10k(us: float) -> float:
@@ -103,6 +118,13 @@ class CellTax:
     notes: tuple[str, ...] = ()
     paired_tax: Estimate | None = None  # the mean per-step difference to the floor on the same draws
     paired_steps: int = 0
+    fanin_mean_us: float | None = None  # fan-out loops: the mean fan-in (slowest agent of a step)
+    fanin_tax: Estimate | None = None   # its mean minus the floor's, s per 10,000 steps
+    energy_uj: Estimate | None = None   # energy per step, mean over repeats; None: no meter
+    energy_vs_stock: Estimate | None = None
+    meter: str | None = None            # what the energy covers: steps, or whole repeats (older records)
+    eta: float | None = None            # frontier bound / measured, agent CPU (None: no bound for the cell)
+    eta_by_repeat: tuple[float, ...] = ()
 
     def as_dict(self) -> dict:
         def est(e: Estimate | None):
@@ -112,6 +134,9 @@ class CellTax:
                 "mean_tax_s": est(self.mean_tax), "p50_tax_s": est(self.p50_tax),
                 "paired_mean_tax_s": est(self.paired_tax), "paired_steps": self.paired_steps,
                 "deadline_miss_fraction": est(self.miss_fraction),
+                "fanin_mean_us": self.fanin_mean_us, "fanin_mean_tax_s": est(self.fanin_tax),
+                "energy_per_step_uj": est(self.energy_uj), "energy_vs_stock": est(self.energy_vs_stock),
+                "meter": self.meter, "eta": self.eta, "eta_by_repeat": list(self.eta_by_repeat),
                 "split": self.split.as_dict() if self.split else None, "notes": list(self.notes)}
 
 
@@ -195,6 +220,24 @@ def _seed(c: RunCell):
     return (c.record.spec.get("workload") or {}).get("seed")
 
 
+def _fanout(c: RunCell) -> bool:
+    return bool((c.record.spec.get("workload") or {}).get("fanout"))
+
+
+def fanin_data(c: RunCell) -> CellData:
+    """Per (repeat, step) the slowest agent's signal -> done, one array per repeat."""
+    st = c.steps()
+    rep, step, us = (np.asarray(st[k], dtype=float) for k in ("repeat", "step", "step_us"))
+    repeats = []
+    for r in np.unique(rep):
+        m = rep == r
+        steps, inverse = np.unique(step[m], return_inverse=True)
+        worst = np.full(len(steps), -np.inf)
+        np.maximum.at(worst, inverse, us[m])
+        repeats.append(worst)
+    return CellData(f"{c.id} fan-in", np.concatenate(repeats), tuple(repeats), np.array([]))
+
+
 def paired_differences(c: RunCell, floor: RunCell) -> tuple[CellData | None, str]:
     """The cell's step latency minus the floor's on the same (repeat, agent, step), one array per
     repeat; None (and why) where the two did not run the same draws."""
@@ -219,6 +262,15 @@ def paired_differences(c: RunCell, floor: RunCell) -> tuple[CellData | None, str
     return CellData(f"{c.id} - {floor.id}", np.concatenate(repeats), repeats, np.array([])), note
 
 
+def energy_per_step(d: CellData, seed: int) -> Estimate | None:
+    """Mean energy per step over the repeats, interval from resampling the repeats (None: no meter)."""
+    e = d.energy_per_step_uj
+    if not len(e):
+        return None
+    boot = e[np.random.default_rng(seed).integers(0, len(e), size=(RESAMPLES, len(e)))].mean(axis=1)
+    return Estimate(float(e.mean()), *ci95(boot), "repeats" if len(e) > 1 else "none (1 repeat)")
+
+
 def _rank(c: RunCell) -> tuple[int, str]:
     v = c.record.variant
     return (FIRST.index(v) if v in FIRST else len(FIRST) + (v == FLOOR), v)
@@ -238,6 +290,12 @@ def _group(run: RunData, members: Sequence[RunCell], seed: int) -> GroupTax:
     point = np.array([_figures(d.values, p) for d, p in zip(data, periods, strict=True)])
     boot = hier_bootstrap(data, lambda i, drawn: _figures(drawn, periods[i]), seed)   # (RESAMPLES, cells, 3)
     decs = [_decomposition(c) for c in members]
+    stock = next((i for i, c in enumerate(members) if c.record.variant == STOCK), None)
+    fanin = None
+    if f is not None and all(_fanout(c) for c in members):
+        fdata = tuple(fanin_data(c) for c in members)
+        fboot = hier_bootstrap(fdata, lambda _, drawn: drawn.mean(), seed)   # (RESAMPLES, cells)
+        fanin = (fdata, fboot)
     notes = []
     if f is None:
         notes.append(f"no ok {FLOOR} cell for {label} in this run (variants: "
@@ -275,10 +333,27 @@ def _group(run: RunData, members: Sequence[RunCell], seed: int) -> GroupTax:
             recorded = c.record.stats.deadline_miss_fraction if c.record.stats else None
             if recorded is not None and abs(recorded - miss.value) > 1e-9:
                 cnotes.append(f"deadline-miss fraction {miss.value:.4f} from steps.csv, {recorded:.4f} in the record")
+        fanin_mean = fanin_tax = None
+        if fanin is not None:
+            fdata, fboot = fanin
+            fanin_mean = float(fdata[i].values.mean())
+            fanin_tax = _estimate(fanin_mean - float(fdata[f].values.mean()), fboot[:, i] - fboot[:, f],
+                                  interval_level(fdata[i], fdata[f]))
+        energy = energy_per_step(d, seed)
+        vs_stock = (energy_ratio(d, data[stock], seed) if energy is not None and stock is not None
+                    and len(data[stock].energy_per_step_uj) else None)
+        meter = c.record.platform.meter if energy is not None and c.record.platform else None
+        fr = c.record.platform.frontier if c.record.platform else None
         cells.append(CellTax(cell=c.id, variant=c.record.variant, repeats=len(d.repeats), steps=len(d.values),
                              step_mean_us=float(point[i, 0]), step_p50_us=float(point[i, 1]), mean_tax=mean_tax,
                              p50_tax=p50_tax, miss_fraction=miss, split=sp, notes=tuple(cnotes),
-                             paired_tax=paired, paired_steps=paired_n))
+                             paired_tax=paired, paired_steps=paired_n, energy_uj=energy, energy_vs_stock=vs_stock,
+                             meter=meter, fanin_mean_us=fanin_mean, fanin_tax=fanin_tax,
+                             eta=fr.eta if fr else None, eta_by_repeat=tuple(fr.eta_by_repeat) if fr else ()))
+    whole = [c.variant for c in cells if c.meter == "repeat"]
+    if whole:
+        notes.append(f"energy per step over whole repeats (warm-up and the loop's start and end counted: records "
+                     f"older than the loop's own meter): {', '.join(whole)}")
     return GroupTax(run=run.dir.name, profile=run.experiment, label=label,
                     floor=members[f].id if f is not None else None,
                     floor_setting=_setting(members[f]) if f is not None else "-", cells=tuple(cells),
@@ -311,7 +386,9 @@ def _fmt(e: Estimate | None, digits: int = 2) -> str:
     if e is None or e.value != e.value:
         return "-"
     text = f"{e.value:.{digits}f} [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
-    return text if e.level.startswith("repeats") else text + " (steps only)"
+    if e.level.startswith("repeats"):
+        return text
+    return text + (" (steps only)" if e.level.startswith("steps") else " (1 repeat)")
 
 
 def _profiles(table: TaxTable) -> list[str]:
@@ -322,6 +399,13 @@ def _profiles(table: TaxTable) -> list[str]:
     return [g.profile if len(runs[g.profile]) == 1 else f"{g.profile} ({g.run})" for g in table.groups]
 
 
+def _eta(c: CellTax) -> str:
+    if c.eta is None:
+        return "-"
+    spread = f" ({min(c.eta_by_repeat):.3f}-{max(c.eta_by_repeat):.3f})" if c.eta_by_repeat else ""
+    return f"{c.eta:.3f}{spread}"
+
+
 def rows(table: TaxTable) -> tuple[list[str], list[list[str]]]:
     """The headline table: a row a cell."""
     misses = any(c.miss_fraction for g in table.groups for c in g.cells)
@@ -329,13 +413,28 @@ def rows(table: TaxTable) -> tuple[list[str], list[list[str]]]:
             f"mean-step tax, s / {PER_STEPS:,} steps [95 % CI]",
             f"paired mean-step tax, s / {PER_STEPS:,} steps [95 % CI]", f"p50 tax, s / {PER_STEPS:,} steps [95 % CI]"]
     head += ["deadline-miss fraction [95 % CI]"] if misses else []
+    fanins = any(c.fanin_tax for g in table.groups for c in g.cells)
+    head += ["fan-in mean us", f"fan-in mean tax, s / {PER_STEPS:,} steps [95 % CI]"] if fanins else []
+    energy = any(c.energy_uj for g in table.groups for c in g.cells)
+    head += ["energy / step, mJ [95 % CI]", "energy vs stock [95 % CI]"] if energy else []
+    etas = any(c.eta is not None for g in table.groups for c in g.cells)
+    head += ["eta, frontier / measured (repeats)"] if etas else []
     out = []
     for profile, g in zip(_profiles(table), table.groups, strict=True):
         for c in g.cells:
             row = [profile, g.label, c.variant, f"{c.repeats} / {c.steps}",
                    f"{c.step_mean_us:.1f} / {c.step_p50_us:.1f}", _fmt(c.mean_tax),
                    _fmt(c.paired_tax) if g.floor != c.cell else "-", _fmt(c.p50_tax)]
-            out.append(row + ([_fmt(c.miss_fraction, 3)] if misses else []))
+            row += [_fmt(c.miss_fraction, 3)] if misses else []
+            if fanins:
+                row += [f"{c.fanin_mean_us:.1f}" if c.fanin_mean_us is not None else "-", _fmt(c.fanin_tax)]
+            if energy:
+                mj = (Estimate(c.energy_uj.value / 1e3, c.energy_uj.lo / 1e3, c.energy_uj.hi / 1e3, c.energy_uj.level)
+                      if c.energy_uj else None)
+                row += [_fmt(mj, 3), "-" if c.variant == STOCK else _fmt(c.energy_vs_stock)]
+            if etas:
+                row.append(_eta(c))
+            out.append(row)
     return head, out
 
 
