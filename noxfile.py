@@ -16,6 +16,8 @@ prepared (no per-session virtualenv: the kernel toolchain and QEMU are system pa
     nox -s config-matrix          the series in the configs a build bot tries (both arches, slow)
     nox -s lint                   ruff + workflow schema check
     nox -s bench-build            cold/warm kernel build times
+    nox -s suite                  the agent workload suite, quick scale, both arches (benchmarks/agent_suite.py)
+    nox -s suite -- --scale full --arch arm64 --only token_stream     one profile of the full scale
 """
 
 from pathlib import Path
@@ -111,6 +113,16 @@ def config_matrix(session):
     if not Path(tree, ".git").exists():
         session.run("python", "-m", "harness", "kernel-tree", tree)
     session.run("python", "scripts/config_matrix.py", tree, *session.posargs[1:])
+
+
+@nox.session
+def suite(session):
+    """The agent workload suite (experiments/agents/) through benchmarks/agent_suite.py, which runs
+    each profile and arch and prints their wall times; then the slowpath tax of what it ran. Quick:
+    about 24 min per arch on 2 cores with --jobs 2; full: hours (the workflow runs it a job a
+    profile and arch)."""
+    args = session.posargs or ["--jobs", "2"]
+    session.run("python", "benchmarks/agent_suite.py", "--tax", "results/agent-suite-tax.md", *args)
 
 
 @nox.session(name="bench-build")

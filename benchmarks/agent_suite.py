@@ -5,14 +5,17 @@
     python benchmarks/agent_suite.py --only token_stream --only retrieval
     python benchmarks/agent_suite.py --recorded            # no run: the wall times the results directory holds
     python benchmarks/agent_suite.py --jobs 2              # two guests at a time (virtual time: same figures)
+    python benchmarks/agent_suite.py --arch arm64          # one arch's cells only (default: each in turn)
+    python benchmarks/agent_suite.py --recorded --tax tax.md   # and the slowpath tax of the profiles' runs
 
-Each profile is one `python -m harness run` (cells that already have an ok record of the same
-fingerprint resume, so a second call costs nothing: --recorded reads back what the runs took).
+Each profile is one `python -m harness run` per arch (`--cell ARCH`: each arch's wall time is its
+own; cells that already have an ok record of the same fingerprint resume, so a second call costs
+nothing: --recorded reads back what the runs took).
 With --jobs N, each profile's run boots up to N virtual-time guests at once (`harness run --jobs N`;
 cells in real time, under KVM or MTTCG, still run one at a time): under virtual time a guest runs on
 one host thread and its clock counts its own instructions, so N up to the host's cores changes wall
 time, not figures. Prints a table; asserts nothing (target: the quick scale in 30 minutes on 2
-cores); the suite's own wall time is printed too.
+cores, an arch); the suite's own wall time is printed too.
 """
 
 from __future__ import annotations
@@ -38,28 +41,43 @@ def profiles(scale: str) -> list[Path]:
     return sorted((AGENTS / "quick" if scale == "quick" else AGENTS).glob("*.yaml"))
 
 
-def recorded_wall(exp: Path, results: Path) -> tuple[float | None, int, int]:
-    """(wall seconds of the invocations that ran cells, ok cells, cells) of the run this file makes."""
+def arches(files: list[Path]) -> list[str]:
+    """Every arch the files' cells run on, in the files' order."""
+    out: list[str] = []
+    for f in files:
+        out += [a for a in load_experiment(f).experiment.arch if a not in out]
+    return out
+
+
+def recorded_wall(exp: Path, results: Path, arch: str) -> tuple[float | None, int, int]:
+    """(wall seconds of the invocations that ran this arch's cells and no other, ok cells, cells) of
+    the run this file makes; None: no such invocation."""
     le = load_experiment(exp)
+    mine = {c.id for c in le.cells if c.spec.arch == arch}
     run_dir = results / run_id_for(le)
     try:
         index = records.read(run_dir / records.RUN_INDEX, RunIndex)
     except records.RecordError:
-        return None, 0, len(le.cells)
-    wall = sum(i.wall_s or 0.0 for i in index.invocations)
-    ok = sum(e.status == "ok" for e in index.cells.values())
-    return wall, ok, index.cells_total
+        return None, 0, len(mine)
+    ran = [i for i in index.invocations if i.cells and set(i.cells) <= mine]
+    wall = sum(i.wall_s or 0.0 for i in ran) if ran else None
+    ok = sum(e.status == "ok" for cid, e in index.cells.items() if cid in mine)
+    return wall, ok, len(mine)
 
 
-def run_all(files: list[Path], jobs: int) -> None:
-    """One `harness run --jobs N` per profile, one profile after another: the runner boots up to N
-    virtual-time guests at once and real-time ones (KVM, or MTTCG) one at a time, which whole
-    profiles run side by side could not promise."""
-    for f in files:
-        t0 = time.monotonic()
-        cmd = [sys.executable, "-m", "harness", "run", str(f)] + (["--jobs", str(jobs)] if jobs > 1 else [])
-        rc = subprocess.run(cmd, cwd=REPO).returncode
-        print(f"{f.stem}: exit {rc}, {time.monotonic() - t0:.0f} s", flush=True)
+def run_all(files: list[Path], arch_list: list[str], jobs: int) -> None:
+    """One `harness run --jobs N --cell ARCH` per profile and arch, one after another: the runner
+    boots up to N virtual-time guests at once and real-time ones (KVM, or MTTCG) one at a time,
+    which whole profiles run side by side could not promise."""
+    for arch in arch_list:
+        for f in files:
+            if arch not in load_experiment(f).experiment.arch:
+                continue
+            t0 = time.monotonic()
+            cmd = [sys.executable, "-m", "harness", "run", str(f), "--cell", arch]
+            cmd += ["--jobs", str(jobs)] if jobs > 1 else []
+            rc = subprocess.run(cmd, cwd=REPO).returncode
+            print(f"{f.stem} {arch}: exit {rc}, {time.monotonic() - t0:.0f} s", flush=True)
 
 
 def main() -> int:
@@ -69,22 +87,36 @@ def main() -> int:
     ap.add_argument("--recorded", action="store_true", help="do not run: report the recorded wall times")
     ap.add_argument("--jobs", type=int, default=1,
                     help="guests booted at once within a profile (virtual-time cells; default 1)")
+    ap.add_argument("--arch", action="append", choices=("x86_64", "arm64"),
+                    help="only this arch's cells (repeatable; default: every arch of the files, one after another)")
+    ap.add_argument("--tax", type=Path, metavar="FILE.md",
+                    help="then write the slowpath tax of the profiles' runs here (python -m harness tax)")
     args = ap.parse_args()
     results = paths.results_dir()
     files = [f for f in profiles(args.scale) if not args.only or f.stem in args.only]
+    arch_list = args.arch or arches(files)
     t_suite = time.monotonic()
     if not args.recorded:
-        run_all(files, args.jobs)
-    rows = [(f.stem, *recorded_wall(f, results)) for f in files]
+        run_all(files, arch_list, args.jobs)
     print(f"\nagent suite, {args.scale} scale (wall time of the runs' invocations, from run.json):")
-    total = 0.0
-    for name, wall, ok, cells in rows:
-        total += wall or 0.0
-        shown = "not run" if wall is None else f"{wall / 60:5.1f} min"
-        print(f"  {name:14s} {shown}   {ok}/{cells} cells ok")
-    print(f"  {'total':14s} {total / 60:5.1f} min (sum of the profiles; target for the quick scale: 30 min)")
+    for arch in arch_list:
+        total = 0.0
+        for f in files:
+            wall, ok, cells = recorded_wall(f, results, arch)
+            total += wall or 0.0
+            shown = "not run" if wall is None else f"{wall / 60:5.1f} min"
+            print(f"  {arch:7s} {f.stem:14s} {shown}   {ok}/{cells} cells ok")
+        print(f"  {arch:7s} {'total':14s} {total / 60:5.1f} min (sum of the profiles; target for the quick scale: "
+              "30 min an arch)")
     if not args.recorded:
         print(f"  {'suite':14s} {(time.monotonic() - t_suite) / 60:5.1f} min (this invocation, --jobs {args.jobs})")
+    if args.tax:
+        dirs = [str(d) for f in files if (d := results / run_id_for(load_experiment(f))).is_dir()]
+        if not dirs:
+            print("no run directory to take a tax of", file=sys.stderr)
+            return 1
+        return subprocess.run([sys.executable, "-m", "harness", "tax", *dirs, "-o", str(args.tax)],
+                              cwd=REPO).returncode
     return 0
 
 

@@ -50,3 +50,15 @@ def test_matrix_is_arch_by_config_and_calls_nox_with_valid_choices():
         for config in matrix["config"]:
             args = parser.parse_args(["build", "--arch", arch, "--config", config])
             assert (args.arch, args.config) == (arch, config)
+
+
+def test_the_full_suite_job_covers_every_profile_on_both_arches_and_never_runs_per_push():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    job = wf["jobs"]["suite-full"]
+    matrix = job["strategy"]["matrix"]
+    agents = paths.REPO_ROOT / "experiments" / "agents"
+    assert sorted(matrix["profile"]) == sorted(p.stem for p in agents.glob("*.yaml"))
+    assert set(matrix["arch"]) == {"x86_64", "arm64"}
+    assert "workflow_dispatch" in job["if"] and "schedule" in job["if"] and "push" not in job["if"]
+    run = next(s["run"] for s in job["steps"] if "suite" in s.get("run", ""))
+    assert run == ("nox -s suite -- --scale full --arch ${{ matrix.arch }} --only ${{ matrix.profile }} --jobs 2")

@@ -17,7 +17,8 @@ from harness.records import CellResult
 
 EXAMPLES = paths.REPO_ROOT / "results" / "examples"
 TOKEN, CONTROL = EXAMPLES / "agents-token-stream-quick-x86", EXAMPLES / "agents-control-loop-quick-x86"
-TOOL, CONTENTION = EXAMPLES / "agents-tool-call-quick-x86", EXAMPLES / "agents-contention-quick-x86"
+SUITE = EXAMPLES / "suite-quick"       # the quick suite, both arches, probed: the README's tables
+PROFILES = ("token_stream", "tool_call", "retrieval", "control_loop", "contention", "multi_agent")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,29 @@ def test_token_stream_stock_pays_more_than_the_window_and_the_window_more_than_t
         assert c[v].p50_tax.value == pytest.approx((stats[v].step_p50_us - stats["floor"].step_p50_us) / 100,
                                                    abs=1e-6)
         assert c[v].repeats == 2 and c[v].mean_tax.level == "repeats+steps"
+
+
+def test_each_cell_states_its_energy_per_step_and_its_ratio_to_stock_from_the_measured_repeats(examples):
+    """A tax is only worth its energy: the record's energy per step (mean over repeats) beside it, and
+    the ratio to the group's stock cell, with intervals; the markdown carries both columns."""
+    c = _cells(examples, "agents_token_stream_quick")
+    plat = {v: records.read(TOKEN / f"x86_64-{v}" / records.CELL_RESULT, CellResult).platform for v in c}
+    for v in c:
+        e = plat[v].energy_per_step_by_repeat_uj
+        assert len(e) == 2 and c[v].energy_uj.value == pytest.approx(np.mean(e), rel=1e-12)
+        assert min(e) <= c[v].energy_uj.lo <= c[v].energy_uj.value <= c[v].energy_uj.hi <= max(e)
+        assert c[v].meter == plat[v].meter
+    ratio = c["agent"].energy_vs_stock
+    assert ratio.value == pytest.approx(np.mean(plat["agent"].energy_per_step_by_repeat_uj)
+                                        / np.mean(plat["stock"].energy_per_step_by_repeat_uj), rel=1e-12)
+    assert ratio.value > 2 and ratio.lo <= ratio.value <= ratio.hi      # the window pays for its tax cut
+    assert c["stock"].energy_vs_stock.value == pytest.approx(1.0)
+    head, body = tax.rows(examples)
+    assert head[-2:] == ["energy / step, mJ [95 % CI]", "energy vs stock [95 % CI]"]
+    (agent_row,) = [r for r in body if r[0] == "agents_token_stream_quick" and r[2] == "agent"]
+    assert agent_row[-2].startswith(f"{c['agent'].energy_uj.value / 1e3:.3f} [") and agent_row[-1].startswith(
+        f"{ratio.value:.2f} [")
+    assert [r[-1] for r in body if r[2] == "stock"] == ["-", "-"]
 
 
 def test_every_interval_holds_its_estimate_and_the_floor_against_itself_is_exactly_zero(examples):
@@ -195,29 +219,32 @@ def test_a_paired_tax_on_the_same_draws_is_tighter_and_unpaired_where_the_seeds_
 
 # -- the command ------------------------------------------------------------------------------------
 
-def test_the_command_writes_the_markdown_and_json_the_readme_quotes(tmp_path, capsys, examples):
+def test_the_command_writes_the_markdown_and_json(tmp_path, capsys, examples):
     md, js = tmp_path / "tax.md", tmp_path / "tax.json"
     assert main(["tax", str(TOKEN), str(CONTROL), "-o", str(md), "--json", str(js)]) == 0
     assert "slowpath tax" in capsys.readouterr().out
-    text = md.read_text()
-    assert text == tax.markdown(examples)
+    assert md.read_text() == tax.markdown(examples)
     d = json.loads(js.read_text())
     assert d["unit"] == "s per 10000 steps" and len(d["groups"]) == 2
     assert d["groups"][0]["cells"][0]["mean_tax_s"]["value"] == examples.groups[0].cells[0].mean_tax.value
-    # the README's table is this output: regenerate it with the command there when the data change
+    assert d["groups"][0]["cells"][1]["energy_vs_stock"]["value"] == examples.groups[0].cells[1].energy_vs_stock.value
+
+
+def test_the_readme_quotes_the_tax_of_the_committed_quick_suite():
+    """The README's headline tables (both arches, split, energy) are the tool's output on the committed
+    quick suite: regenerate them with the command the README gives when the data change."""
+    runs = sorted(d for d in SUITE.iterdir() if d.is_dir())
+    assert [d.name for d in runs] == sorted(p.replace("_", "-") for p in PROFILES)
+    result = tax.tax(runs)
+    text = tax.markdown(result)
     readme = (paths.REPO_ROOT / "README.md").read_text()
     table = [line for line in text.splitlines() if line.startswith("|")]
-    assert len(table) == 8 and all(line in readme for line in table)
-
-
-def test_the_readme_quotes_the_tax_of_the_current_floor_runs():
-    """The second table (tool_call and contention, on the performance + C1 floor) is the tool's too."""
-    result = tax.tax([TOOL, CONTENTION])
-    table = [line for line in tax.markdown(result).splitlines() if line.startswith("|")]
-    readme = (paths.REPO_ROOT / "README.md").read_text()
-    assert len(table) == 8 and all(line in readme for line in table)
-    tool = {c.variant: c for c in result.groups[0].cells}
-    assert tool["stock"].mean_tax.value > tool["agent"].mean_tax.value > 0
+    assert len(table) == 2 + 2 * len(PROFILES) * 3 + 2 + 2 * len(PROFILES) * 3      # every cell, split too
+    missing = [line for line in table if line not in readme]
+    assert not missing, missing[:3]
+    assert {g.label for g in result.groups} == {"x86_64", "arm64"}
+    for g in result.groups:
+        assert all(c.split is not None and c.energy_uj is not None and c.meter == "steps" for c in g.cells), g.profile
 
 
 def test_bad_input_exits_2_naming_the_file_and_writes_nothing(tmp_path, capsys):
@@ -236,3 +263,26 @@ def test_bad_input_exits_2_naming_the_file_and_writes_nothing(tmp_path, capsys):
     assert "t.txt" in capsys.readouterr().err
     assert not md.exists() and not js.exists() and not (tmp_path / "t.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["broken"]       # no temporary file left either
+
+
+def test_a_fan_out_loop_is_taxed_on_its_fan_in_the_slowest_agent_of_each_step():
+    """multi_agent's orchestrator waits for the last of its 4 agents: the fan-in (per repeat and
+    step, the largest signal -> done) is taxed beside the per-agent step, from steps.csv."""
+    run = SUITE / "multi-agent"
+    (g,) = [g for g in tax.tax([run]).groups if g.label == "x86_64"]
+    c = {x.variant: x for x in g.cells}
+    def fanin_mean(cell):
+        st = np.genfromtxt(run / cell / records.CELL_STEPS, delimiter=",", names=True)
+        worst = {}
+        for r, k, v in zip(st["repeat"], st["step"], st["step_us"], strict=True):
+            worst[(r, k)] = max(worst.get((r, k), 0.0), v)
+        return np.mean(list(worst.values())), len(worst)
+    floor, n = fanin_mean("x86_64-floor")
+    for v in ("stock", "agent"):
+        mean, m = fanin_mean(f"x86_64-{v}")
+        assert m == n and c[v].fanin_mean_us == pytest.approx(mean, rel=1e-12)
+        assert c[v].fanin_tax.value == pytest.approx((mean - floor) * 1e4 / 1e6, rel=1e-9)
+        assert c[v].fanin_tax.lo <= c[v].fanin_tax.value <= c[v].fanin_tax.hi
+        assert c[v].fanin_mean_us > c[v].step_mean_us          # the slowest of four agents
+    assert (c["floor"].fanin_tax.value, c["floor"].fanin_tax.lo) == (0.0, 0.0)
+    assert all(x.fanin_tax is None for g2 in tax.tax([SUITE / "token-stream"]).groups for x in g2.cells)
