@@ -378,7 +378,7 @@ def cmd_frontier(args, out: Console) -> int:
     from harness.guest import protocol, share
     from harness.runner import Runner
 
-    seen = 0
+    seen = rewritten = 0
     for run_dir in args.run_dir:
         run = load_run(run_dir)
         table = Table(title=f"frontier: {run.experiment} ({run_dir.name})")
@@ -387,21 +387,23 @@ def cmd_frontier(args, out: Console) -> int:
         for c in sorted(run.ok, key=lambda c: c.id):
             if args.cell and not any(x in c.id for x in args.cell):
                 continue
-            rec, spec = c.record, spec_of(c.record.spec)
+            rec = c.record
             if rec.platform is None or rec.guest is None:
                 continue
             try:
+                spec = spec_of(rec.spec)
                 raw = [Runner._steps(spec, c.dir / protocol.SHARE, protocol.repeat_files(r), r)
                        for r in range(rec.repeats)]
-            except (StepsFormatError, share.ShareError) as e:
+                f = cell_frontier(spec, steps_from_columns(raw), rec.platform, rec.guest.timing)
+            except (StepsFormatError, share.ShareError, ValueError) as e:   # pydantic's too
                 out.print(f"{c.id}: no frontier: {e}", highlight=False, markup=False)
                 continue
             seen += 1
-            f = cell_frontier(spec, steps_from_columns(raw), rec.platform, rec.guest.timing)
             changed = f != rec.platform.frontier
             if changed:
                 rec.platform.frontier = f
                 records.write(c.dir / records.CELL_RESULT, rec)
+                rewritten += 1
             table.add_row(c.id, *(("-",) * 5 if f is None else (
                 f"{f.bound_uj:.1f}", f"{f.energy_uj:.1f}", f"{f.eta:.3f}",
                 " ".join(f"{e:.3f}" for e in f.eta_by_repeat), str(f.per_step or "mean step"))),
@@ -409,6 +411,9 @@ def cmd_frontier(args, out: Console) -> int:
         out.print(table)
     if not seen:
         raise InputError("no cell with its share's steps files and a platform record: nothing to bound")
+    if rewritten:
+        out.print(f"{rewritten} record(s) rewritten: `python -m harness report RUN_DIR` derives summary.json and "
+                  "the plots from them again", highlight=False, markup=False)
     return 0
 
 

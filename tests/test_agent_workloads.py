@@ -267,6 +267,8 @@ def test_units_written_for_x86_64_give_an_arm64_step_the_same_time_at_fmax():
     ("  units_for: x86_64\n  compute: {distribution: file, file: trace.txt}\n",
      "compute file's units cannot be scaled"),
     ("  units_for: x86_64\n  compute_units: 150000000\n", "more than 200000000"),
+    ("  units_for: x86_64\n  compute: {distribution: lognormal, mu: 18.9, sigma: 1}\n",
+     "compute.mu 18.9 written for x86_64 is 19.59 on arm64"),
 ])
 def test_units_that_cannot_be_scaled_are_an_input_error_naming_the_file(tmp_path, body, words):
     from harness.errors import InputError

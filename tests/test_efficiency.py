@@ -140,53 +140,95 @@ def test_no_cell_frontier_without_one_pinned_agent_in_virtual_time(tmp_path):
                                                                        "max_units: 9}"), steps, ok, "virtual") is None
 
 
-def _with_units(steps: Steps, units) -> Steps:
+def _stamped(steps: Steps, idle_us, units=None) -> Steps:
+    """The steps as the runner has them: with the idle before each step (NaN: the repeat's first)."""
     return Steps(steps.repeat, steps.agent, steps.step, steps.wait_ns, steps.wake_ns, steps.step_ns,
-                 steps.compute_ns, steps.phases_ns, steps.cpu, units=np.asarray(units, dtype=float))
+                 steps.compute_ns, steps.phases_ns, steps.cpu,
+                 units=None if units is None else np.asarray(units, dtype=float),
+                 idle_before_ns=np.asarray(idle_us, dtype=float) * 1000)
 
 
-def test_work_that_varies_is_bounded_step_by_step_and_the_mean_of_the_bounds_is_the_cells(tmp_path):
-    """A step's energy is convex in its work and latency: a cell whose steps differ is bounded step by
-    step (its units, its latency, the repeat's other work and mean gap) and the bounds averaged."""
+def _own(m, cyc, other, idle, lat):
+    """One step's bound as _per_step_frontier takes it: its idle, its latency, the other work at f*."""
+    other_us = other * 1000 / m.critical_opp(list(m.opps)).khz
+    return bound(m, cyc, other, max(idle, other_us) + lat, lat).energy_uj
+
+
+def test_every_step_is_bounded_with_its_own_work_latency_and_idle(tmp_path):
+    """With the loop's stamps, each step is bounded on its own and the bounds averaged: the least
+    energy of a step is convex in its work and latency and concave in its idle, so neither a mean
+    step nor a mean gap gives the steps' bound."""
     spec = _cell(tmp_path, compute_units=200000, compute="{distribution: uniform, min_units: 50000, max_units: 150000}")
     m = PowerModel.from_sim(spec.platform.sim)
     per_unit = UNIT_NS_AT_FMAX[spec.arch] * m.opps[-1].khz / 1e6
     units = [50_000, 150_000, 100_000, 120_000]
-    steps = _with_units(_steps([[900, 2600], [1500, 1700]]), units)
+    idle = [np.nan, 300.0, np.nan, 9000.0]          # the first of each repeat: its repeat's median
+    steps = _stamped(_steps([[900, 2600], [1500, 1700]]), idle, units)
     cyc = [u * per_unit for u in units]
     plat = _plat(energy=[900.0, 1100.0], cycles=[sum(cyc[:2]) / 2 + 50_000, sum(cyc[2:]) / 2 + 30_000],
                  period=[6000.0, 6200.0])
     fr = cell_frontier(spec, steps, plat, "virtual")
     assert fr.per_step == 4 and fr.clamped == 0
-    b0 = [bound(m, cyc[k], 50_000, 6000 - 1750 + lat, lat).energy_uj for k, lat in ((0, 900), (1, 2600))]
-    b1 = [bound(m, cyc[k], 30_000, 6200 - 1600 + lat, lat).energy_uj for k, lat in ((2, 1500), (3, 1700))]
+    b0 = [_own(m, cyc[0], 50_000, 300, 900), _own(m, cyc[1], 50_000, 300, 2600)]
+    b1 = [_own(m, cyc[2], 30_000, 9000, 1500), _own(m, cyc[3], 30_000, 9000, 1700)]
     assert fr.eta_by_repeat == [pytest.approx(np.mean(b0) / 900, abs=1e-4), pytest.approx(np.mean(b1) / 1100, abs=1e-4)]
     assert fr.bound_uj == pytest.approx((np.mean(b0) + np.mean(b1)) / 2, abs=1e-3)
     assert fr.step_cycles == pytest.approx(np.mean(cyc), abs=0.1) and fr.latency_us == 1675
-    # ... not the mean step's bound
-    mean_step = bound(m, np.mean(cyc[:2]), 50_000, 6000, 1750).energy_uj
-    assert abs(np.mean(b0) - mean_step) > 1e-3 * mean_step
-    # equal steps: the same figures as the one bound of a cell with fixed work
-    fixed = _cell(tmp_path, compute_units=100_000)
-    same = _steps([[1400, 1400]])
-    p1 = _plat([1000.0], [100_000 * per_unit + 40_000], [5100.0])
-    per_step = cell_frontier(spec, _with_units(same, [100_000, 100_000]), p1, "virtual")
-    one = cell_frontier(fixed, same, p1, "virtual")
-    assert one.per_step is None and per_step.bound_uj == pytest.approx(one.bound_uj, abs=1e-3)
-    # a step measured faster than the fastest schedule is bounded at that schedule, and counted
-    fast = cell_frontier(spec, _with_units(_steps([[1.0, 1400]]), [100_000, 100_000]), p1, "virtual")
+    # no idle (a step signalled before the last one ended) and a long one: the mean gap's bound is
+    # above the two steps' own (concavity: the step without idle pays no exit at all)
+    two = _stamped(_steps([[1400, 1400]]), [0.0, 20_000.0], [100_000, 100_000])
+    p2 = _plat([1000.0], [100_000 * per_unit + 40_000], [11_450.0])
+    own = cell_frontier(spec, two, p2, "virtual").bound_uj
+    mean_gap = bound(m, 100_000 * per_unit, 40_000, 11_450.0, 1400).energy_uj
+    assert own < mean_gap * (1 - 1e-3)
+    # a step measured faster than its calibrated work at fmax is bounded with the work that fits
+    fast = cell_frontier(spec, _stamped(_steps([[1.0, 1400]]), [500.0, 500.0], [100_000, 100_000]), p2, "virtual")
     assert fast.clamped == 1 and fast.per_step == 2
+
+
+def test_without_the_loops_stamps_fixed_work_gets_its_mean_steps_bound_and_varying_work_none(tmp_path):
+    fixed, varying = _cell(tmp_path, compute_units=100_000), _cell(
+        tmp_path, compute_units=200000, compute="{distribution: uniform, min_units: 1, max_units: 9}")
+    m = PowerModel.from_sim(fixed.platform.sim)
+    per_unit = UNIT_NS_AT_FMAX[fixed.arch] * m.opps[-1].khz / 1e6
+    steps, p1 = _steps([[1400, 1400]]), _plat([1000.0], [100_000 * per_unit + 40_000], [5100.0])
+    one = cell_frontier(fixed, steps, p1, "virtual")
+    assert one.per_step is None
+    assert one.bound_uj == pytest.approx(bound(m, 100_000 * per_unit, 40_000, 5100, 1400).energy_uj, abs=1e-3)
+    assert cell_frontier(varying, steps, p1, "virtual") is None
 
 
 def test_bursts_are_bounded_step_by_step_from_the_loops_rule(tmp_path):
     spec = _cell(tmp_path, burst_every=2, burst_units=300_000)
     m = PowerModel.from_sim(spec.platform.sim)
     per_unit = UNIT_NS_AT_FMAX[spec.arch] * m.opps[-1].khz / 1e6
-    steps = _steps([[1400, 4200]])                       # steps 0 and 1: step 1 is the burst
+    steps = _stamped(_steps([[1400, 4200]]), [np.nan, 3000.0])     # steps 0 and 1: step 1 is the burst
     fr = cell_frontier(spec, steps, _plat([1500.0], [200_000 * per_unit + 20_000], [9000.0]), "virtual")
-    want = [bound(m, 100_000 * per_unit, 20_000, 9000 - 2800 + 1400, 1400).energy_uj,
-            bound(m, 300_000 * per_unit, 20_000, 9000 - 2800 + 4200, 4200).energy_uj]
+    want = [_own(m, 100_000 * per_unit, 20_000, 3000, 1400), _own(m, 300_000 * per_unit, 20_000, 3000, 4200)]
     assert fr.per_step == 2 and fr.clamped == 0 and fr.bound_uj == pytest.approx(np.mean(want), abs=1e-3)
+
+
+def test_the_idle_before_a_step_is_its_signal_minus_the_previous_done_of_its_repeat_and_agent():
+    from harness.analysis.steps import idle_before
+    rep, agent, step = np.array([0, 0, 0, 1, 1, 0]), np.array([0, 0, 1, 0, 0, 0]), np.array([5, 6, 5, 5, 6, 7])
+    signal, done = np.array([100, 300, 150, 1000, 1200, 520]), np.array([200, 500, 250, 1100, 1150, 600])
+    out = idle_before(rep, agent, step, signal, done)
+    assert np.isnan(out[0]) and np.isnan(out[2]) and np.isnan(out[3])    # first of repeat 0 / agent 1 / repeat 1
+    assert out[1] == 100 and out[4] == 100 and out[5] == 20               # step 7 after step 6 (done 500)
+
+
+def test_every_committed_frontier_is_at_or_below_what_its_cells_spent():
+    """The bound is a lower bound: no committed record's repeat spent less than its bound."""
+    import json
+
+    from harness import paths
+    seen = 0
+    for f in (paths.REPO_ROOT / "results" / "examples").rglob("result.json"):
+        fr = (json.loads(f.read_text()).get("platform") or {}).get("frontier")
+        if fr:
+            seen += 1
+            assert max(fr["eta_by_repeat"]) <= 1.0, f
+    assert seen >= 40
 
 
 def test_the_frontier_curve_passes_through_each_example_cells_bound():

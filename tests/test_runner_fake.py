@@ -711,3 +711,30 @@ def test_a_sched_ext_cell_gets_its_loader_and_fails_when_the_guest_does_not_run_
     assert seen == {"mode": 0o755, "data": b"\x7fELF fake scx_simple"}
     assert "startscx scx_simple" in backend.runs[0]["script"]
     assert out.status == "failed" and "sched_ext scx_simple did not hold before repeat 0" in out.record.reason
+
+
+def test_the_frontier_command_recomputes_what_the_runner_recorded_and_rewrites_only_a_change(tmp_path, capsys):
+    """`python -m harness frontier` bounds each cell again from its share's steps files: on a fresh
+    run it finds the runner's own figures (nothing rewritten); a record whose frontier was lost gets
+    it back, byte for byte, and a record it cannot bound is named, not a traceback."""
+    le = experiment(tmp_path, arch="[x86_64]", body="""
+        variants:
+          - {name: pinned, set: {workload.agent_cpu: 1}}
+        """)
+    (out,) = runner(tmp_path, le)[0].run()
+    fr = out.record.platform.frontier
+    # (the recording ran unpinned, so its "agent CPU" energy is not all the agent's: no eta check here)
+    assert fr is not None and fr.per_step == le.experiment.workload.steps * le.experiment.repeats
+    path = out.dir / records.CELL_RESULT
+    before = path.read_bytes()
+    assert main(["frontier", str(out.dir.parent)]) == 0
+    assert "unchanged" in capsys.readouterr().out and path.read_bytes() == before
+    rec = records.read(path, CellResult)
+    rec.platform.frontier = None
+    records.write(path, rec)
+    assert main(["frontier", str(out.dir.parent)]) == 0
+    assert "rewritten" in capsys.readouterr().out and path.read_bytes() == before
+    (out.dir / protocol.SHARE / protocol.repeat_files(0).steps).write_text("not a steps file\n")
+    assert main(["frontier", str(out.dir.parent)]) == 2
+    cap = capsys.readouterr()
+    assert "no frontier" in cap.out and "nothing to bound" in cap.err and "Traceback" not in cap.err

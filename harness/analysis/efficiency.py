@@ -7,8 +7,8 @@ kernel's, from the meter's cycle count), and idled the rest of the period. The b
 (harness/platform/frontier.py) does the step's compute within the same latency at the least energy
 and the other work at the critical speed (the least energy per cycle), idling the rest. Cells whose
 agent is not pinned, that run several agents, or that ran without virtual time (a unit's cycles are
-then unknown) get no frontier. Work that varies from step to step (a compute distribution, bursts)
-is bounded step by step, from the loop's units column.
+then unknown) get no frontier. Where the loop's own stamps are at hand (the runner, `python -m
+harness frontier`) every step is bounded on its own, with its work, latency and idle.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def bound(model: PowerModel, step: float, other: float, period_us: float, latenc
     fstar = model.critical_opp(allowed)
     other_us = other * 1000 / fstar.khz
     wait = period_us - latency_us - other_us
-    if wait < 0:
+    if wait < -1e-9 * max(period_us, 1.0):      # (a wait of 0 computed as -1e-15 is a wait of 0)
         return None
+    wait = max(wait, 0.0)
     p = frontier.min_energy(model, step, wait, latency_us, states=states, opps=opps)
     if p is None:
         return None
@@ -46,15 +47,20 @@ def bound(model: PowerModel, step: float, other: float, period_us: float, latenc
 
 
 def cell_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, timing: str) -> Frontier | None:
-    """The cell's frontier figures, or None when the cell has no single agent CPU to judge."""
+    """The cell's frontier figures, or None when the cell has no single agent CPU to judge. With the
+    loop's absolute stamps (what the runner reads from the share) every step is bounded on its own
+    (_per_step_frontier); without them (a Steps rebuilt from a parsed steps.csv) a cell of fixed
+    work gets the one bound of its mean step, which holds only when its gaps are alike."""
     w = spec.workload
     if (w.agents != 1 or plat.agent_cpu is None or not plat.agent_energy_per_step_by_repeat_uj
             or timing != "virtual"):
         return None
     model = PowerModel.from_sim(spec.platform.sim)
+    if steps.idle_before_ns is not None:
+        return _per_step_frontier(spec, steps, plat, model)
     work = step_cycles(w, spec.arch, model.opps[-1].khz)
     if work is None:
-        return _per_step_frontier(spec, steps, plat, model)
+        return None
     per_repeat = []
     for r, (energy, cycles, period) in enumerate(zip(plat.agent_energy_per_step_by_repeat_uj,
                                                    plat.agent_cycles_per_step_by_repeat,
@@ -70,7 +76,9 @@ def cell_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, timing: s
     etas = []
     for lat_r, period_r, other_r, energy_r in per_repeat:
         p = bound(model, work, other_r, period_r, lat_r)
-        etas.append(round(p.energy_uj / energy_r, 4) if p else float("nan"))
+        if p is None:
+            return None
+        etas.append(round(p.energy_uj / energy_r, 4))
     return Frontier(latency_us=round(latency, 2), period_us=round(period, 2), step_cycles=round(work, 1),
                     other_cycles=round(other, 1), energy_uj=round(energy, 3), bound_uj=round(point.energy_uj, 3),
                     eta=round(frontier.efficiency(point.energy_uj, energy), 4), eta_by_repeat=etas,
@@ -78,16 +86,19 @@ def cell_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, timing: s
 
 
 def _per_step_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, model: PowerModel) -> Frontier | None:
-    """Work that varies from step to step (a compute distribution, bursts): each step's own bound, its
-    work (the loop's units column) within its own latency, with the repeat's other cycles at the
-    critical speed and the repeat's mean gap between steps (period - mean latency: idle energy is
-    linear in the gap at a given state and OPP, so holding it changes no choice the bound makes); a
-    repeat's bound is the mean over its steps. A bound for the mean step would not do: the energy of
-    a step is convex in its work and latency, so the mean step's bound is not the steps' mean bound."""
+    """Each step bounded on its own: its work (the loop's units column, or the fixed work and its
+    bursts) within its own latency, after its own idle (the time since the agent's previous step
+    ended, from the loop's stamps; the first step of a repeat gets the repeat's median), with the
+    repeat's other cycles (the meter's, less the steps' work) spread evenly over its steps and run at
+    the critical speed; a repeat's bound is the mean over its steps. Neither a mean step nor a mean
+    gap would do: the least energy of a step is convex in its work and latency and concave in its
+    idle (the deepest state worth entering changes with it), so a mean's bound is not the steps'
+    mean bound, and a mean gap can put the bound above what the steps spent."""
     unit = UNIT_NS_AT_FMAX.get(spec.arch)
-    if unit is None or (steps.units is None and spec.workload.compute is not None):
+    if unit is None or steps.idle_before_ns is None or (steps.units is None and spec.workload.compute is not None):
         return None
     fmax = model.opps[-1].khz
+    fstar = model.critical_opp(list(model.opps))
     cycles = units_per_step(spec.workload, steps.step, steps.units) * unit * fmax / 1e6
     # The shallowest exit a step can have paid without polling through its wait: a step measured
     # faster than its calibrated work at fmax after that exit (a unit's cost is known to about half
@@ -102,17 +113,19 @@ def _per_step_frontier(spec: CellSpec, steps: Steps, plat: PlatformSummary, mode
                                                          plat.agent_cycles_per_step_by_repeat,
                                                          plat.period_per_step_by_repeat_us, strict=True)):
         m = steps.repeat == r
-        lat, work = steps.step_ns[m] / 1000.0, cycles[m]
+        lat, work, idle = steps.step_ns[m] / 1000.0, cycles[m], steps.idle_before_ns[m] / 1000.0
         if not len(lat) or energy <= 0:
             return None
+        known = idle[np.isfinite(idle)]
+        idle = np.where(np.isfinite(idle), idle, float(np.median(known)) if len(known) else 0.0)
         other = max(other_cycles - float(work.mean()), 0.0)
-        gap = period - float(lat.mean())
+        other_us = other * 1000 / fstar.khz
         total = 0.0
-        for c, latency in zip(work.tolist(), lat.tolist(), strict=True):
+        for c, latency, gap in zip(work.tolist(), lat.tolist(), idle.tolist(), strict=True):
             fits = max(latency - shallow, 0.0) * fmax / 1000
             if c > fits:
                 c, clamped = fits, clamped + 1
-            p = bound(model, c, other, gap + latency, latency)
+            p = bound(model, c, other, max(gap, other_us) + latency, latency)
             if p is None:
                 return None
             total += p.energy_uj

@@ -46,6 +46,10 @@ class Steps:
     cpu: np.ndarray
     units: np.ndarray | None = None    # per-step compute (units), extended files only
     missed: np.ndarray | None = None   # 1: ended after its deadline (periodic loops), extended files only
+    # the agent's time between its previous step's done and this step's signal (>= 0; NaN for the
+    # first measured step of a repeat and agent): from the loop's absolute stamps, which the parsed
+    # steps.csv of a results directory does not keep
+    idle_before_ns: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.step)
@@ -82,13 +86,27 @@ def parse_steps_csv(text: str, origin: str, repeat: int = 0, warmup: bool = Fals
     return cols
 
 
+def idle_before(repeat: np.ndarray, agent: np.ndarray, step: np.ndarray, signal_ns: np.ndarray,
+                done_ns: np.ndarray) -> np.ndarray:
+    """Per step: its signal minus the done of the same repeat's and agent's previous step, clipped
+    at 0 (a step signalled before the last one ended waited not at all); NaN where no previous step."""
+    order = np.lexsort((step, agent, repeat))
+    out = np.full(len(step), np.nan)
+    r, a = repeat[order], agent[order]
+    same = (r[1:] == r[:-1]) & (a[1:] == a[:-1])
+    gaps = np.maximum(signal_ns[order][1:] - done_ns[order][:-1], 0).astype(float)
+    out[order[1:][same]] = gaps[same]
+    return out
+
+
 def steps_from_columns(parts: list[dict[str, np.ndarray]]) -> Steps:
     keys = set.intersection(*(set(p) for p in parts))
     c = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k in keys}
     return Steps(repeat=c["repeat"], agent=c["agent"], step=c["step"], wait_ns=c["wait_ns"],
                  wake_ns=c["wake_ns"] - c["signal_ns"], step_ns=c["done_ns"] - c["signal_ns"],
                  compute_ns=c["done_ns"] - c["phases_ns"], phases_ns=c["phases_ns"] - c["wake_ns"], cpu=c["cpu"],
-                 units=c.get("units"), missed=c.get("missed"))
+                 units=c.get("units"), missed=c.get("missed"),
+                 idle_before_ns=idle_before(c["repeat"], c["agent"], c["step"], c["signal_ns"], c["done_ns"]))
 
 
 PARSED_HEADER = "repeat,agent,step,wait_us,wake_us,step_us,compute_us,phases_us,cpu"

@@ -28,8 +28,9 @@ for bursty profiles is most of it. Steps present in one cell only are left out, 
 
 Energy (a latency gain is only worth its energy): each cell's energy per step from its record (the
 platform's meter over the measured steps, or over whole repeats in older records, which the notes
-name), its mean over repeats with an interval from resampling the repeats, and its ratio to the
-group's stock cell (`compare.energy_ratio`), and where the cell has one, its place against the
+name), its mean over repeats with a 95 % interval from resampling the repeats (under 5 repeats,
+which such a bootstrap only brackets by their range, the range, labelled so), and its ratio to the
+group's stock cell (`compare.energy_ratio`; the same rule), and where the cell has one, its place against the
 physical frontier (eta = the least energy that meets its latency on its platform / what it spent,
 on the agent's CPU; the record's `platform.frontier`, bounded step by step where the work varies).
 Measured repeats only: a traced run has no say.
@@ -262,13 +263,35 @@ def paired_differences(c: RunCell, floor: RunCell) -> tuple[CellData | None, str
     return CellData(f"{c.id} - {floor.id}", np.concatenate(repeats), repeats, np.array([])), note
 
 
+# Below this many repeats a percentile bootstrap over them is only their range (with 2 it is exactly
+# [min, max], about a 50 % interval): the energy columns then give the range, and say so.
+CI_REPEATS_MIN = 5
+
+
+def _range_level(n: int) -> str:
+    return f"range of {n} repeats"
+
+
 def energy_per_step(d: CellData, seed: int) -> Estimate | None:
-    """Mean energy per step over the repeats, interval from resampling the repeats (None: no meter)."""
+    """Mean energy per step over the repeats, a 95 % interval from resampling the repeats, or their
+    range under CI_REPEATS_MIN repeats (None: no meter)."""
     e = d.energy_per_step_uj
     if not len(e):
         return None
+    if len(e) < CI_REPEATS_MIN:
+        return Estimate(float(e.mean()), float(e.min()), float(e.max()), _range_level(len(e)))
     boot = e[np.random.default_rng(seed).integers(0, len(e), size=(RESAMPLES, len(e)))].mean(axis=1)
-    return Estimate(float(e.mean()), *ci95(boot), "repeats" if len(e) > 1 else "none (1 repeat)")
+    return Estimate(float(e.mean()), *ci95(boot), "repeats")
+
+
+def energy_vs(d: CellData, ref: CellData, seed: int) -> Estimate:
+    """The cell's mean energy per step over the reference's: compare.energy_ratio's interval, or under
+    CI_REPEATS_MIN repeats the range the repeats allow (lowest over highest, highest over lowest)."""
+    a, b = d.energy_per_step_uj, ref.energy_per_step_uj
+    n = min(len(a), len(b))
+    if n >= CI_REPEATS_MIN:
+        return energy_ratio(d, ref, seed)
+    return Estimate(float(a.mean() / b.mean()), float(a.min() / b.max()), float(a.max() / b.min()), _range_level(n))
 
 
 def _rank(c: RunCell) -> tuple[int, str]:
@@ -340,7 +363,7 @@ def _group(run: RunData, members: Sequence[RunCell], seed: int) -> GroupTax:
             fanin_tax = _estimate(fanin_mean - float(fdata[f].values.mean()), fboot[:, i] - fboot[:, f],
                                   interval_level(fdata[i], fdata[f]))
         energy = energy_per_step(d, seed)
-        vs_stock = (energy_ratio(d, data[stock], seed) if energy is not None and stock is not None
+        vs_stock = (energy_vs(d, data[stock], seed) if energy is not None and stock is not None
                     and len(data[stock].energy_per_step_uj) else None)
         meter = c.record.platform.meter if energy is not None and c.record.platform else None
         fr = c.record.platform.frontier if c.record.platform else None
@@ -388,6 +411,8 @@ def _fmt(e: Estimate | None, digits: int = 2) -> str:
     text = f"{e.value:.{digits}f} [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
     if e.level.startswith("repeats"):
         return text
+    if e.level.startswith("range"):
+        return text + f" ({e.level})"
     return text + (" (steps only)" if e.level.startswith("steps") else " (1 repeat)")
 
 
@@ -416,7 +441,7 @@ def rows(table: TaxTable) -> tuple[list[str], list[list[str]]]:
     fanins = any(c.fanin_tax for g in table.groups for c in g.cells)
     head += ["fan-in mean us", f"fan-in mean tax, s / {PER_STEPS:,} steps [95 % CI]"] if fanins else []
     energy = any(c.energy_uj for g in table.groups for c in g.cells)
-    head += ["energy / step, mJ [95 % CI]", "energy vs stock [95 % CI]"] if energy else []
+    head += ["energy / step, mJ [95 % CI]", "energy vs stock [95 % CI]"] if energy else []   # or a range
     etas = any(c.eta is not None for g in table.groups for c in g.cells)
     head += ["eta, frontier / measured (repeats)"] if etas else []
     out = []

@@ -838,7 +838,11 @@ class CellSpec(Strict):
                 if getattr(c, name) is not None:
                     cd[name] = scaled(f"compute.{name}", getattr(c, name), integer=False)
             if c.mu is not None:
-                cd["mu"] = c.mu + math.log(ratio)
+                mu = c.mu + math.log(ratio)
+                if not 0 <= mu <= math.log(COMPUTE_UNITS_MAX):
+                    raise ValueError(f"workload.compute.mu {c.mu} written for {w.units_for} is {mu:.4g} on "
+                                     f"{self.arch}, outside 0..ln({COMPUTE_UNITS_MAX})")
+                cd["mu"] = mu
         if w.burst_units:
             data["burst_units"] = scaled("burst_units", w.burst_units)
         return self.model_copy(update={"workload": WorkloadSpec.model_validate(data)})
