@@ -23,6 +23,10 @@ APT_PACKAGES=(
   chromium
   # sched_ext schedulers (kernel fragment sched-ext): BPF objects need clang >= 16; the loaders libelf and zlib
   clang-16 llvm-16 zlib1g-dev
+  # arm64's sched_ext loaders are linked statically (the arm64 root filesystem has no libelf):
+  # Debian's arm64 archives through multiarch (the arm64 dpkg architecture is added below; apt
+  # keeps the host's libelf1, zlib1g and libzstd1 at the same versions as theirs)
+  libelf-dev:arm64 zlib1g-dev:arm64 libzstd-dev:arm64
 )
 
 want_apt=1
@@ -35,6 +39,10 @@ if (( want_apt )); then
   done
   if (( ${#missing[@]} )); then
     sudo=""; (( EUID == 0 )) || sudo="sudo"
+    if [[ $(dpkg --print-architecture) != arm64 ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+      echo "setup: adding the dpkg architecture arm64 (multiarch: arm64's static libraries)"
+      $sudo dpkg --add-architecture arm64
+    fi
     echo "setup: installing Debian packages: ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -34,6 +34,9 @@ RECIPE_VERSION = 1   # bump when the build recipe (make flags, base config) chan
 SCHED_EXT_CLANG = "clang-16"          # tools/sched_ext wants clang >= 16 for its BPF objects
 SCHED_EXT_DIR = "sched_ext"           # builds/<key>/sched_ext/<scheduler>
 SCHED_EXT_SCHEDULERS = typing.get_args(SchedExt)
+# arm64's loaders, linked statically (the guest's root filesystem has no libelf): libelf.a needs zlib
+# and zstd (Debian's arm64 libelf-dev, zlib1g-dev and libzstd-dev: scripts/setup.sh)
+SCHED_EXT_STATIC_LDFLAGS = ("-static", "-lelf", "-lz", "-lzstd", "-lpthread")
 MIN_FREE_GIB = float(os.environ.get("HARNESS_MIN_FREE_GIB", "12"))
 
 
@@ -292,10 +295,12 @@ class KernelBuilder:
 
     def _sched_ext(self, req, tree: Path, objdir: Path, tmp: Path, log_path: Path) -> dict | None:
         """With CONFIG_SCHED_CLASS_EXT, the tools/sched_ext C schedulers built against this vmlinux's
-        BTF into tmp/sched_ext/ (x86_64: the loaders link the host's libelf, which the x86_64 guest,
-        booted on the host's root, has); the build's metadata names them and the clang that built
-        their BPF part. None without the option."""
-        if kconfig.read_config(objdir / ".config").get("SCHED_CLASS_EXT") != "y" or req.arch != "x86_64":
+        BTF into tmp/sched_ext/; the build's metadata names them and the clang that built their BPF
+        part. x86_64: the loaders link the host's libelf, which the x86_64 guest, booted on the host's
+        root, has. arm64: the guest boots a root filesystem without libelf, so the loaders are linked
+        statically (Debian's arm64 libelf, zlib and zstd archives) and checked to be static aarch64
+        executables. None without the option."""
+        if kconfig.read_config(objdir / ".config").get("SCHED_CLASS_EXT") != "y":
             return None
         clang = shutil.which(SCHED_EXT_CLANG)
         if clang is None:
@@ -303,19 +308,93 @@ class KernelBuilder:
                                f"{SCHED_EXT_CLANG} (bash scripts/setup.sh installs it)")
         out = objdir / "sched_ext"
         out.mkdir(exist_ok=True)   # tools/scripts/Makefile.include wants O= to exist
-        cmd = ["make", "-C", str(tree / "tools" / "sched_ext"), f"O={out}", f"CLANG={clang}",
-               f"VMLINUX_BTF={objdir / 'vmlinux'}", f"-j{self.jobs}", *SCHED_EXT_SCHEDULERS]
+        make = ["make", "-C", str(tree / "tools" / "sched_ext"), f"CLANG={clang}",
+                f"VMLINUX_BTF={objdir / 'vmlinux'}", f"-j{self.jobs}"]
+        if req.arch == "x86_64":
+            self._sched_ext_make(req, [*make[:3], f"O={out}", *make[3:], *SCHED_EXT_SCHEDULERS], log_path)
+        else:
+            for cmd in sched_ext_static_commands(archmod.get(req.arch), make, out, objdir / "sched_ext-host"):
+                self._sched_ext_make(req, cmd, log_path, hint=f" ({req.arch}'s loaders link statically with "
+                                     f"Debian's {req.arch} libelf-dev, zlib1g-dev and libzstd-dev: bash "
+                                     "scripts/setup.sh installs them)")
+        (tmp / SCHED_EXT_DIR).mkdir()
+        for name in SCHED_EXT_SCHEDULERS:
+            built = out / "build" / "bin" / name
+            if req.arch != "x86_64":
+                check_static_elf(built, req.arch, req.label)
+            shutil.copy2(built, tmp / SCHED_EXT_DIR / name)
+        version = procs.run_group([clang, "--version"], capture_output=True, text=True).stdout.splitlines()
+        return {"schedulers": list(SCHED_EXT_SCHEDULERS), "clang": version[0] if version else clang,
+                **({"linked": "static"} if req.arch != "x86_64" else {})}
+
+    def _sched_ext_make(self, req, cmd: list[str], log_path: Path, hint: str = "") -> None:
         proc = procs.run_group(cmd, capture_output=True, text=True, env=self._env())
         with open(log_path, "a") as log:
             log.write("$ " + " ".join(cmd) + "\n" + proc.stdout + proc.stderr)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
-            raise HarnessError(f"{req.label}: building tools/sched_ext failed (make exit {proc.returncode}):\n{tail}")
-        (tmp / SCHED_EXT_DIR).mkdir()
-        for name in SCHED_EXT_SCHEDULERS:
-            shutil.copy2(out / "build" / "bin" / name, tmp / SCHED_EXT_DIR / name)
-        version = procs.run_group([clang, "--version"], capture_output=True, text=True).stdout.splitlines()
-        return {"schedulers": list(SCHED_EXT_SCHEDULERS), "clang": version[0] if version else clang}
+            raise HarnessError(f"{req.label}: building tools/sched_ext failed (make exit {proc.returncode}){hint}:"
+                               f"\n{tail}")
+
+
+def sched_ext_static_commands(arch: archmod.KernelArch, make: list[str], out: Path, host: Path) -> list[list[str]]:
+    """The makes of tools/sched_ext for a guest without libelf (arm64), in order: bpftool for the
+    host, in its own O= (`host`); libbpf for `arch`; the schedulers for `arch` with both, linked
+    statically. 6.12's Makefile, cross-compiling, links the schedulers with HOST_BPFOBJ (the host's
+    libbpf, built for bpftool) instead of the target's, and installs its host bpftool into the
+    source tree (host-tools/): so the host bpftool, built beforehand, is named as BPFTOOL and the
+    target's libbpf as HOST_BPFOBJ. libbpf gets its own make because LDFLAGS given to make reaches
+    libbpf's make too, whose libbpf.so cannot link -static. The same steps on an arm64 host, where
+    nothing is crossed."""
+    host.mkdir(exist_ok=True)
+    bpftool = host / "build" / "sbin" / "bpftool"
+    libbpf = out / "build" / "obj" / "libbpf" / "libbpf.a"
+    target = [f"O={out}", *make[3:], f"ARCH={arch.kbuild_arch}",
+              *([f"CROSS_COMPILE={arch.compile_prefix}"] if arch.compile_prefix else []), f"BPFTOOL={bpftool}"]
+    return [
+        [*make[:3], f"O={host}", *make[3:], str(bpftool)],
+        [*make[:3], *target, str(libbpf)],
+        [*make[:3], *target, f"HOST_BPFOBJ={libbpf}", f"LDFLAGS={' '.join(SCHED_EXT_STATIC_LDFLAGS)}",
+         *SCHED_EXT_SCHEDULERS],
+    ]
+
+
+ELF_MACHINES = {"x86_64": 62, "arm64": 183}   # e_machine: EM_X86_64, EM_AARCH64
+_PT_INTERP = 3
+
+
+def check_static_elf(path: Path, arch: str, label: str) -> None:
+    """`path` is a 64-bit little-endian ELF executable for `arch` without an interpreter (a static
+    binary, static-pie included: the kernel runs it with nothing from the guest's root filesystem),
+    else a HarnessError that names the file and what it is instead."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise HarnessError(f"{label}: tools/sched_ext left no {path.name} ({path}: {e.strerror})") from None
+    what = _elf_problem(data, ELF_MACHINES[arch])
+    if what:
+        raise HarnessError(f"{label}: {path} is not a statically linked {arch} executable ({what}): the "
+                           f"{arch} guest's root filesystem has no libelf to load it with")
+
+
+def _elf_problem(data: bytes, machine: int) -> str:
+    """Why `data` is not a static ELF64 LE executable for e_machine `machine` ('' when it is)."""
+    if len(data) < 64 or data[:4] != b"\x7fELF":
+        return "not an ELF file"
+    if data[4] != 2 or data[5] != 1:
+        return "not a 64-bit little-endian ELF"
+    e_type, e_machine = int.from_bytes(data[16:18], "little"), int.from_bytes(data[18:20], "little")
+    if e_machine != machine:
+        names = {v: k for k, v in ELF_MACHINES.items()}
+        return f"built for {names.get(e_machine, f'e_machine {e_machine}')}"
+    if e_type not in (2, 3):   # ET_EXEC, ET_DYN (static-pie)
+        return f"ELF type {e_type}, not an executable"
+    phoff = int.from_bytes(data[32:40], "little")
+    phentsize, phnum = int.from_bytes(data[54:56], "little"), int.from_bytes(data[56:58], "little")
+    if phnum == 0 or phentsize < 56 or phoff + phnum * phentsize > len(data):
+        return "no program headers"
+    types = {int.from_bytes(data[phoff + i * phentsize:phoff + i * phentsize + 4], "little") for i in range(phnum)}
+    return "dynamically linked (it names an interpreter)" if _PT_INTERP in types else ""
 
 
 def _config_body(config: Path) -> str:

@@ -452,7 +452,7 @@ class PlatformSpec(Strict):
                                           "0-1024) of a cgroup the agent runs in: a floor on all its tasks")
     sched_ext: SchedExt | None = Field(
         None, description="a tools/sched_ext scheduler (built with the kernel) that runs every task for the "
-        "loop's whole life; needs the kernel's sched-ext fragment (x86_64 only)")
+        "loop's whole life; needs the kernel's sched-ext fragment")
     sim: SimPlatform = Field(default_factory=lambda: SimPlatform.model_validate({}))
 
     @model_validator(mode="after")
@@ -851,9 +851,6 @@ class CellSpec(Strict):
     def _sched_ext_has_its_kernel(self) -> CellSpec:
         if self.platform.sched_ext is None:
             return self
-        if self.arch != "x86_64":
-            raise ValueError(f"platform.sched_ext runs on x86_64 guests only (its loader links the host's libelf, "
-                             f"which the {self.arch} root filesystem does not have)")
         if "sched-ext" not in self.kernel.fragments and self.kernel.config.get("CONFIG_SCHED_CLASS_EXT") != "y":
             raise ValueError("platform.sched_ext needs a kernel with CONFIG_SCHED_CLASS_EXT: add 'sched-ext' to "
                              "kernel.fragments")
