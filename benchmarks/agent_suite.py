@@ -74,7 +74,7 @@ def run_all(files: list[Path], arch_list: list[str], jobs: int) -> None:
             if arch not in load_experiment(f).experiment.arch:
                 continue
             t0 = time.monotonic()
-            cmd = [sys.executable, "-m", "harness", "run", str(f), "--cell", arch]
+            cmd = [sys.executable, "-m", "harness", "run", str(f), "--cell", f"{arch}-"]   # ids start <arch>-
             cmd += ["--jobs", str(jobs)] if jobs > 1 else []
             rc = subprocess.run(cmd, cwd=REPO).returncode
             print(f"{f.stem} {arch}: exit {rc}, {time.monotonic() - t0:.0f} s", flush=True)
