@@ -33,6 +33,7 @@ from harness import paths, records  # noqa: E402
 from harness.records import RunIndex  # noqa: E402
 from harness.runner import run_id_for  # noqa: E402
 from harness.spec import load_experiment  # noqa: E402
+from harness.spec.loader import LoadedExperiment  # noqa: E402
 
 AGENTS = REPO / "experiments" / "agents"
 
@@ -41,18 +42,17 @@ def profiles(scale: str) -> list[Path]:
     return sorted((AGENTS / "quick" if scale == "quick" else AGENTS).glob("*.yaml"))
 
 
-def arches(files: list[Path]) -> list[str]:
+def arches(loaded: dict[Path, LoadedExperiment]) -> list[str]:
     """Every arch the files' cells run on, in the files' order."""
     out: list[str] = []
-    for f in files:
-        out += [a for a in load_experiment(f).experiment.arch if a not in out]
+    for le in loaded.values():
+        out += [a for a in le.experiment.arch if a not in out]
     return out
 
 
-def recorded_wall(exp: Path, results: Path, arch: str) -> tuple[float | None, int, int]:
+def recorded_wall(le: LoadedExperiment, results: Path, arch: str) -> tuple[float | None, int, int]:
     """(wall seconds of the invocations that ran this arch's cells and no other, ok cells, cells) of
-    the run this file makes; None: no such invocation."""
-    le = load_experiment(exp)
+    the run this experiment makes; None: no such invocation."""
     mine = {c.id for c in le.cells if c.spec.arch == arch}
     run_dir = results / run_id_for(le)
     try:
@@ -65,13 +65,13 @@ def recorded_wall(exp: Path, results: Path, arch: str) -> tuple[float | None, in
     return wall, ok, len(mine)
 
 
-def run_all(files: list[Path], arch_list: list[str], jobs: int) -> None:
+def run_all(loaded: dict[Path, LoadedExperiment], arch_list: list[str], jobs: int) -> None:
     """One `harness run --jobs N --cell ARCH` per profile and arch, one after another: the runner
     boots up to N virtual-time guests at once and real-time ones (KVM, or MTTCG) one at a time,
     which whole profiles run side by side could not promise."""
     for arch in arch_list:
-        for f in files:
-            if arch not in load_experiment(f).experiment.arch:
+        for f, le in loaded.items():
+            if arch not in le.experiment.arch:
                 continue
             t0 = time.monotonic()
             cmd = [sys.executable, "-m", "harness", "run", str(f), "--cell", f"{arch}-"]   # ids start <arch>-
@@ -94,15 +94,16 @@ def main() -> int:
     args = ap.parse_args()
     results = paths.results_dir()
     files = [f for f in profiles(args.scale) if not args.only or f.stem in args.only]
-    arch_list = args.arch or arches(files)
+    loaded = {f: load_experiment(f) for f in files}     # each file read once
+    arch_list = args.arch or arches(loaded)
     t_suite = time.monotonic()
     if not args.recorded:
-        run_all(files, arch_list, args.jobs)
+        run_all(loaded, arch_list, args.jobs)
     print(f"\nagent suite, {args.scale} scale (wall time of the runs' invocations, from run.json):")
     for arch in arch_list:
         total = 0.0
-        for f in files:
-            wall, ok, cells = recorded_wall(f, results, arch)
+        for f, le in loaded.items():
+            wall, ok, cells = recorded_wall(le, results, arch)
             total += wall or 0.0
             shown = "not run" if wall is None else f"{wall / 60:5.1f} min"
             print(f"  {arch:7s} {f.stem:14s} {shown}   {ok}/{cells} cells ok")
@@ -111,7 +112,7 @@ def main() -> int:
     if not args.recorded:
         print(f"  {'suite':14s} {(time.monotonic() - t_suite) / 60:5.1f} min (this invocation, --jobs {args.jobs})")
     if args.tax:
-        dirs = [str(d) for f in files if (d := results / run_id_for(load_experiment(f))).is_dir()]
+        dirs = [str(d) for le in loaded.values() if (d := results / run_id_for(le)).is_dir()]
         if not dirs:
             print("no run directory to take a tax of", file=sys.stderr)
             return 1

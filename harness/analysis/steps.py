@@ -166,14 +166,19 @@ def cell_stats(s: Steps, deadlines: bool = False, fanout: bool = False) -> StepS
                      step_p50_repeat_cv=_repeat_cv(s), **extra)
 
 
+def slowest_per_step(repeat: np.ndarray, step: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per (repeat, step), in that order: the largest of `values` over the agents of that step."""
+    key = repeat.astype(np.int64) * (int(step.max()) + 1) + step.astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    k, v = key[order], values[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    return np.maximum.reduceat(v, starts)
+
+
 def fanin_ns(s: Steps) -> np.ndarray:
     """Per (repeat, step): the slowest agent's signal -> done, i.e. when the fan-in completes
     (every agent of a fan-out step shares one signal stamp)."""
-    key = s.repeat * (int(s.step.max()) + 1) + s.step
-    order = np.argsort(key, kind="stable")
-    k, v = key[order], s.step_ns[order]
-    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    return np.maximum.reduceat(v, starts)
+    return slowest_per_step(s.repeat, s.step, s.step_ns)
 
 
 def _repeat_cv(s: Steps) -> float:

@@ -68,6 +68,7 @@ from harness.analysis.compare import (
 from harness.analysis.decompose import PARTS
 from harness.analysis.runs import CellData as RunCell
 from harness.analysis.runs import RunData, load_run
+from harness.analysis.steps import slowest_per_step
 from harness.errors import InputError
 from harness.records import Decomposition
 
@@ -229,14 +230,8 @@ def fanin_data(c: RunCell) -> CellData:
     """Per (repeat, step) the slowest agent's signal -> done, one array per repeat."""
     st = c.steps()
     rep, step, us = (np.asarray(st[k], dtype=float) for k in ("repeat", "step", "step_us"))
-    repeats = []
-    for r in np.unique(rep):
-        m = rep == r
-        steps, inverse = np.unique(step[m], return_inverse=True)
-        worst = np.full(len(steps), -np.inf)
-        np.maximum.at(worst, inverse, us[m])
-        repeats.append(worst)
-    return CellData(f"{c.id} fan-in", np.concatenate(repeats), tuple(repeats), np.array([]))
+    repeats = tuple(slowest_per_step(rep[rep == r], step[rep == r], us[rep == r]) for r in np.unique(rep))
+    return CellData(f"{c.id} fan-in", np.concatenate(repeats), repeats, np.array([]))
 
 
 def paired_differences(c: RunCell, floor: RunCell) -> tuple[CellData | None, str]:
